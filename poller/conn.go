@@ -1,0 +1,317 @@
+package poller
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// connState is the lifecycle of a connection.
+type connState uint8
+
+const (
+	stateHandshake connState = iota // reading the HTTP upgrade request
+	stateOpen                       // upgraded; frames flow both ways
+	stateClosing                    // close frame sent or received; waiting to finish
+	stateRejecting                  // HTTP error response queued; closing once it is written
+	stateClosed                     // socket closed; OnClose delivered
+)
+
+// connEngine is what the shared connection code needs from the engine that
+// owns the socket.
+type connEngine interface {
+	// writev writes without blocking; it returns the bytes the kernel took.
+	writev(c *Conn, bufs [][]byte) (int, error)
+	// wantWrite asks to be told (via Conn.onWritable) when the socket can
+	// take more bytes; off cancels it. Called with c.mu held.
+	wantWrite(c *Conn, on bool)
+	// setDeadline stores c's deadline (unix nanoseconds, 0 = none) for the
+	// engine's sweep.
+	setDeadline(c *Conn, unixNano int64)
+	// closeSocket releases the socket. Called once, with c.mu held.
+	closeSocket(c *Conn)
+}
+
+// Conn is one client connection. Send, Close and SetDeadline are safe for
+// concurrent use; Value and SetValue are not synchronized (set the value in
+// OnOpen, before the connection is shared).
+type Conn struct {
+	id     uint64         // static after accept
+	fd     int            // static after accept; closed with mu held
+	remote netip.AddrPort // static after accept
+	sh     *shared        // static after accept
+	eng    connEngine     // static after accept
+
+	rd    reader // owned by the engine goroutine reading this connection
+	value any    // owned by the application
+
+	// mu guards the fields below. Lock order: Conn.mu is innermost; the
+	// handler is never called with it held.
+	mu         sync.Mutex
+	state      connState
+	opened     bool     // OnOpen was delivered
+	batching   bool     // the reader is inside a callback; Sends wait for endBatch
+	writeArmed bool     // the engine will call onWritable
+	peerClosed bool     // a close frame arrived
+	sentClose  bool     // a close frame is queued or written
+	out        [][]byte // queued frames not yet taken by the kernel; out[0] is trimmed as written
+	outLen     int      // bytes in out
+	closeInfo  CloseInfo
+	reject     RejectReason
+}
+
+// ID is unique among the connections of one Server.
+func (c *Conn) ID() uint64 { return c.id }
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+
+// Value returns what SetValue stored.
+func (c *Conn) Value() any { return c.value }
+
+// SetValue stores application data with the connection.
+func (c *Conn) SetValue(v any) { c.value = v }
+
+// Send queues one complete WebSocket frame (see AppendFrame) and returns at
+// once. The poller keeps a reference to frame until the kernel has taken it,
+// so the same bytes can be sent to many connections and must not be
+// modified afterwards. It returns ErrFull, queuing nothing, when the frame
+// does not fit in the outbox, and ErrClosed once the connection is closing.
+func (c *Conn) Send(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	if c.outLen+len(frame) > c.sh.cfg.Outbox {
+		return ErrFull
+	}
+	c.enqueueLocked(frame)
+	return nil
+}
+
+// Close starts the closing handshake with code and reason (at most 123
+// bytes, truncated otherwise). OnClose follows once the peer answers or
+// Config.CloseTimeout passes. Close on a closing connection does nothing.
+func (c *Conn) Close(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	c.startCloseLocked(CloseInfo{Reason: CloseServer, Code: code}, code, reason)
+}
+
+// SetDeadline makes the poller call OnDeadline once t passes (within
+// Config.Tick). The zero t clears it. One deadline per connection: a new
+// one replaces the old one. Ignored once the connection is closing.
+func (c *Conn) SetDeadline(t time.Time) {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.eng.setDeadline(c, ns)
+	}
+	c.mu.Unlock()
+}
+
+// OutboxLen is the number of bytes queued and not yet taken by the kernel.
+func (c *Conn) OutboxLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.outLen
+}
+
+// enqueueLocked appends frame to the outbox and writes at once unless the
+// reader is batching. When nothing is queued the frame is written straight
+// from the caller's slice, so a fast connection costs no allocation.
+func (c *Conn) enqueueLocked(frame []byte) {
+	if len(c.out) == 0 && !c.batching {
+		n, err := c.eng.writev(c, [][]byte{frame})
+		if err != nil {
+			return // the reader sees the error (EPOLLERR/HUP) and finishes
+		}
+		if n == len(frame) {
+			return
+		}
+		frame = frame[n:]
+	}
+	c.out = append(c.out, frame)
+	c.outLen += len(frame)
+	if !c.batching && !c.writeArmed {
+		c.writeArmed = true
+		c.eng.wantWrite(c, true)
+	}
+}
+
+// flushLocked writes queued frames until the kernel stops taking them.
+// It reports whether the outbox is empty.
+func (c *Conn) flushLocked() bool {
+	for c.outLen > 0 {
+		n, err := c.eng.writev(c, c.out)
+		if err != nil {
+			if err == unix.EAGAIN || err == unix.EINTR {
+				break
+			}
+			c.dropOutboxLocked()
+			break
+		}
+		c.consumeOutLocked(n)
+		if n == 0 {
+			break
+		}
+	}
+	if c.outLen == 0 {
+		c.out = nil // an idle connection holds no buffer
+		if c.writeArmed {
+			c.writeArmed = false
+			c.eng.wantWrite(c, false)
+		}
+		return true
+	}
+	if !c.writeArmed {
+		c.writeArmed = true
+		c.eng.wantWrite(c, true)
+	}
+	return false
+}
+
+func (c *Conn) consumeOutLocked(n int) {
+	c.outLen -= n
+	i := 0
+	for i < len(c.out) && n >= len(c.out[i]) {
+		n -= len(c.out[i])
+		c.out[i] = nil
+		i++
+	}
+	c.out = c.out[i:]
+	if n > 0 {
+		c.out[0] = c.out[0][n:]
+	}
+}
+
+func (c *Conn) dropOutboxLocked() {
+	clear(c.out)
+	c.out = nil
+	c.outLen = 0
+}
+
+// startCloseLocked queues a close frame (the outbox bound does not apply to
+// it) and starts the close timeout. info is reported in OnClose.
+func (c *Conn) startCloseLocked(info CloseInfo, code ws.StatusCode, reason string) {
+	c.state = stateClosing
+	c.closeInfo = info
+	c.sentClose = true
+	c.enqueueLocked(closeFrame(code, reason))
+	c.eng.setDeadline(c, time.Now().Add(c.sh.cfg.CloseTimeout).UnixNano())
+}
+
+// beginBatch is called by the reader before it delivers callbacks; Sends
+// then queue without writing until endBatch, so one turn's frames go out
+// in one writev.
+func (c *Conn) beginBatch() {
+	c.mu.Lock()
+	c.batching = true
+	c.mu.Unlock()
+}
+
+// endBatch writes what the batch queued. It reports whether the connection
+// has finished its closing exchange and should be finished by the caller.
+func (c *Conn) endBatch() (done bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batching = false
+	empty := c.flushLocked()
+	return empty && c.doneLocked()
+}
+
+// onWritable is called by the engine's goroutine when the socket can take
+// more bytes. It reports whether the connection should now be finished.
+func (c *Conn) onWritable() (done bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return false
+	}
+	empty := c.flushLocked()
+	return empty && c.doneLocked()
+}
+
+// doneLocked: every byte is written and nothing more is expected.
+func (c *Conn) doneLocked() bool {
+	switch c.state {
+	case stateRejecting:
+		return true
+	case stateClosing:
+		return c.peerClosed
+	}
+	return false
+}
+
+// onDeadline is called by the engine's sweep, on the goroutine that reads
+// c, once c's deadline has passed (the engine has cleared it). It reports
+// whether the connection should be finished with info.
+func (c *Conn) onDeadline() (done bool, info CloseInfo) {
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	switch st {
+	case stateHandshake:
+		c.mu.Lock()
+		c.reject = RejectTimeout
+		c.mu.Unlock()
+		return true, CloseInfo{}
+	case stateOpen:
+		c.sh.handler.OnDeadline(c)
+		return false, CloseInfo{}
+	case stateClosing:
+		return true, CloseInfo{Reason: CloseTimeout}
+	case stateRejecting:
+		return true, CloseInfo{}
+	}
+	return false, CloseInfo{}
+}
+
+// finish closes the socket and reports the end once: OnClose for an opened
+// connection, OnReject for one that failed its upgrade. fallback is the
+// reason unless a closing handshake had set one. It must be called from the
+// goroutine that reads c.
+func (c *Conn) finish(fallback CloseInfo) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	info := fallback
+	if c.closeInfo.Reason != 0 { // a closing handshake had started: keep why
+		info = c.closeInfo
+		if fallback.Reason == CloseTimeout {
+			info.Reason = CloseTimeout
+		}
+	}
+	if c.state == stateHandshake && c.reject == 0 {
+		c.reject = RejectReset
+	}
+	opened, reject := c.opened, c.reject
+	c.state = stateClosed
+	c.dropOutboxLocked()
+	c.eng.setDeadline(c, 0)
+	c.eng.closeSocket(c)
+	c.mu.Unlock()
+
+	c.rd.release()
+	c.sh.limits.release(c.remote, c.admitted())
+	if opened {
+		c.sh.handler.OnClose(c, info)
+	} else if reject != 0 && c.sh.cfg.OnReject != nil {
+		c.sh.cfg.OnReject(reject)
+	}
+}
+
+// admitted reports whether c was counted by the connection caps.
+func (c *Conn) admitted() bool { return c.rd.admitted }

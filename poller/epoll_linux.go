@@ -1,0 +1,318 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// epollEngine is the default engine: one accept goroutine and Config.Loops
+// event loops, each with its own epoll instance. Connections hold no
+// goroutine and, when idle, no buffer: their state lives in fd-indexed
+// tables and a small Conn.
+type epollEngine struct {
+	sh    *shared        // static
+	lfd   int            // listening socket; owned by the accept goroutine once run starts
+	bound netip.AddrPort // static
+	loops []*loop        // static
+
+	// conns and deadlines are indexed by fd. An entry is written by the
+	// accept goroutine when the fd is accepted and cleared by the owning
+	// loop before the fd is closed.
+	conns     []atomic.Pointer[Conn]
+	deadlines []atomic.Int64 // unix nanoseconds; 0 = none
+
+	acceptor  *acceptor
+	stopOnce  sync.Once
+	nextLoop  atomic.Uint32
+}
+
+var _ connEngine = (*loop)(nil)
+
+func newEpollEngine(sh *shared) (*epollEngine, error) {
+	lfd, bound, err := listenTCP(sh.cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	n := fdLimit()
+	e := &epollEngine{
+		sh: sh, lfd: lfd, bound: bound,
+		conns:     make([]atomic.Pointer[Conn], n),
+		deadlines: make([]atomic.Int64, n),
+	}
+	for i := 0; i < sh.cfg.Loops; i++ {
+		l, err := newLoop(e)
+		if err != nil {
+			e.closeFDs()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	e.acceptor, err = newAcceptor(lfd, e.dispatch, sh.cfg.Logger)
+	if err != nil {
+		e.closeFDs()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *epollEngine) addr() netip.AddrPort { return e.bound }
+
+func (e *epollEngine) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(e.acceptor.run)
+	for _, l := range e.loops {
+		wg.Go(l.run)
+	}
+	<-ctx.Done()
+	e.stopAccepting()
+	for _, l := range e.loops {
+		l.quit.Store(true)
+		l.wakeUp()
+	}
+	wg.Wait()
+	e.closeFDs()
+	return nil
+}
+
+func (e *epollEngine) stopAccepting() {
+	e.stopOnce.Do(e.acceptor.stop)
+}
+
+func (e *epollEngine) closeFDs() {
+	for _, l := range e.loops {
+		unix.Close(l.ep)
+		unix.Close(l.wake)
+	}
+	if e.acceptor == nil {
+		unix.Close(e.lfd)
+	}
+}
+
+// dispatch hands an accepted socket to a loop, round robin. It runs on the
+// accept goroutine.
+func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
+	if fd >= len(e.conns) {
+		unix.Close(fd) // beyond the limit read at start: cannot be indexed
+		return
+	}
+	l := e.loops[int(e.nextLoop.Add(1))%len(e.loops)]
+	c := e.sh.newConn(fd, remote, l)
+	e.conns[fd].Store(c)
+	e.deadlines[fd].Store(nowNano() + int64(e.sh.cfg.HandshakeTimeout))
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		e.conns[fd].Store(nil)
+		e.deadlines[fd].Store(0)
+		unix.Close(fd)
+		e.sh.limits.release(remote, c.rd.admitted)
+	}
+}
+
+// loop is one event loop. Everything not marked otherwise is owned by its
+// goroutine.
+type loop struct {
+	e       *epollEngine
+	ep      int // epoll instance; static
+	wake    int // eventfd that interrupts epoll_wait; static
+	quit    atomic.Bool
+	events  []unix.EpollEvent
+	scratch []byte // the read buffer, lent to whichever connection is read
+}
+
+func newLoop(e *epollEngine) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, err
+	}
+	return &loop{
+		e: e, ep: ep, wake: wake,
+		events:  make([]unix.EpollEvent, 256),
+		scratch: make([]byte, 64<<10),
+	}, nil
+}
+
+func (l *loop) wakeUp() {
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:])
+}
+
+func (l *loop) run() {
+	tick := l.e.sh.cfg.Tick
+	next := time.Now().Add(tick)
+	var draining time.Time // when shutdown started
+	for {
+		wait := int(time.Until(next) / time.Millisecond)
+		n, err := unix.EpollWait(l.ep, l.events, max(wait, 0))
+		if err != nil && err != unix.EINTR {
+			l.e.sh.cfg.Logger.Error("epoll_wait failed", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			l.event(l.events[i])
+		}
+		if now := time.Now(); !now.Before(next) {
+			next = now.Add(tick)
+			l.sweep(now.UnixNano())
+		}
+		if l.quit.Load() {
+			if draining.IsZero() {
+				draining = time.Now()
+				l.closeAll()
+			}
+			if l.count() == 0 || time.Since(draining) > l.e.sh.cfg.CloseTimeout {
+				l.forEach(func(c *Conn) { c.finish(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}) })
+				return
+			}
+		}
+	}
+}
+
+func (l *loop) event(ev unix.EpollEvent) {
+	fd := int(ev.Fd)
+	if fd == l.wake {
+		var buf [8]byte
+		unix.Read(l.wake, buf[:])
+		return
+	}
+	c := l.e.conns[fd].Load()
+	if c == nil || c.eng != connEngine(l) {
+		return
+	}
+	if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if l.read(c) {
+			return
+		}
+	}
+	if ev.Events&unix.EPOLLOUT != 0 && c.onWritable() {
+		c.finish(CloseInfo{})
+	}
+}
+
+// read drains the socket into the scratch buffer and feeds the connection.
+// It reports whether the connection was finished.
+func (l *loop) read(c *Conn) (finished bool) {
+	for range 4 { // bounded: other connections get their turn
+		n, err := unix.Read(c.fd, l.scratch)
+		switch {
+		case n > 0:
+			if c.feed(l.scratch[:n]) {
+				c.finish(CloseInfo{})
+				return true
+			}
+			if n < len(l.scratch) {
+				return false
+			}
+		case n == 0:
+			c.finish(CloseInfo{Reason: CloseReset})
+			return true
+		case err == unix.EAGAIN:
+			return false
+		case err == unix.EINTR:
+		default:
+			c.finish(CloseInfo{Reason: CloseReset, Err: err})
+			return true
+		}
+	}
+	return false
+}
+
+// sweep fires the deadlines of this loop's connections that have passed.
+func (l *loop) sweep(now int64) {
+	dl := l.e.deadlines
+	for fd := range dl {
+		d := dl[fd].Load()
+		if d == 0 || d > now {
+			continue
+		}
+		c := l.e.conns[fd].Load()
+		if c == nil || c.eng != connEngine(l) || !dl[fd].CompareAndSwap(d, 0) {
+			continue
+		}
+		c.beginBatch()
+		done, info := c.onDeadline()
+		if c.endBatch() || done {
+			c.finish(info)
+		}
+	}
+}
+
+func (l *loop) forEach(fn func(*Conn)) {
+	for fd := range l.e.conns {
+		if c := l.e.conns[fd].Load(); c != nil && c.eng == connEngine(l) {
+			fn(c)
+		}
+	}
+}
+
+func (l *loop) count() (n int) {
+	l.forEach(func(*Conn) { n++ })
+	return n
+}
+
+// closeAll starts closing every connection for shutdown.
+func (l *loop) closeAll() {
+	l.forEach(func(c *Conn) {
+		c.mu.Lock()
+		st := c.state
+		if st == stateOpen {
+			c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, ws.StatusGoingAway, "server shutdown")
+		}
+		c.mu.Unlock()
+		if st == stateHandshake {
+			c.finish(CloseInfo{})
+		}
+	})
+}
+
+// connEngine, called by the shared connection code.
+
+func (l *loop) writev(c *Conn, bufs [][]byte) (int, error) {
+	var n int
+	var err error
+	if len(bufs) == 1 {
+		n, err = unix.Write(c.fd, bufs[0])
+	} else {
+		n, err = unix.Writev(c.fd, bufs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (l *loop) wantWrite(c *Conn, on bool) {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+func (l *loop) setDeadline(c *Conn, unixNano int64) { l.e.deadlines[c.fd].Store(unixNano) }
+
+func (l *loop) closeSocket(c *Conn) {
+	l.e.conns[c.fd].CompareAndSwap(c, nil)
+	l.e.deadlines[c.fd].Store(0)
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	unix.Close(c.fd)
+}
+
+var errListenerClosed = errors.New("poller: listener closed")

@@ -1,0 +1,253 @@
+package poller
+
+import (
+	"encoding/binary"
+	"errors"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// reader is the receive side of one connection, owned by the engine
+// goroutine that reads it. An idle connection holds no buffer: buf and msg
+// are nil unless a frame, a fragmented message or an HTTP request is
+// partially received.
+type reader struct {
+	buf      []byte    // bytes carried between reads: an incomplete frame or request
+	msg      []byte    // fragments of the message being reassembled
+	msgOp    ws.OpCode // opcode of that message; 0 when none is in progress
+	utf8     utf8State // validation state across the fragments of a text message
+	admitted bool      // counted by the connection caps
+}
+
+func (r *reader) release() { *r = reader{admitted: r.admitted} }
+
+// Protocol errors, reported in CloseInfo.Err.
+var (
+	errUnmasked      = errors.New("poller: unmasked client frame")
+	errReservedBits  = errors.New("poller: reserved bits set without an extension")
+	errReservedOp    = errors.New("poller: reserved opcode")
+	errControlFrame  = errors.New("poller: fragmented or oversized control frame")
+	errContinuation  = errors.New("poller: continuation frame without a message in progress")
+	errInterleaved   = errors.New("poller: new data frame inside a fragmented message")
+	errLength        = errors.New("poller: 64-bit payload length with the top bit set")
+	errTooBig        = errors.New("poller: message larger than MaxMessage")
+	errInvalidUTF8   = errors.New("poller: text is not valid UTF-8")
+	errCloseLength   = errors.New("poller: close frame with a 1-byte payload")
+	errCloseCode     = errors.New("poller: invalid close code")
+	errCloseReasonU8 = errors.New("poller: close reason is not valid UTF-8")
+)
+
+// feed handles bytes read from the socket. in may be the engine's scratch
+// buffer; feed does not keep it. It reports whether the connection is done
+// and should be finished by the caller.
+func (c *Conn) feed(in []byte) (done bool) {
+	data := in
+	fromBuf := len(c.rd.buf) > 0
+	if fromBuf {
+		c.rd.buf = append(c.rd.buf, in...)
+		data = c.rd.buf
+	}
+	c.beginBatch()
+	n := c.process(data)
+	done = c.endBatch()
+	rest := data[n:]
+	switch {
+	case done || len(rest) == 0:
+		c.rd.buf = nil
+	case !fromBuf:
+		c.rd.buf = append(make([]byte, 0, len(rest)+64), rest...)
+	case cap(c.rd.buf) > 4*len(rest)+4096:
+		c.rd.buf = append(make([]byte, 0, len(rest)+64), rest...)
+	default:
+		c.rd.buf = c.rd.buf[:copy(c.rd.buf, rest)]
+	}
+	return done
+}
+
+// process consumes what it can of data and returns how many bytes it used;
+// the rest is an incomplete frame or request.
+func (c *Conn) process(data []byte) int {
+	used := 0
+	for {
+		c.mu.Lock()
+		st := c.state
+		c.mu.Unlock()
+		switch st {
+		case stateHandshake:
+			n, ok := c.handshake(data)
+			if !ok {
+				return n
+			}
+			used, data = used+n, data[n:]
+		case stateOpen, stateClosing:
+			n, stop := c.frames(data)
+			if stop {
+				return used + len(data)
+			}
+			return used + n
+		default: // rejecting or closed: the rest is discarded
+			return used + len(data)
+		}
+	}
+}
+
+// frames handles complete frames at the start of data. It returns the
+// bytes used, and stop when the rest of the input must be discarded (a
+// protocol error or the peer's close frame).
+func (c *Conn) frames(data []byte) (used int, stop bool) {
+	maxMsg := c.sh.cfg.MaxMessage
+	for len(data) >= 2 {
+		b0, b1 := data[0], data[1]
+		fin, rsv, op := b0&0x80 != 0, b0&0x70, ws.OpCode(b0&0x0f)
+		masked, len7 := b1&0x80 != 0, int(b1&0x7f)
+		switch {
+		case rsv != 0:
+			return used, c.fail(ws.StatusProtocolError, errReservedBits)
+		case op > ws.OpBinary && op < ws.OpClose || op > ws.OpPong:
+			return used, c.fail(ws.StatusProtocolError, errReservedOp)
+		case !masked:
+			return used, c.fail(ws.StatusProtocolError, errUnmasked)
+		case op.IsControl() && (!fin || len7 > 125):
+			return used, c.fail(ws.StatusProtocolError, errControlFrame)
+		case op == ws.OpContinuation && c.rd.msgOp == 0:
+			return used, c.fail(ws.StatusProtocolError, errContinuation)
+		case (op == ws.OpText || op == ws.OpBinary) && c.rd.msgOp != 0:
+			return used, c.fail(ws.StatusProtocolError, errInterleaved)
+		}
+		hdr := 2 + 4
+		switch len7 {
+		case 126:
+			hdr += 2
+		case 127:
+			hdr += 8
+		}
+		if len(data) < hdr {
+			return used, false
+		}
+		var length uint64
+		switch len7 {
+		case 126:
+			length = uint64(binary.BigEndian.Uint16(data[2:]))
+		case 127:
+			length = binary.BigEndian.Uint64(data[2:])
+			if length>>63 != 0 {
+				return used, c.fail(ws.StatusProtocolError, errLength)
+			}
+		default:
+			length = uint64(len7)
+		}
+		if !op.IsControl() && length+uint64(len(c.rd.msg)) > uint64(maxMsg) {
+			return used, c.fail(ws.StatusMessageTooBig, errTooBig)
+		}
+		end := hdr + int(length)
+		if len(data) < end {
+			return used, false
+		}
+		payload := data[hdr:end]
+		ws.Cipher(payload, [4]byte(data[hdr-4:hdr]), 0)
+		used, data = used+end, data[end:]
+		if stop := c.frame(fin, op, payload); stop {
+			return used, true
+		}
+	}
+	return used, false
+}
+
+// frame handles one complete, unmasked frame.
+func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
+	c.mu.Lock()
+	open := c.state == stateOpen
+	c.mu.Unlock()
+	switch op {
+	case ws.OpPing:
+		if open {
+			c.mu.Lock()
+			c.enqueueLocked(AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
+			c.mu.Unlock()
+		}
+		return false
+	case ws.OpPong:
+		return false
+	case ws.OpClose:
+		return c.peerClose(payload)
+	}
+	if !open { // closing: data frames are discarded
+		return false
+	}
+	if op != ws.OpContinuation { // first frame of a message
+		if fin {
+			if op == ws.OpText && !utf8.Valid(payload) {
+				return c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
+			}
+			c.sh.handler.OnMessage(c, op, payload)
+			return false
+		}
+		c.rd.msgOp = op
+		c.rd.utf8 = utf8State{}
+	}
+	if c.rd.msgOp == ws.OpText && !c.rd.utf8.feed(payload, fin) {
+		return c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
+	}
+	c.rd.msg = append(c.rd.msg, payload...)
+	if !fin {
+		return false
+	}
+	msg, mop := c.rd.msg, c.rd.msgOp
+	c.rd.msg, c.rd.msgOp = nil, 0
+	c.sh.handler.OnMessage(c, mop, msg)
+	return false
+}
+
+// peerClose handles the peer's close frame: it is validated and echoed.
+func (c *Conn) peerClose(payload []byte) (stop bool) {
+	code := ws.StatusNoStatusRcvd
+	switch {
+	case len(payload) == 1:
+		return c.fail(ws.StatusProtocolError, errCloseLength)
+	case len(payload) >= 2:
+		code = ws.StatusCode(binary.BigEndian.Uint16(payload))
+		if !validCloseCode(code) {
+			return c.fail(ws.StatusProtocolError, errCloseCode)
+		}
+		if !utf8.Valid(payload[2:]) {
+			return c.fail(ws.StatusInvalidFramePayloadData, errCloseReasonU8)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peerClosed = true
+	if c.state == stateOpen {
+		echo := AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpClose, payload)
+		c.state = stateClosing
+		c.closeInfo = CloseInfo{Reason: ClosePeer, Code: code}
+		c.sentClose = true
+		c.enqueueLocked(echo)
+		c.eng.setDeadline(c, nowNano()+int64(c.sh.cfg.CloseTimeout))
+	}
+	return true
+}
+
+// fail starts closing with code after a protocol error. It returns true:
+// the rest of the input is discarded.
+func (c *Conn) fail(code ws.StatusCode, err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateOpen {
+		c.startCloseLocked(CloseInfo{Reason: CloseProtocol, Code: code, Err: err}, code, "")
+	} else {
+		c.peerClosed = true // already closing: stop waiting for a clean answer
+	}
+	return true
+}
+
+// validCloseCode reports whether a peer may send code (RFC 6455 7.4).
+func validCloseCode(code ws.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
