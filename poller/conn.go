@@ -23,7 +23,9 @@ const (
 // connEngine is what the shared connection code needs from the engine that
 // owns the socket.
 type connEngine interface {
-	// writev writes without blocking; it returns the bytes the kernel took.
+	// write and writev write without blocking; they return the bytes the
+	// kernel took, and EAGAIN when it took none.
+	write(c *Conn, p []byte) (int, error)
 	writev(c *Conn, bufs [][]byte) (int, error)
 	// wantWrite asks to be told (via Conn.onWritable) when the socket can
 	// take more bytes; off cancels it. Called with c.mu held.
@@ -132,14 +134,16 @@ func (c *Conn) OutboxLen() int {
 // from the caller's slice, so a fast connection costs no allocation.
 func (c *Conn) enqueueLocked(frame []byte) {
 	if len(c.out) == 0 && !c.batching {
-		n, err := c.eng.writev(c, [][]byte{frame})
-		if err != nil {
-			return // the reader sees the error (EPOLLERR/HUP) and finishes
-		}
-		if n == len(frame) {
+		n, err := c.eng.write(c, frame)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+		case err != nil:
+			return // broken socket: the reader sees it (EPOLLERR/HUP) and finishes
+		case n == len(frame):
 			return
+		default:
+			frame = frame[n:]
 		}
-		frame = frame[n:]
 	}
 	c.out = append(c.out, frame)
 	c.outLen += len(frame)
@@ -149,11 +153,14 @@ func (c *Conn) enqueueLocked(frame []byte) {
 	}
 }
 
+// maxIovec is the most buffers one writev takes (Linux IOV_MAX).
+const maxIovec = 1024
+
 // flushLocked writes queued frames until the kernel stops taking them.
 // It reports whether the outbox is empty.
 func (c *Conn) flushLocked() bool {
 	for c.outLen > 0 {
-		n, err := c.eng.writev(c, c.out)
+		n, err := c.eng.writev(c, c.out[:min(len(c.out), maxIovec)])
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
 				break

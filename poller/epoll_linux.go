@@ -2,7 +2,6 @@ package poller
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -28,9 +27,9 @@ type epollEngine struct {
 	conns     []atomic.Pointer[Conn]
 	deadlines []atomic.Int64 // unix nanoseconds; 0 = none
 
-	acceptor  *acceptor
-	stopOnce  sync.Once
-	nextLoop  atomic.Uint32
+	acceptor *acceptor
+	stopOnce sync.Once
+	nextLoop atomic.Uint32
 }
 
 var _ connEngine = (*loop)(nil)
@@ -65,13 +64,14 @@ func newEpollEngine(sh *shared) (*epollEngine, error) {
 func (e *epollEngine) addr() netip.AddrPort { return e.bound }
 
 func (e *epollEngine) run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	wg.Go(e.acceptor.run)
+	var acc, wg sync.WaitGroup
+	acc.Go(e.acceptor.run)
 	for _, l := range e.loops {
 		wg.Go(l.run)
 	}
 	<-ctx.Done()
 	e.stopAccepting()
+	acc.Wait() // no socket is dispatched to a loop after this
 	for _, l := range e.loops {
 		l.quit.Store(true)
 		l.wakeUp()
@@ -284,14 +284,16 @@ func (l *loop) closeAll() {
 
 // connEngine, called by the shared connection code.
 
-func (l *loop) writev(c *Conn, bufs [][]byte) (int, error) {
-	var n int
-	var err error
-	if len(bufs) == 1 {
-		n, err = unix.Write(c.fd, bufs[0])
-	} else {
-		n, err = unix.Writev(c.fd, bufs)
+func (l *loop) write(c *Conn, p []byte) (int, error) {
+	n, err := unix.Write(c.fd, p)
+	if err != nil {
+		return 0, err
 	}
+	return n, nil
+}
+
+func (l *loop) writev(c *Conn, bufs [][]byte) (int, error) {
+	n, err := unix.Writev(c.fd, bufs)
 	if err != nil {
 		return 0, err
 	}
@@ -315,4 +317,3 @@ func (l *loop) closeSocket(c *Conn) {
 	unix.Close(c.fd)
 }
 
-var errListenerClosed = errors.New("poller: listener closed")

@@ -2,6 +2,7 @@ package poller
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -30,7 +31,11 @@ func AppendTextFrame(dst, payload []byte) []byte { return AppendFrame(dst, ws.Op
 // closeFrame builds a close frame; the reason is cut to fit 125 bytes.
 func closeFrame(code ws.StatusCode, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	p := make([]byte, 0, 4+2+len(reason))
 	p = append(p, 0x80|byte(ws.OpClose), byte(2+len(reason)))

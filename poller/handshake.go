@@ -14,6 +14,9 @@ var headerEnd = []byte("\r\n\r\n")
 var (
 	resp503 = []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nover capacity")
 	resp431 = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	// resp400 answers a request line the upgrader refuses without writing
+	// a response (it cannot be parsed).
+	resp400 = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 )
 
 // Rejections returned by the upgrader's callbacks.
@@ -21,7 +24,6 @@ var (
 	errRejectPath   = ws.RejectConnectionError(ws.RejectionStatus(404), ws.RejectionReason("not found"))
 	errRejectOrigin = ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
 )
-
 
 // newUpgrader builds the zero-copy upgrader shared by all connections: it
 // checks the path and the Origin allowlist and negotiates no extension.
@@ -96,7 +98,11 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 	hio.r.Reset(data[:n])
 	_, err := c.sh.upgrader.Upgrade(&hio)
 	if err != nil {
-		c.refuse(rejectReason(err), hio.w.Bytes())
+		resp := hio.w.Bytes()
+		if len(resp) == 0 {
+			resp = resp400
+		}
+		c.refuse(rejectReason(err), resp)
 		return len(data), false
 	}
 	c.mu.Lock()

@@ -18,7 +18,7 @@ func (s *utf8State) feed(p []byte, last bool) bool {
 		s.n++
 		p = p[1:]
 		if utf8.FullRune(s.tail[:s.n]) {
-			if r, _ := utf8.DecodeRune(s.tail[:s.n]); r == utf8.RuneError {
+			if r, size := utf8.DecodeRune(s.tail[:s.n]); r == utf8.RuneError && size == 1 { // not U+FFFD itself
 				return false
 			}
 			s.n = 0
@@ -82,8 +82,8 @@ func validPrefix(p []byte) bool {
 	if len(p) > 1 && (p[1] < lo || p[1] > hi) {
 		return false
 	}
-	for _, b := range p[2:] {
-		if b < 0x80 || b > 0xBF {
+	for i := 2; i < len(p); i++ { // not p[2:]: p may hold a single byte
+		if p[i] < 0x80 || p[i] > 0xBF {
 			return false
 		}
 	}
