@@ -320,5 +320,18 @@ func (c *Conn) finish(fallback CloseInfo) {
 	}
 }
 
+// abortHandshake finishes a connection still upgrading, for shutdown.
+func (c *Conn) abortHandshake() {
+	c.mu.Lock()
+	upgrading := c.state == stateHandshake
+	if upgrading {
+		c.reject = RejectShutdown
+	}
+	c.mu.Unlock()
+	if upgrading {
+		c.finish(CloseInfo{})
+	}
+}
+
 // admitted reports whether c was counted by the connection caps.
 func (c *Conn) admitted() bool { return c.rd.admitted }

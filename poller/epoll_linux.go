@@ -98,8 +98,12 @@ func (e *epollEngine) closeFDs() {
 // dispatch hands an accepted socket to a loop, round robin. It runs on the
 // accept goroutine.
 func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
-	if fd >= len(e.conns) {
-		unix.Close(fd) // beyond the limit read at start: cannot be indexed
+	if fd >= len(e.conns) { // the open-file limit was raised after New
+		unix.Close(fd)
+		e.sh.cfg.Logger.Warn("poller: fd beyond the table sized at start; raise the limit before starting", "fd", fd, "table", len(e.conns))
+		if e.sh.cfg.OnReject != nil {
+			e.sh.cfg.OnReject(RejectCapacity)
+		}
 		return
 	}
 	l := e.loops[int(e.nextLoop.Add(1))%len(e.loops)]
@@ -277,7 +281,7 @@ func (l *loop) closeAll() {
 		}
 		c.mu.Unlock()
 		if st == stateHandshake {
-			c.finish(CloseInfo{})
+			c.abortHandshake()
 		}
 	})
 }
@@ -316,4 +320,3 @@ func (l *loop) closeSocket(c *Conn) {
 	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
 	unix.Close(c.fd)
 }
-

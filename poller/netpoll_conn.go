@@ -109,7 +109,7 @@ func (w *npConn) shutdown() {
 	}
 	c.mu.Unlock()
 	if st == stateHandshake {
-		c.finish(CloseInfo{})
+		c.abortHandshake()
 	}
 }
 
@@ -128,7 +128,7 @@ func (w *npConn) keepWriting() bool {
 
 // connEngine, called by the shared connection code with c.mu held.
 
-// writev writes on the raw, non-blocking fd. netpoll's Writer is never used
+// write and writev write on the raw, non-blocking fd. netpoll's Writer is never used
 // for this connection, so the outbox order is the only order.
 func (w *npConn) write(c *Conn, p []byte) (int, error) {
 	if w.closed.Load() {

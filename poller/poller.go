@@ -246,6 +246,7 @@ const (
 	RejectTimeout                            // upgrade not complete in HandshakeTimeout
 	RejectReset                              // peer closed during the upgrade
 	RejectTooLarge                           // request beyond MaxHeaderBytes (431)
+	RejectShutdown                           // server stopped during the upgrade
 )
 
 func (r RejectReason) String() string {
@@ -266,6 +267,8 @@ func (r RejectReason) String() string {
 		return "reset"
 	case RejectTooLarge:
 		return "too_large"
+	case RejectShutdown:
+		return "shutdown"
 	}
 	return "unknown"
 }

@@ -1,0 +1,89 @@
+# presenced. `make help` lists the targets; each is documented by its `## ` comment.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+# The Debian interpreter: python3-websockets installs there, whatever
+# python3 comes first on PATH (pyenv, a venv).
+PYTHON := /usr/bin/python3
+# apt-get needs root: sudo when not root and sudo exists.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo || true)
+
+TEST_TIMEOUT ?= 10m
+TEST_FUZZTIME ?= 10s
+FUZZTIME ?= 60s
+BENCH ?= .
+BENCHTIME ?= 1s
+PKG ?= ./...
+ARGS ?=
+
+CACHE := $(CURDIR)/.cache
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+.PHONY: help build run test race fuzz bench lint ci deps
+
+help: ## List the targets
+	@echo "Usage: make TARGET [VAR=value]"
+	@echo
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: FUZZTIME=$(FUZZTIME) TEST_FUZZTIME=$(TEST_FUZZTIME) TEST_TIMEOUT=$(TEST_TIMEOUT) BENCH=$(BENCH) PKG=$(PKG) ARGS=$(ARGS)"
+
+build: ## Build bin/presenced
+	$(GO) build -o bin/presenced ./cmd/presenced
+
+run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090); extra flags in ARGS
+	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 $(ARGS)
+
+test: deps ## The whole suite: installs missing deps, go vet, race tests, then TEST_FUZZTIME of each fuzz target
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+race: deps ## Tests of PKG with the race detector
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKG)
+
+# Fuzz targets are found with `go test -list`, so a new FuzzX is fuzzed
+# without editing this file. -fuzz takes one package and one target a run.
+fuzz: ## Fuzz every fuzz target of the module for FUZZTIME each
+	@targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { f[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 }'); \
+	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
+	while read -r pkg name; do \
+		echo "fuzz: $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done <<< "$$targets"
+
+bench: ## Benchmarks matching BENCH in PKG, with allocations
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKG)
+
+lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	@echo "lint: installing staticcheck $(STATICCHECK_VERSION)"
+	@GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+ci: lint test ## What a careful CI runs: lint, then the whole suite
+
+# Installs only what is missing, so a second run is silent: a C compiler
+# (the race detector needs cgo) and Debian's python3-websockets (the
+# interop test's independent client).
+deps: ## Install missing test dependencies with apt-get (gcc, python3-websockets)
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
+		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \
+	fi; \
+	echo "deps: installing$$missing"; \
+	mkdir -p $(CACHE); \
+	if ! { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1; then \
+		cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; \
+	fi

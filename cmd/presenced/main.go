@@ -1,0 +1,82 @@
+// Command presenced is the presence server: a WebSocket listener (GET /ws)
+// and an admin listener (/healthz, /readyz, /metrics, /debug/pprof/).
+//
+// Every flag can also be set from the environment as PRESENCED_<NAME>, the
+// flag name in upper snake case (-max-conns-per-ip: PRESENCED_MAX_CONNS_PER_IP);
+// a flag on the command line wins over the environment. Run
+// `presenced -h` for the list. SIGINT or SIGTERM drains and stops the
+// server. Exit codes: 0 after a clean stop, 1 on a runtime error, 2 on a
+// bad flag or environment value.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/presenced/presenced/internal/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop) // a second signal kills at once
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode reports err on stderr and returns the process exit code.
+func exitCode(err error, stderr io.Writer) int {
+	var uerr usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &uerr):
+		fmt.Fprintf(stderr, "presenced: %v\nRun 'presenced -h' for usage.\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "presenced: %v\n", err)
+		return 1
+	}
+}
+
+// run is the whole program: it parses args (and the PRESENCED_*
+// environment), serves until ctx is done and returns once everything has
+// stopped. Logs go to stderr; -h prints the usage on stdout.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	opts, err := parseFlags(args, os.LookupEnv, stdout)
+	if err != nil {
+		return err
+	}
+	if opts.help {
+		return nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register collectors: %w", err)
+		}
+	}
+
+	cfg := opts.server
+	cfg.Logger = log
+	cfg.Registry = reg
+	s, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}

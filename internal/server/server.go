@@ -1,0 +1,298 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presenced/presenced/poller"
+)
+
+// Config configures a Server. The zero value serves on 127.0.0.1:8080 with
+// the admin listener on 127.0.0.1:9090; each field documents its default.
+type Config struct {
+	// Addr is the public listener; GET /ws upgrades to WebSocket.
+	// Default "127.0.0.1:8080".
+	Addr string
+	// AdminAddr is the admin HTTP listener: /healthz, /readyz, /metrics and
+	// /debug/pprof/. Keep it off the public network. Default "127.0.0.1:9090".
+	AdminAddr string
+	// Engine is the poller's I/O engine: "epoll" (default) or "netpoll".
+	Engine string
+	// AllowedOrigins lists the Origin values allowed to upgrade
+	// ("https://app.example.com"); others get HTTP 403. Default: empty,
+	// every origin is allowed.
+	AllowedOrigins []string
+	// MaxMessage is the largest message, after reassembly, in bytes; larger
+	// ones close the connection with 1009. Default 4096.
+	MaxMessage int
+	// MaxConns caps the connections held at once. Default 0: no cap.
+	MaxConns int
+	// MaxConnsPerIP caps the connections from one IP. Default 0: no cap.
+	MaxConnsPerIP int
+	// Outbox bounds the bytes queued for one connection. Default 64 KiB.
+	Outbox int
+	// HandshakeTimeout closes connections that have not completed the HTTP
+	// upgrade in time. Default 5 s.
+	HandshakeTimeout time.Duration
+	// AdminShutdownTimeout bounds how long the admin listener waits for
+	// requests in flight (a CPU profile, a scrape) once the WebSocket side
+	// has stopped. Default 5 s.
+	AdminShutdownTimeout time.Duration
+	// Logger receives the server's logs. Default: discard.
+	Logger *slog.Logger
+	// Registry receives the server's collectors and is served on /metrics.
+	// cmd/presenced passes one that also holds the Go and process
+	// collectors. Default: a new registry of the server's own (never the
+	// global one).
+	Registry *prometheus.Registry
+}
+
+// withDefaults fills the defaults on a copy and validates it.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:9090"
+	}
+	if cfg.Engine == "" {
+		cfg.Engine = poller.EngineEpoll
+	}
+	if cfg.MaxMessage == 0 {
+		cfg.MaxMessage = 4096
+	}
+	if cfg.Outbox == 0 {
+		cfg.Outbox = 64 << 10
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.AdminShutdownTimeout == 0 {
+		cfg.AdminShutdownTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	switch {
+	case cfg.Engine != poller.EngineEpoll && cfg.Engine != poller.EngineNetpoll:
+		return cfg, fmt.Errorf("server: unknown engine %q (want %q or %q)", cfg.Engine, poller.EngineEpoll, poller.EngineNetpoll)
+	case cfg.MaxMessage < 0:
+		return cfg, fmt.Errorf("server: MaxMessage %d is negative", cfg.MaxMessage)
+	case cfg.Outbox < 0:
+		return cfg, fmt.Errorf("server: Outbox %d is negative", cfg.Outbox)
+	case cfg.MaxConns < 0:
+		return cfg, fmt.Errorf("server: MaxConns %d is negative", cfg.MaxConns)
+	case cfg.MaxConnsPerIP < 0:
+		return cfg, fmt.Errorf("server: MaxConnsPerIP %d is negative", cfg.MaxConnsPerIP)
+	case cfg.HandshakeTimeout < 0:
+		return cfg, fmt.Errorf("server: HandshakeTimeout %v is negative", cfg.HandshakeTimeout)
+	case cfg.AdminShutdownTimeout < 0:
+		return cfg, fmt.Errorf("server: AdminShutdownTimeout %v is negative", cfg.AdminShutdownTimeout)
+	}
+	return cfg, nil
+}
+
+// Server is one presenced node: the WebSocket listener and the admin
+// listener. Run is called once; the other methods are safe for concurrent
+// use.
+type Server struct {
+	cfg     Config         // static after construction
+	log     *slog.Logger   // static after construction
+	metrics *metrics       // static after construction
+	poller  *poller.Server // static after construction
+	admin   *http.Server   // static after construction
+	adminLn net.Listener   // static after construction; closed by admin
+
+	closeLogs logLimiter
+	draining  atomic.Bool // set once StopAccepting or shutdown began: /readyz fails
+	ran       atomic.Bool // Run was called
+}
+
+// New binds both listeners; connections are served once Run is called.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   m,
+		closeLogs: logLimiter{max: 20},
+	}
+	// The admin listener first: unlike the poller's, it can be released
+	// if the other one fails.
+	s.adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("server: admin listener: %w", err)
+	}
+	s.admin = s.newAdminServer()
+	s.poller, err = poller.New(poller.Config{
+		Addr:             cfg.Addr,
+		Engine:           cfg.Engine,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		MaxMessage:       cfg.MaxMessage,
+		MaxConns:         cfg.MaxConns,
+		MaxConnsPerIP:    cfg.MaxConnsPerIP,
+		Outbox:           cfg.Outbox,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Logger:           cfg.Logger,
+		OnReject: func(r poller.RejectReason) {
+			m.handshakeErr.inc(int(r), r.String())
+		},
+	}, &handler{s: s, app: echoApp{s: s}})
+	if err != nil {
+		s.adminLn.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return s, nil
+}
+
+// Addr is the address of the WebSocket listener (useful with port 0).
+func (s *Server) Addr() netip.AddrPort { return s.poller.Addr() }
+
+// AdminAddr is the address of the admin listener (useful with port 0).
+func (s *Server) AdminAddr() netip.AddrPort {
+	return s.adminLn.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// StopAccepting begins a drain: /readyz answers 503 and the WebSocket
+// listener is closed; open connections stay until Run's context is done.
+func (s *Server) StopAccepting() {
+	s.draining.Store(true)
+	s.poller.StopAccepting()
+}
+
+var errRunTwice = errors.New("server: Run called twice")
+
+// Run serves until ctx is done. Then /readyz answers 503, every WebSocket
+// connection is closed with 1001, and the admin listener is shut down last
+// (so a scrape can still see the drain). Run returns once every goroutine
+// it started has stopped; the error joins those of both listeners.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errRunTwice
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	var pollErr, adminErr error
+	pollDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(pollDone)
+		defer cancel() // the poller stopping on its own stops the node
+		pollErr = s.poller.Run(ctx)
+	})
+	wg.Go(func() {
+		defer cancel()
+		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			adminErr = fmt.Errorf("server: admin listener: %w", err)
+		}
+	})
+	s.log.Info("serving", keyAddr, s.Addr().String(), keyAdminAddr, s.AdminAddr().String(), keyEngine, s.cfg.Engine)
+
+	<-ctx.Done()
+	s.draining.Store(true)
+	s.log.Info("shutting down")
+	<-pollDone
+	sctx, scancel := context.WithTimeout(context.Background(), s.cfg.AdminShutdownTimeout)
+	if err := s.admin.Shutdown(sctx); err != nil {
+		s.admin.Close() // requests still running: cut them
+	}
+	scancel()
+	wg.Wait()
+	s.log.Info("stopped")
+	return errors.Join(pollErr, adminErr)
+}
+
+// send queues a frame to c and counts it.
+func (s *Server) send(c *poller.Conn, frame []byte) error {
+	err := c.Send(frame)
+	switch {
+	case err == nil:
+		s.metrics.framesSent.Inc()
+		s.metrics.bytesSent.Add(float64(len(frame)))
+	case errors.Is(err, poller.ErrFull):
+		s.metrics.sendFull.Inc()
+	}
+	return err
+}
+
+// handler receives the poller's callbacks, counts and logs them and passes
+// each on to the application. It runs on the poller's goroutines and does
+// bounded work.
+type handler struct {
+	s   *Server        // static
+	app poller.Handler // static
+}
+
+var _ poller.Handler = (*handler)(nil)
+
+func (h *handler) OnOpen(c *poller.Conn) {
+	h.s.metrics.opened.Inc()
+	h.s.metrics.active.Inc()
+	h.app.OnOpen(c)
+}
+
+func (h *handler) OnMessage(c *poller.Conn, op ws.OpCode, msg []byte) {
+	h.s.metrics.received.Inc()
+	h.app.OnMessage(c, op, msg)
+}
+
+func (h *handler) OnDeadline(c *poller.Conn) { h.app.OnDeadline(c) }
+
+func (h *handler) OnClose(c *poller.Conn, info poller.CloseInfo) {
+	h.s.metrics.active.Dec()
+	h.s.metrics.closed.inc(int(info.Reason), info.Reason.String())
+	h.app.OnClose(c, info)
+	h.s.logClose(c, info)
+}
+
+// logClose logs the end of a connection: protocol violations at Info,
+// everything else at Debug, both rate-limited.
+func (s *Server) logClose(c *poller.Conn, info poller.CloseInfo) {
+	level := slog.LevelDebug
+	if info.Reason == poller.CloseProtocol {
+		level = slog.LevelInfo
+	}
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	ok, suppressed := s.closeLogs.allow(time.Now())
+	if !ok {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.Uint64(keyConn, c.ID()),
+		slog.String(keyRemote, c.RemoteAddr().String()),
+		slog.String(keyReason, info.Reason.String()),
+		slog.Int(keyCode, int(info.Code)),
+	}
+	if info.Err != nil {
+		attrs = append(attrs, slog.String(keyErr, info.Err.Error()))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int(keySuppressed, suppressed))
+	}
+	s.log.LogAttrs(ctx, level, "connection closed", attrs...)
+}
