@@ -26,6 +26,10 @@ type epollEngine struct {
 	// loop before the fd is closed.
 	conns     []atomic.Pointer[Conn]
 	deadlines []atomic.Int64 // unix nanoseconds; 0 = none
+	// fdHigh is one more than the highest fd ever dispatched: sweeps and
+	// scans stop there instead of at the open-file limit. The kernel hands
+	// out the lowest free fd, so it follows the peak connection count.
+	fdHigh atomic.Int64
 
 	acceptor *acceptor
 	stopOnce sync.Once
@@ -106,6 +110,8 @@ func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
 		}
 		return
 	}
+	for high := e.fdHigh.Load(); int64(fd) >= high && !e.fdHigh.CompareAndSwap(high, int64(fd)+1); high = e.fdHigh.Load() {
+	}
 	l := e.loops[int(e.nextLoop.Add(1))%len(e.loops)]
 	c := e.sh.newConn(fd, remote, l)
 	e.conns[fd].Store(c)
@@ -163,7 +169,9 @@ func (l *loop) run() {
 	next := time.Now().Add(tick)
 	var draining time.Time // when shutdown started
 	for {
-		wait := int(time.Until(next) / time.Millisecond)
+		// Rounded up: rounding down would poll with timeout 0 in a loop
+		// during the last millisecond before each tick.
+		wait := int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
 		n, err := unix.EpollWait(l.ep, l.events, max(wait, 0))
 		if err != nil && err != unix.EINTR {
 			l.e.sh.cfg.Logger.Error("epoll_wait failed", "err", err)
@@ -240,7 +248,7 @@ func (l *loop) read(c *Conn) (finished bool) {
 
 // sweep fires the deadlines of this loop's connections that have passed.
 func (l *loop) sweep(now int64) {
-	dl := l.e.deadlines
+	dl := l.e.deadlines[:l.e.fdHigh.Load()]
 	for fd := range dl {
 		d := dl[fd].Load()
 		if d == 0 || d > now {
@@ -259,8 +267,9 @@ func (l *loop) sweep(now int64) {
 }
 
 func (l *loop) forEach(fn func(*Conn)) {
-	for fd := range l.e.conns {
-		if c := l.e.conns[fd].Load(); c != nil && c.eng == connEngine(l) {
+	conns := l.e.conns[:l.e.fdHigh.Load()]
+	for fd := range conns {
+		if c := conns[fd].Load(); c != nil && c.eng == connEngine(l) {
 			fn(c)
 		}
 	}
