@@ -320,15 +320,20 @@ func (c *Conn) finish(fallback CloseInfo) {
 	}
 }
 
-// abortHandshake finishes a connection still upgrading, for shutdown.
-func (c *Conn) abortHandshake() {
+// shutdown starts closing for server shutdown: 1001 for an open
+// connection; one still upgrading is finished at once. Called from the
+// goroutine that reads c.
+func (c *Conn) shutdown() {
 	c.mu.Lock()
-	upgrading := c.state == stateHandshake
-	if upgrading {
+	st := c.state
+	switch st {
+	case stateOpen:
+		c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, ws.StatusGoingAway, "server shutdown")
+	case stateHandshake:
 		c.reject = RejectShutdown
 	}
 	c.mu.Unlock()
-	if upgrading {
+	if st == stateHandshake {
 		c.finish(CloseInfo{})
 	}
 }

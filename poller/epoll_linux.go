@@ -187,7 +187,7 @@ func (l *loop) run() {
 		if l.quit.Load() {
 			if draining.IsZero() {
 				draining = time.Now()
-				l.closeAll()
+				l.forEach((*Conn).shutdown)
 			}
 			if l.count() == 0 || time.Since(draining) > l.e.sh.cfg.CloseTimeout {
 				l.forEach(func(c *Conn) { c.finish(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}) })
@@ -278,21 +278,6 @@ func (l *loop) forEach(fn func(*Conn)) {
 func (l *loop) count() (n int) {
 	l.forEach(func(*Conn) { n++ })
 	return n
-}
-
-// closeAll starts closing every connection for shutdown.
-func (l *loop) closeAll() {
-	l.forEach(func(c *Conn) {
-		c.mu.Lock()
-		st := c.state
-		if st == stateOpen {
-			c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, ws.StatusGoingAway, "server shutdown")
-		}
-		c.mu.Unlock()
-		if st == stateHandshake {
-			c.abortHandshake()
-		}
-	})
 }
 
 // connEngine, called by the shared connection code.

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cloudwego/netpoll"
-	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,21 +95,11 @@ func (w *npConn) fireDeadline() {
 	}
 }
 
-// shutdown starts closing for server shutdown: 1001 for an open
-// connection, at once for one still upgrading.
+// shutdown starts closing w for server shutdown.
 func (w *npConn) shutdown() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c := w.c
-	c.mu.Lock()
-	st := c.state
-	if st == stateOpen {
-		c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, ws.StatusGoingAway, "server shutdown")
-	}
-	c.mu.Unlock()
-	if st == stateHandshake {
-		c.abortHandshake()
-	}
+	w.c.shutdown()
 }
 
 // keepWriting reports whether the write retrier should keep w. When it

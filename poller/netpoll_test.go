@@ -313,7 +313,7 @@ func TestNetpollPeerReset(t *testing.T) {
 	if r := recv(t, h.rejects); r != RejectReset {
 		t.Fatalf("reject %v", r)
 	}
-	npEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if n := s.Conns(); n != 0 {
 			return fmt.Errorf("%d conns", n)
 		}
@@ -390,7 +390,7 @@ func TestNetpollSlowReader(t *testing.T) {
 			t.Fatalf("frame %d: %v seq %d", i, hd.OpCode, binary.BigEndian.Uint32(p))
 		}
 	}
-	npEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if n := conn.OutboxLen(); n != 0 {
 			return fmt.Errorf("outbox %d", n)
 		}
@@ -416,7 +416,7 @@ func TestNetpollSlowlorisNoGoroutines(t *testing.T) {
 		clients[i] = npDial(t, s)
 		clients[i].write([]byte(npRequest[:20+i%40]))
 	}
-	npEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if got := s.Conns(); got != n+1 {
 			return fmt.Errorf("%d conns", got)
 		}
@@ -453,7 +453,7 @@ func TestNetpollShutdownAndStopAccepting(t *testing.T) {
 	half.write([]byte("GET /ws HTTP/1.1\r\n"))
 
 	s.StopAccepting()
-	npEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		nc, err := net.DialTimeout("tcp", s.Addr().String(), time.Second)
 		if err == nil {
 			nc.Close()
@@ -482,20 +482,5 @@ func TestNetpollShutdownAndStopAccepting(t *testing.T) {
 	}
 	if s.Conns() != 0 {
 		t.Fatalf("%d conns after Run", s.Conns())
-	}
-}
-
-func npEventually(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
