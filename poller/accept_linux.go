@@ -3,6 +3,7 @@ package poller
 import (
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,11 @@ type acceptor struct {
 	dispatch func(fd int, remote netip.AddrPort)
 	log      *slog.Logger
 	stopped  atomic.Bool
+
+	// mu guards closed: run has exited and closed its fds, so stop must not
+	// write to wake (the number may belong to another file by then).
+	mu     sync.Mutex
+	closed bool
 }
 
 const (
@@ -53,12 +59,19 @@ func newAcceptor(lfd int, dispatch func(int, netip.AddrPort), log *slog.Logger) 
 // goroutine, once.
 func (a *acceptor) stop() {
 	a.stopped.Store(true)
-	var one = [8]byte{1}
-	unix.Write(a.wake, one[:])
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closed {
+		var one = [8]byte{1}
+		unix.Write(a.wake, one[:])
+	}
 }
 
 func (a *acceptor) run() {
 	defer func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.closed = true
 		unix.Close(a.lfd)
 		unix.Close(a.ep)
 		unix.Close(a.wake)
@@ -70,7 +83,7 @@ func (a *acceptor) run() {
 		if backoff > 0 {
 			timeout = int(backoff / time.Millisecond)
 		}
-		n, err := unix.EpollWait(a.ep, events, timeout)
+		_, err := unix.EpollWait(a.ep, events, timeout)
 		if err != nil && err != unix.EINTR {
 			a.log.Error("accept epoll_wait failed", "err", err)
 			return
@@ -78,7 +91,7 @@ func (a *acceptor) run() {
 		if a.stopped.Load() {
 			return
 		}
-		if n == 0 && backoff > 0 { // pause over: watch the listener again
+		if backoff > 0 { // pause over (or cut short by a signal): watch again
 			a.watch(true)
 		}
 		backoff = a.acceptAll(backoff)

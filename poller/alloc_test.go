@@ -42,8 +42,11 @@ func openConn(tb testing.TB, h Handler) *Conn {
 }
 
 // maskedText is one masked client text frame.
-func maskedText(payload string) []byte {
-	f := ws.NewTextFrame([]byte(payload))
+func maskedText(payload string) []byte { return maskedFrame(ws.OpText, []byte(payload)) }
+
+// maskedFrame is one final, masked client frame.
+func maskedFrame(op ws.OpCode, payload []byte) []byte {
+	f := ws.NewFrame(op, true, payload)
 	f.Header.Masked, f.Header.Mask = true, [4]byte{1, 2, 3, 4}
 	f = ws.MaskFrameInPlace(f)
 	b, err := ws.CompileFrame(f)

@@ -3,6 +3,7 @@ package poller
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -87,6 +88,9 @@ func (c *Conn) Send(frame []byte) error {
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
 		return ErrClosed
+	}
+	if len(frame) == 0 {
+		return nil
 	}
 	if c.outLen+len(frame) > c.sh.cfg.Outbox {
 		return ErrFull
@@ -260,26 +264,31 @@ func (c *Conn) doneLocked() bool {
 	return false
 }
 
-// onDeadline is called by the engine's sweep, on the goroutine that reads
-// c, once c's deadline has passed (the engine has cleared it). It reports
-// whether the connection should be finished with info.
-func (c *Conn) onDeadline() (done bool, info CloseInfo) {
+// onDeadline runs an expired deadline: d, read by the engine's sweep from
+// slot, the engine's store for c's deadline. It is called on the goroutine
+// that reads c. The deadline is cleared under c.mu, so a Close racing with
+// the sweep is seen either before (its close deadline replaced d: nothing
+// fires) or after (the application's deadline fires while c is open). It
+// reports whether the connection should be finished with info.
+func (c *Conn) onDeadline(slot *atomic.Int64, d int64) (done bool, info CloseInfo) {
 	c.mu.Lock()
+	if !slot.CompareAndSwap(d, 0) {
+		c.mu.Unlock()
+		return false, CloseInfo{}
+	}
 	st := c.state
+	if st == stateHandshake {
+		c.reject = RejectTimeout
+	}
 	c.mu.Unlock()
 	switch st {
-	case stateHandshake:
-		c.mu.Lock()
-		c.reject = RejectTimeout
-		c.mu.Unlock()
+	case stateHandshake, stateRejecting:
 		return true, CloseInfo{}
 	case stateOpen:
 		c.sh.handler.OnDeadline(c)
 		return false, CloseInfo{}
 	case stateClosing:
 		return true, CloseInfo{Reason: CloseTimeout}
-	case stateRejecting:
-		return true, CloseInfo{}
 	}
 	return false, CloseInfo{}
 }

@@ -31,6 +31,7 @@ type epollEngine struct {
 	// out the lowest free fd, so it follows the peak connection count.
 	fdHigh atomic.Int64
 
+	warnedFD atomic.Bool // the fd-beyond-table warning was logged
 	acceptor *acceptor
 	stopOnce sync.Once
 	nextLoop atomic.Uint32
@@ -104,7 +105,9 @@ func (e *epollEngine) closeFDs() {
 func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
 	if fd >= len(e.conns) { // the open-file limit was raised after New
 		unix.Close(fd)
-		e.sh.cfg.Logger.Warn("poller: fd beyond the table sized at start; raise the limit before starting", "fd", fd, "table", len(e.conns))
+		if !e.warnedFD.Swap(true) {
+			e.sh.cfg.Logger.Warn("poller: fd beyond the table sized at start; raise the open-file limit before starting", "fd", fd, "table", len(e.conns))
+		}
 		if e.sh.cfg.OnReject != nil {
 			e.sh.cfg.OnReject(RejectCapacity)
 		}
@@ -173,8 +176,9 @@ func (l *loop) run() {
 		// during the last millisecond before each tick.
 		wait := int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
 		n, err := unix.EpollWait(l.ep, l.events, max(wait, 0))
-		if err != nil && err != unix.EINTR {
-			l.e.sh.cfg.Logger.Error("epoll_wait failed", "err", err)
+		if err != nil && err != unix.EINTR { // EBADF, EINVAL: the loop cannot go on
+			l.e.sh.cfg.Logger.Error("poller: epoll_wait failed; closing the loop's connections", "err", err)
+			l.forEach(func(c *Conn) { c.finish(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway, Err: err}) })
 			return
 		}
 		for i := 0; i < n; i++ {
@@ -255,11 +259,11 @@ func (l *loop) sweep(now int64) {
 			continue
 		}
 		c := l.e.conns[fd].Load()
-		if c == nil || c.eng != connEngine(l) || !dl[fd].CompareAndSwap(d, 0) {
+		if c == nil || c.eng != connEngine(l) {
 			continue
 		}
 		c.beginBatch()
-		done, info := c.onDeadline()
+		done, info := c.onDeadline(&dl[fd], d)
 		if c.endBatch() || done {
 			c.finish(info)
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"unicode/utf8"
 
@@ -23,7 +24,7 @@ type fakeEngine struct {
 	maxWrite int  // bytes a write takes per call; 0 = all
 	full     bool // writes take nothing (EAGAIN), like a full socket buffer
 	out      []byte
-	deadline int64
+	deadline atomic.Int64
 	want     bool // a writability notification is wanted
 	closed   int  // closeSocket calls
 }
@@ -55,7 +56,7 @@ func (e *fakeEngine) writev(c *Conn, bufs [][]byte) (int, error) {
 }
 
 func (e *fakeEngine) wantWrite(c *Conn, on bool)          { e.want = on }
-func (e *fakeEngine) setDeadline(c *Conn, unixNano int64) { e.deadline = unixNano }
+func (e *fakeEngine) setDeadline(c *Conn, unixNano int64) { e.deadline.Store(unixNano) }
 func (e *fakeEngine) closeSocket(c *Conn)                 { e.closed++ }
 
 // fuzzHandler checks, on every callback, what the poller promises the
@@ -122,7 +123,7 @@ func newFakeConn(t testing.TB, cfg Config) *fakeConn {
 	eng := &fakeEngine{t: t}
 	sh := newShared(cfg, h)
 	c := sh.newConn(1000, netip.MustParseAddrPort("127.0.0.1:40000"), eng)
-	eng.deadline = nowNano() + int64(cfg.HandshakeTimeout) // as the engine sets at accept
+	eng.deadline.Store(nowNano() + int64(cfg.HandshakeTimeout)) // as the engine sets at accept
 	return &fakeConn{c: c, eng: eng, h: h}
 }
 
@@ -161,10 +162,9 @@ func (fc *fakeConn) finish(info CloseInfo) {
 // pending deadline, and checks that the end was reported exactly once.
 func (fc *fakeConn) end() {
 	t := fc.eng.t
-	if !fc.finished && fc.eng.deadline != 0 {
-		fc.eng.deadline = 0
+	if d := fc.eng.deadline.Load(); !fc.finished && d != 0 {
 		fc.c.beginBatch()
-		done, info := fc.c.onDeadline()
+		done, info := fc.c.onDeadline(&fc.eng.deadline, d)
 		if fc.c.endBatch() || done {
 			fc.finish(info)
 		}

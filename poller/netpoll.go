@@ -213,13 +213,13 @@ func (e *netpollEngine) sweepLoop(stop <-chan struct{}) {
 func (e *netpollEngine) sweep(now int64, due []*npConn) []*npConn {
 	e.mu.Lock()
 	for _, w := range e.conns {
-		if d := w.deadline.Load(); d != 0 && d <= now && w.deadline.CompareAndSwap(d, 0) {
+		if d := w.deadline.Load(); d != 0 && d <= now {
 			due = append(due, w)
 		}
 	}
 	e.mu.Unlock()
 	for _, w := range due {
-		w.fireDeadline()
+		w.fireDeadline(now)
 	}
 	clear(due)
 	return due[:0]

@@ -83,13 +83,17 @@ func (w *npConn) peerGone() {
 	w.c.finish(CloseInfo{Reason: CloseReset})
 }
 
-// fireDeadline runs the deadline the sweep has taken (and cleared).
-func (w *npConn) fireDeadline() {
+// fireDeadline runs w's deadline if it has passed at now.
+func (w *npConn) fireDeadline(now int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	d := w.deadline.Load()
+	if d == 0 || d > now {
+		return
+	}
 	c := w.c
 	c.beginBatch()
-	done, info := c.onDeadline()
+	done, info := c.onDeadline(&w.deadline, d)
 	if c.endBatch() || done {
 		c.finish(info)
 	}

@@ -161,11 +161,14 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
 	c.mu.Unlock()
 	switch op {
 	case ws.OpPing:
-		if open {
-			c.mu.Lock()
+		// A pong is answered only when it fits in the outbox: a peer that
+		// pings and never reads must not grow it (RFC 6455 5.5.3 allows
+		// answering only the latest ping).
+		c.mu.Lock()
+		if open && c.outLen+2+len(payload) <= c.sh.cfg.Outbox {
 			c.enqueueLocked(AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
-			c.mu.Unlock()
 		}
+		c.mu.Unlock()
 		return false
 	case ws.OpPong:
 		return false
