@@ -55,9 +55,10 @@ func (e *fakeEngine) writev(c *Conn, bufs [][]byte) (int, error) {
 	return n, nil
 }
 
-func (e *fakeEngine) wantWrite(c *Conn, on bool)          { e.want = on }
-func (e *fakeEngine) setDeadline(c *Conn, unixNano int64) { e.deadline.Store(unixNano) }
-func (e *fakeEngine) closeSocket(c *Conn)                 { e.closed++ }
+func (e *fakeEngine) write(c *Conn, p []byte) (int, error) { return e.writev(c, [][]byte{p}) }
+func (e *fakeEngine) wantWrite(c *Conn, on bool)           { e.want = on }
+func (e *fakeEngine) setDeadline(c *Conn, unixNano int64)  { e.deadline.Store(unixNano) }
+func (e *fakeEngine) closeSocket(c *Conn)                  { e.closed++ }
 
 // fuzzHandler checks, on every callback, what the poller promises the
 // application: valid UTF-8 text, messages within MaxMessage, text or

@@ -1,0 +1,37 @@
+// Package poller is presenced's WebSocket transport: it accepts TCP
+// connections, performs the HTTP upgrade without blocking, enforces
+// RFC 6455 on every frame, reassembles messages, queues outbound frames in
+// a bounded outbox and runs per-connection deadlines. It knows nothing of
+// presence: an application sees a Handler and Conns.
+//
+// Two engines share the protocol code: "epoll" (default), a few event
+// loops over fd-indexed state with no goroutine and no buffer per idle
+// connection, and "netpoll" (cloudwego/netpoll, tuned buffers). See
+// docs/transport.md for the design and bench/RESULTS.md for their costs.
+//
+// Usage:
+//
+//	s, err := poller.New(poller.Config{Addr: "127.0.0.1:8080"}, handler)
+//	if err != nil {
+//		return err
+//	}
+//	go s.Run(ctx) // serves until ctx is done, then closes every connection with 1001
+//
+//	// In a Handler callback or from any goroutine:
+//	frame := poller.AppendTextFrame(nil, payload) // encode once...
+//	for _, c := range subscribers {
+//		_ = c.Send(frame) // ...send the same bytes to many; never blocks, ErrFull when the outbox is full
+//	}
+//
+// Concurrency: Server methods, Conn.Send, Conn.Close, Conn.SetDeadline and
+// Conn.OutboxLen are safe for concurrent use. Handler callbacks for one
+// connection never overlap and must not block.
+//
+// Goroutines: Run starts them (the acceptor, the epoll loops or the
+// netpoll sweep and write retrier) and joins them before it returns.
+// netpoll's own poller goroutines live as long as the process.
+//
+// Lock order (outermost first): npConn.mu (netpoll engine), Conn.mu, then
+// netpollEngine.mu, netpollEngine.wmu or limits.mu. No Handler callback is
+// made with Conn.mu held.
+package poller
