@@ -108,7 +108,7 @@ func (c *Conn) Close(code ws.StatusCode, reason string) {
 	if c.state != stateOpen {
 		return
 	}
-	c.startCloseLocked(CloseInfo{Reason: CloseServer, Code: code}, code, reason)
+	c.startCloseLocked(CloseInfo{Reason: CloseServer, Code: code}, closeFrame(code, reason))
 }
 
 // SetDeadline makes the poller call OnDeadline once t passes (within
@@ -212,14 +212,20 @@ func (c *Conn) dropOutboxLocked() {
 	c.outLen = 0
 }
 
-// startCloseLocked queues a close frame (the outbox bound does not apply to
-// it) and starts the close timeout. info is reported in OnClose.
-func (c *Conn) startCloseLocked(info CloseInfo, code ws.StatusCode, reason string) {
+// startCloseLocked queues frame, a close frame (the outbox bound does not
+// apply to it), and starts the close timeout. info is reported in OnClose.
+func (c *Conn) startCloseLocked(info CloseInfo, frame []byte) {
 	c.state = stateClosing
 	c.closeInfo = info
 	c.sentClose = true
-	c.enqueueLocked(closeFrame(code, reason))
-	c.eng.setDeadline(c, time.Now().Add(c.sh.cfg.CloseTimeout).UnixNano())
+	c.enqueueLocked(frame)
+	c.armCloseTimeoutLocked()
+}
+
+// armCloseTimeoutLocked gives a closing or rejected connection
+// Config.CloseTimeout to finish.
+func (c *Conn) armCloseTimeoutLocked() {
+	c.eng.setDeadline(c, nowNano()+int64(c.sh.cfg.CloseTimeout))
 }
 
 // beginBatch is called by the reader before it delivers callbacks; Sends
@@ -337,7 +343,7 @@ func (c *Conn) shutdown() {
 	st := c.state
 	switch st {
 	case stateOpen:
-		c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, ws.StatusGoingAway, "server shutdown")
+		c.startCloseLocked(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway}, closeFrame(ws.StatusGoingAway, "server shutdown"))
 	case stateHandshake:
 		c.reject = RejectShutdown
 	}

@@ -123,7 +123,7 @@ func (c *Conn) refuse(r RejectReason, resp []byte) {
 	c.reject = r
 	c.state = stateRejecting
 	c.enqueueLocked(resp)
-	c.eng.setDeadline(c, nowNano()+int64(c.sh.cfg.CloseTimeout))
+	c.armCloseTimeoutLocked()
 }
 
 func rejectReason(err error) RejectReason {

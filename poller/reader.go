@@ -222,11 +222,7 @@ func (c *Conn) peerClose(payload []byte) (stop bool) {
 	c.peerClosed = true
 	if c.state == stateOpen {
 		echo := AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpClose, payload)
-		c.state = stateClosing
-		c.closeInfo = CloseInfo{Reason: ClosePeer, Code: code}
-		c.sentClose = true
-		c.enqueueLocked(echo)
-		c.eng.setDeadline(c, nowNano()+int64(c.sh.cfg.CloseTimeout))
+		c.startCloseLocked(CloseInfo{Reason: ClosePeer, Code: code}, echo)
 	}
 	return true
 }
@@ -237,7 +233,7 @@ func (c *Conn) fail(code ws.StatusCode, err error) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state == stateOpen {
-		c.startCloseLocked(CloseInfo{Reason: CloseProtocol, Code: code, Err: err}, code, "")
+		c.startCloseLocked(CloseInfo{Reason: CloseProtocol, Code: code, Err: err}, closeFrame(code, ""))
 	} else {
 		c.peerClosed = true // already closing: stop waiting for a clean answer
 	}
