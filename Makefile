@@ -36,7 +36,7 @@ build: ## Build bin/presenced
 	$(GO) build -o bin/presenced ./cmd/presenced
 
 run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090); extra flags in ARGS
-	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 $(ARGS)
+	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure $(ARGS)
 
 test: deps ## The whole suite: installs missing deps, go vet, race tests, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...

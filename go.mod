@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/cloudwego/netpoll v0.7.2
 	github.com/gobwas/ws v1.5.0
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	go.uber.org/goleak v1.3.0

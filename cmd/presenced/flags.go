@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,9 +33,12 @@ func usageErrorf(format string, args ...any) error {
 
 // options is what the command line and the environment configure.
 type options struct {
-	server   server.Config
-	logLevel slog.Level
-	help     bool // -h was given: the usage is printed, nothing runs
+	server        server.Config
+	logLevel      slog.Level
+	jwtSecret     string // -jwt-secret
+	jwtSecretFile string // -jwt-secret-file
+	jwtPublicKey  string // -jwt-public-key: a file name
+	help          bool   // -h was given: the usage is printed, nothing runs
 }
 
 // envName is the environment variable of a flag: "max-conns" gives
@@ -62,6 +68,26 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed to complete the HTTP upgrade")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 
+	pc := &cfg.Presence
+	fs.StringVar(&pc.Node, "node", "", "node `id` sent in welcome (default: random)")
+	durationFlag(fs, &pc.HeartbeatInterval, "hb-interval", 25*time.Second, "interval of server pings (hb)")
+	durationFlag(fs, &pc.HeartbeatTimeout, "hb-timeout", 10*time.Second, "a client silent for hb + this is closed with 4001")
+	durationFlag(fs, &pc.HelloTimeout, "hello-timeout", 10*time.Second, "time allowed to send hello; then close 4004")
+	durationFlag(fs, &pc.Tick, "tick", 100*time.Millisecond, "coalescing window: at most one diff per room per tick")
+	durationFlag(fs, &pc.LeaveGrace, "leave-grace", 5*time.Second, "how long a member whose connection was lost stays")
+	durationFlag(fs, &pc.TypingTTL, "typing-ttl", 6*time.Second, "typing ends this long after the last typing on")
+	fs.IntVar(&pc.ListLimit, "list-limit", 1000, "rooms with more members are sent partially")
+	fs.IntVar(&pc.MaxRooms, "max-rooms", 64, "most rooms one connection joins")
+	durationFlag(fs, &pc.SlowTimeout, "slow-timeout", 10*time.Second, "a connection whose outbox stays full this long is closed with 4002")
+	durationFlag(fs, &pc.AuthGrace, "auth-grace", 30*time.Second, "time to renew an expired token before close 4003")
+	durationFlag(fs, &cfg.Drain, "drain", 10*time.Second, "on SIGTERM, clients are told to reconnect spread over this window")
+	fs.BoolVar(&pc.Insecure, "insecure", false, "accept hello with a user and no token (development only)")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `secret` for client tokens (prefer -jwt-secret-file)")
+	fs.StringVar(&o.jwtSecretFile, "jwt-secret-file", "", "`file` holding the HS256 secret (surrounding whitespace trimmed)")
+	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or P-256 (ES256) public key of client tokens")
+	fs.StringVar(&cfg.JWT.Issuer, "jwt-issuer", "", "required iss of client tokens (empty: not checked)")
+	fs.StringVar(&cfg.JWT.Audience, "jwt-audience", "", "required aud of client tokens (empty: not checked)")
+
 	// The environment first, so that the command line overrides it.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -87,7 +113,72 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 		return o, usageErrorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg.AllowedOrigins = splitList(origins)
-	return o, validate(o)
+	if err := validate(o); err != nil {
+		return o, err
+	}
+	return o, loadKeys(&o)
+}
+
+// loadKeys reads the JWT key flags into the server config.
+func loadKeys(o *options) error {
+	set := 0
+	for _, v := range []string{o.jwtSecret, o.jwtSecretFile, o.jwtPublicKey} {
+		if v != "" {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return usageErrorf("give only one of -jwt-secret, -jwt-secret-file and -jwt-public-key")
+	case set == 0 && !o.server.Presence.Insecure:
+		return usageErrorf("no way to verify clients: give -jwt-secret-file (HS256), -jwt-public-key (RS256/ES256) or -jwt-secret, or -insecure for development")
+	case o.jwtSecret != "":
+		o.server.JWT.HS256Secret = []byte(o.jwtSecret)
+	case o.jwtSecretFile != "":
+		b, err := os.ReadFile(o.jwtSecretFile)
+		if err != nil {
+			return usageErrorf("-jwt-secret-file: %v", err)
+		}
+		if b = bytes.TrimSpace(b); len(b) == 0 {
+			return usageErrorf("-jwt-secret-file %s is empty", o.jwtSecretFile)
+		}
+		o.server.JWT.HS256Secret = b
+	case o.jwtPublicKey != "":
+		b, err := os.ReadFile(o.jwtPublicKey)
+		if err != nil {
+			return usageErrorf("-jwt-public-key: %v", err)
+		}
+		o.server.JWT.PublicKeyPEM = b
+	}
+	return nil
+}
+
+// durationValue is a flag taking a Go duration ("25s") or a number of
+// milliseconds ("25000"), as the protocol's settings are given.
+type durationValue struct{ d *time.Duration }
+
+func durationFlag(fs *flag.FlagSet, d *time.Duration, name string, def time.Duration, usage string) {
+	*d = def
+	fs.Var(durationValue{d}, name, usage+" (`duration` like 25s, or milliseconds)")
+}
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*v.d = time.Duration(ms) * time.Millisecond
+	} else if *v.d, err = time.ParseDuration(s); err != nil {
+		return errors.New("want a duration like 25s or 1m30s, or a number of milliseconds")
+	}
+	if *v.d <= 0 {
+		return errors.New("must be positive")
+	}
+	return nil
 }
 
 func validate(o options) error {
@@ -110,6 +201,10 @@ func validate(o options) error {
 		return usageErrorf("-outbox %d: must be positive", c.Outbox)
 	case c.HandshakeTimeout <= 0:
 		return usageErrorf("-handshake-timeout %v: must be positive", c.HandshakeTimeout)
+	case c.Presence.ListLimit <= 0:
+		return usageErrorf("-list-limit %d: must be positive", c.Presence.ListLimit)
+	case c.Presence.MaxRooms <= 0:
+		return usageErrorf("-max-rooms %d: must be positive", c.Presence.MaxRooms)
 	}
 	for _, o := range c.AllowedOrigins {
 		if err := validOrigin(o); err != nil {

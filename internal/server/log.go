@@ -16,6 +16,9 @@ const (
 	keyCode       = "code"
 	keyErr        = "err"
 	keySuppressed = "suppressed"
+	keyNode       = "node"
+	keyConns      = "conns"
+	keyWindow     = "window"
 )
 
 // logLimiter lets at most max records through per second, so that a flood

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/poller"
+	"github.com/presenced/presenced/presence"
 )
 
 // metrics are the server's collectors. They carry no room or user label.
@@ -19,6 +20,7 @@ type metrics struct {
 	sendFull     prometheus.Counter
 	closed       labelled // by poller.CloseReason
 	handshakeErr labelled // by poller.RejectReason
+	presence     presence.Metrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,9 +49,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.closed = newLabelled(closed, func(i int) string { return poller.CloseReason(i).String() })
 	m.handshakeErr = newLabelled(handshakeErr, func(i int) string { return poller.RejectReason(i).String() })
 
-	for _, c := range []prometheus.Collector{
-		m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull,
-	} {
+	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull}
+	cs = append(cs, m.newPresenceMetrics(counter)...)
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)
 		}
@@ -82,3 +84,55 @@ func (l labelled) inc(value int, name string) {
 	}
 	l.vec.WithLabelValues(name).Inc()
 }
+
+// newPresenceMetrics fills m.presence and returns its collectors.
+func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.Counter) []prometheus.Collector {
+	hist := func(name, help string, buckets []float64) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	}
+	helloFailures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "presenced_hello_failures_total",
+		Help: "Connections closed before or at hello, by reason (timeout, bad_request, unauthorized, version).",
+	}, []string{"reason"})
+	for _, r := range []string{"timeout", "bad_request", "unauthorized", "version"} {
+		helloFailures.WithLabelValues(r)
+	}
+	seconds := []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .2, .3, .5, 1, 2.5, 5, 10}
+	p := presence.Metrics{
+		HelloFailures:   counterVec{helloFailures},
+		Joins:           counter("presenced_joins_total", "Members that joined a room (users, not connections)."),
+		Leaves:          counter("presenced_leaves_total", "Members that left a room."),
+		Updates:         counter("presenced_updates_total", "Member state changes published."),
+		TypingEvents:    counter("presenced_typing_events_total", "Typing commands applied."),
+		Diffs:           counter("presenced_diffs_total", "Room diffs published, each encoded once."),
+		FramesSent:      m.framesSent,
+		BytesSent:       m.bytesSent,
+		Coalesced:       counter("presenced_events_coalesced_total", "Changes merged into a later change of the same member within one tick."),
+		DroppedDiffs:    counter("presenced_diffs_dropped_total", "Diffs not delivered to a connection whose outbox was full (it gets a sync later)."),
+		SlowCloses:      counter("presenced_slow_consumer_closes_total", "Connections closed with 4002 after their outbox stayed full."),
+		ResumeAttempts:  counter("presenced_resume_attempts_total", "Rooms a hello asked to resume."),
+		ResumeSuccesses: counter("presenced_resume_successes_total", "Rooms resumed with a diff rather than a full sync."),
+		Refreshes:       counter("presenced_token_refreshes_total", "auth commands that renewed a token."),
+		RefreshFailures: counter("presenced_token_refresh_failures_total", "auth commands refused."),
+		RateLimited:     counter("presenced_rate_limited_total", "Commands refused (or typing held back) by the per-connection rate limit."),
+		ConnLifetime: hist("presenced_connection_lifetime_seconds", "Time from upgrade to close.",
+			[]float64{1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600}),
+		HeartbeatRTT:  hist("presenced_heartbeat_rtt_seconds", "Round trip of server pings, from the clients' pongs.", seconds),
+		FanoutLatency: hist("presenced_fanout_latency_seconds", "From a room's first change in a tick to its diff handed to every subscriber's socket.", seconds),
+		OutboxDepth: hist("presenced_outbox_depth_bytes", "Bytes queued for a connection, sampled at each server ping.",
+			[]float64{0, 256, 1024, 4096, 16384, 32768, 65536}),
+	}
+	m.presence = p
+	cs := []prometheus.Collector{helloFailures}
+	for _, c := range []any{p.Joins, p.Leaves, p.Updates, p.TypingEvents, p.Diffs, p.Coalesced, p.DroppedDiffs,
+		p.SlowCloses, p.ResumeAttempts, p.ResumeSuccesses, p.Refreshes, p.RefreshFailures, p.RateLimited,
+		p.ConnLifetime, p.HeartbeatRTT, p.FanoutLatency, p.OutboxDepth} {
+		cs = append(cs, c.(prometheus.Collector))
+	}
+	return cs
+}
+
+// counterVec adapts a CounterVec to presence.LabeledCounter.
+type counterVec struct{ vec *prometheus.CounterVec }
+
+func (c counterVec) Inc(label string) { c.vec.WithLabelValues(label).Inc() }

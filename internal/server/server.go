@@ -15,7 +15,9 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/poller"
+	"github.com/presenced/presenced/presence"
 )
 
 // Config configures a Server. The zero value serves on 127.0.0.1:8080 with
@@ -49,6 +51,17 @@ type Config struct {
 	// requests in flight (a CPU profile, a scrape) once the WebSocket side
 	// has stopped. Default 5 s.
 	AdminShutdownTimeout time.Duration
+	// Presence configures the presence core: heartbeats, tick, grace, limits
+	// and Insecure. Its Frame, Logger and Metrics are set by the server;
+	// MaxMessage comes from the field above.
+	Presence presence.Config
+	// JWT configures token verification. Set a key (HS256Secret or
+	// PublicKeyPEM) unless Presence.Insecure is set or Presence.Auth is
+	// given; without either the server refuses to start.
+	JWT auth.Config
+	// Drain is the window over which clients are told to come back when the
+	// server shuts down (bye.retry_ms is spread across it). Default 10 s.
+	Drain time.Duration
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 	// Registry receives the server's collectors and is served on /metrics.
@@ -78,6 +91,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
 	}
+	if cfg.Drain == 0 {
+		cfg.Drain = 10 * time.Second
+	}
 	if cfg.AdminShutdownTimeout == 0 {
 		cfg.AdminShutdownTimeout = 5 * time.Second
 	}
@@ -100,6 +116,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("server: MaxConnsPerIP %d is negative", cfg.MaxConnsPerIP)
 	case cfg.HandshakeTimeout < 0:
 		return cfg, fmt.Errorf("server: HandshakeTimeout %v is negative", cfg.HandshakeTimeout)
+	case cfg.Drain < 0:
+		return cfg, fmt.Errorf("server: Drain %v is negative", cfg.Drain)
 	case cfg.AdminShutdownTimeout < 0:
 		return cfg, fmt.Errorf("server: AdminShutdownTimeout %v is negative", cfg.AdminShutdownTimeout)
 	}
@@ -114,6 +132,7 @@ type Server struct {
 	log     *slog.Logger   // static after construction
 	metrics *metrics       // static after construction
 	poller  *poller.Server // static after construction
+	hub     *presence.Hub  // static after construction
 	admin   *http.Server   // static after construction
 	adminLn net.Listener   // static after construction; closed by admin
 
@@ -138,6 +157,9 @@ func New(cfg Config) (*Server, error) {
 		metrics:   m,
 		closeLogs: logLimiter{max: 20},
 	}
+	if s.hub, err = newHub(cfg, m); err != nil {
+		return nil, err
+	}
 	// The admin listener first: unlike the poller's, it can be released
 	// if the other one fails.
 	s.adminLn, err = net.Listen("tcp", cfg.AdminAddr)
@@ -158,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		OnReject: func(r poller.RejectReason) {
 			m.handshakeErr.inc(int(r), r.String())
 		},
-	}, &handler{s: s, app: echoApp{s: s}})
+	}, &handler{s: s, app: presenceApp{hub: s.hub}})
 	if err != nil {
 		s.adminLn.Close()
 		return nil, fmt.Errorf("server: %w", err)
@@ -183,16 +205,24 @@ func (s *Server) StopAccepting() {
 
 var errRunTwice = errors.New("server: Run called twice")
 
-// Run serves until ctx is done. Then /readyz answers 503, every WebSocket
-// connection is closed with 1001, and the admin listener is shut down last
-// (so a scrape can still see the drain). Run returns once every goroutine
-// it started has stopped; the error joins those of both listeners.
+// Run serves until ctx is done, then drains: the listener closes, /readyz
+// answers 503, every client gets bye (retry_ms spread over Config.Drain)
+// and close 1001, and Run waits for their closing handshakes (at most the
+// poller's close timeout) before stopping the poller, the presence hub and,
+// last, the admin listener (so a scrape can still see the drain). Run
+// returns once every goroutine it started has stopped; the error joins
+// those of both listeners.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errRunTwice
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The poller and the hub outlive ctx: they serve the drain.
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	defer stopPoll()
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
 
 	var wg sync.WaitGroup
 	var pollErr, adminErr error
@@ -200,20 +230,27 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() {
 		defer close(pollDone)
 		defer cancel() // the poller stopping on its own stops the node
-		pollErr = s.poller.Run(ctx)
+		pollErr = s.poller.Run(pollCtx)
 	})
+	wg.Go(func() { _ = s.hub.Run(hubCtx) })
 	wg.Go(func() {
 		defer cancel()
 		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
 			adminErr = fmt.Errorf("server: admin listener: %w", err)
 		}
 	})
-	s.log.Info("serving", keyAddr, s.Addr().String(), keyAdminAddr, s.AdminAddr().String(), keyEngine, s.cfg.Engine)
+	s.log.Info("serving", keyAddr, s.Addr().String(), keyAdminAddr, s.AdminAddr().String(),
+		keyEngine, s.cfg.Engine, keyNode, s.hub.Node())
 
 	<-ctx.Done()
 	s.draining.Store(true)
-	s.log.Info("shutting down")
+	s.poller.StopAccepting()
+	s.log.Info("draining", keyConns, s.hub.Stats().Sessions, keyWindow, s.cfg.Drain.String())
+	s.hub.Drain(s.cfg.Drain)
+	s.awaitSessions(pollDone, drainCloseWait)
+	stopPoll()
 	<-pollDone
+	stopHub()
 	sctx, scancel := context.WithTimeout(context.Background(), s.cfg.AdminShutdownTimeout)
 	if err := s.admin.Shutdown(sctx); err != nil {
 		s.admin.Close() // requests still running: cut them
@@ -224,17 +261,23 @@ func (s *Server) Run(ctx context.Context) error {
 	return errors.Join(pollErr, adminErr)
 }
 
-// send queues a frame to c and counts it.
-func (s *Server) send(c *poller.Conn, frame []byte) error {
-	err := c.Send(frame)
-	switch {
-	case err == nil:
-		s.metrics.framesSent.Inc()
-		s.metrics.bytesSent.Add(float64(len(frame)))
-	case errors.Is(err, poller.ErrFull):
-		s.metrics.sendFull.Inc()
+// drainCloseWait bounds the wait for clients to answer the drain's close
+// frames: the poller's default close timeout plus a margin.
+const drainCloseWait = 3 * time.Second
+
+// awaitSessions waits until every session has closed, the poller has
+// stopped, or max passes.
+func (s *Server) awaitSessions(pollDone <-chan struct{}, max time.Duration) {
+	deadline := time.Now().Add(max)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.hub.Stats().Sessions > 0 && time.Now().Before(deadline) {
+		select {
+		case <-pollDone:
+			return
+		case <-tick.C:
+		}
 	}
-	return err
 }
 
 // handler receives the poller's callbacks, counts and logs them and passes

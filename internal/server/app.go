@@ -1,0 +1,85 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/wire"
+	"github.com/presenced/presenced/poller"
+	"github.com/presenced/presenced/presence"
+)
+
+// presenceApp connects the poller's callbacks to the presence hub: each
+// connection's Session lives in its Conn value.
+type presenceApp struct {
+	hub *presence.Hub // static
+}
+
+var _ poller.Handler = presenceApp{}
+
+func (a presenceApp) OnOpen(c *poller.Conn) {
+	c.SetValue(a.hub.Open((*connSink)(c)))
+}
+
+func (presenceApp) OnMessage(c *poller.Conn, op ws.OpCode, msg []byte) {
+	s := c.Value().(*presence.Session)
+	if op != ws.OpText {
+		s.HandleBinary()
+		return
+	}
+	s.HandleText(msg)
+}
+
+func (presenceApp) OnDeadline(c *poller.Conn) {
+	c.Value().(*presence.Session).HandleDeadline()
+}
+
+func (presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) {
+	clean := info.Reason == poller.ClosePeer && info.Code == ws.StatusNormalClosure
+	c.Value().(*presence.Session).HandleClose(clean)
+}
+
+// connSink is a poller.Conn seen as a presence.Sink. The conversion from
+// *poller.Conn costs nothing.
+type connSink poller.Conn
+
+var _ presence.Sink = (*connSink)(nil)
+
+func (c *connSink) conn() *poller.Conn { return (*poller.Conn)(c) }
+
+func (c *connSink) Send(frame []byte) error { return c.conn().Send(frame) }
+
+func (c *connSink) Close(code wire.CloseCode, reason string) {
+	c.conn().Close(ws.StatusCode(code), reason)
+}
+
+func (c *connSink) SetDeadline(t time.Time) { c.conn().SetDeadline(t) }
+
+func (c *connSink) Buffered() int { return c.conn().OutboxLen() }
+
+// frame wraps a presence payload in a WebSocket text frame.
+func frame(dst, payload []byte) []byte { return poller.AppendTextFrame(dst, payload) }
+
+// jwtAuth verifies hello and auth tokens with internal/auth.
+type jwtAuth struct {
+	v *auth.Verifier // static
+}
+
+var _ presence.Authenticator = jwtAuth{}
+
+func (a jwtAuth) Authenticate(token string) (presence.Identity, error) {
+	c, err := a.v.Verify(token)
+	if err != nil {
+		return presence.Identity{}, fmt.Errorf("%w: %w", presence.ErrUnauthorized, err)
+	}
+	id := presence.Identity{User: c.Subject, Expires: c.Expires}
+	if c.Rooms != nil {
+		id.Rooms = c
+	}
+	return id, nil
+}
+var errNoAuth = errors.New("server: no way to verify clients: give a JWT key (-jwt-secret, -jwt-secret-file or -jwt-public-key), or -insecure for development")

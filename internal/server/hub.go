@@ -1,0 +1,58 @@
+package server
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/presence"
+)
+
+// newHub builds the presence hub from cfg: token verification, framing,
+// logger and metrics.
+func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
+	pc := cfg.Presence
+	if pc.Auth == nil && (cfg.JWT.HS256Secret != nil || cfg.JWT.PublicKeyPEM != nil) {
+		v, err := auth.New(cfg.JWT)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		pc.Auth = jwtAuth{v: v}
+	}
+	if pc.Auth == nil && !pc.Insecure {
+		return nil, errNoAuth
+	}
+	pc.MaxMessage = cfg.MaxMessage
+	pc.Frame = frame
+	pc.Logger = cfg.Logger
+	pc.Metrics = m.presence
+	h, err := presence.New(pc)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := m.registerHubGauges(cfg.Registry, h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// registerHubGauges exports the hub's gauges, read at scrape time.
+func (m *metrics) registerHubGauges(reg prometheus.Registerer, h *presence.Hub) error {
+	for _, g := range []struct {
+		name, help string
+		get        func(presence.Stats) int64
+	}{
+		{"presenced_rooms", "Rooms with at least one member on this node.", func(s presence.Stats) int64 { return s.Rooms }},
+		{"presenced_members", "Room members on this node, summed over rooms (a user in two rooms counts twice).", func(s presence.Stats) int64 { return s.Members }},
+		{"presenced_sessions", "Connections with a presence session (opened, not yet closed).", func(s presence.Stats) int64 { return s.Sessions }},
+	} {
+		get := g.get
+		c := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help},
+			func() float64 { return float64(get(h.Stats())) })
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("server: register metrics: %w", err)
+		}
+	}
+	return nil
+}

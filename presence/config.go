@@ -1,0 +1,233 @@
+package presence
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// Sink is the connection a Session sends to. *poller.Conn satisfies it
+// through a thin adapter in internal/server. Every method must be safe for
+// concurrent use and must never block.
+type Sink interface {
+	// Send queues one frame (as built by Config.Frame); the sink keeps a
+	// reference to it, so it is never modified afterwards. An error means the
+	// frame was not queued (the outbox is full, or the connection is closing).
+	Send(frame []byte) error
+	// Close starts closing the connection with code.
+	Close(code wire.CloseCode, reason string)
+	// SetDeadline asks for one HandleDeadline call once t passes; the zero t
+	// clears it. A new deadline replaces the previous one.
+	SetDeadline(t time.Time)
+	// Buffered is the number of bytes queued and not yet written.
+	Buffered() int
+}
+
+// Identity is who a connection speaks for, from its token.
+type Identity struct {
+	User    string
+	Expires time.Time   // zero: never
+	Rooms   RoomMatcher // nil: every room
+}
+
+// RoomMatcher says which rooms an identity may join.
+type RoomMatcher interface {
+	Allows(room string) bool
+}
+
+// Authenticator verifies the token of a hello or an auth command. An error
+// wrapping ErrUnauthorized refuses the token (close 4101); any other error is
+// an internal failure (err internal).
+type Authenticator interface {
+	Authenticate(token string) (Identity, error)
+}
+
+// ErrUnauthorized is what an Authenticator wraps when it refuses a token.
+var ErrUnauthorized = errors.New("presence: unauthorized")
+
+// Counter is the part of a Prometheus counter presence uses.
+type Counter interface{ Add(float64) }
+
+// Observer is the part of a Prometheus histogram presence uses.
+type Observer interface{ Observe(float64) }
+
+// LabeledCounter counts events by a label value (a CounterVec adapter).
+type LabeledCounter interface{ Inc(label string) }
+
+// Metrics receives presence's measurements. Nil fields are not recorded.
+// Gauges (rooms, members, sessions) are read with Hub.Stats.
+type Metrics struct {
+	HelloFailures   LabeledCounter // by reason: timeout, bad_request, unauthorized, version
+	Joins           Counter        // members that joined a room (users, not connections)
+	Leaves          Counter        // members that left a room
+	Updates         Counter        // member state changes
+	TypingEvents    Counter        // typing commands applied
+	Diffs           Counter        // room diffs published (encoded once each)
+	FramesSent      Counter        // frames handed to connections
+	BytesSent       Counter        // bytes of those frames
+	Coalesced       Counter        // changes merged into a later one within a tick
+	DroppedDiffs    Counter        // diffs not delivered to a full connection
+	SlowCloses      Counter        // connections closed with 4002
+	ResumeAttempts  Counter        // rooms a hello asked to resume
+	ResumeSuccesses Counter        // rooms resumed with a diff rather than a sync
+	Refreshes       Counter        // auth commands that renewed a token
+	RefreshFailures Counter        // auth commands refused
+	RateLimited     Counter        // commands refused or coalesced by the rate limit
+	ConnLifetime    Observer       // seconds from open to close
+	HeartbeatRTT    Observer       // seconds, from the pongs of server pings
+	FanoutLatency   Observer       // seconds from a room's first change in a tick to its diff handed to every subscriber
+	OutboxDepth     Observer       // bytes queued for a connection, sampled at each server ping
+}
+
+// Config configures a Hub. The zero value works: each field states its
+// default. Durations and limits are the contract's settings.
+type Config struct {
+	// Node names this node in welcome. Default: 8 random hex digits.
+	Node string
+	// HeartbeatInterval (hb) is the period of server pings. Default 25 s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout: a connection silent for hb + this is closed with
+	// 4001. Default 10 s.
+	HeartbeatTimeout time.Duration
+	// HelloTimeout: a connection without hello this long is closed with 4004.
+	// Default 10 s.
+	HelloTimeout time.Duration
+	// Tick is the coalescing window: each room sends at most one diff per
+	// tick. Default 100 ms.
+	Tick time.Duration
+	// LeaveGrace keeps a member whose connection was lost (not left) this
+	// long. Default 5 s.
+	LeaveGrace time.Duration
+	// TypingTTL: a typing user stops typing after this without another
+	// typing on. Default 6 s.
+	TypingTTL time.Duration
+	// ListLimit: rooms with more members are sent partially. Default 1000.
+	ListLimit int
+	// MaxRooms a connection may join. Default 64.
+	MaxRooms int
+	// MaxMessage is announced in welcome (the transport enforces it).
+	// Default 4096.
+	MaxMessage int
+	// SlowTimeout closes a connection whose outbox stays full this long with
+	// 4002. Default 10 s.
+	SlowTimeout time.Duration
+	// AuthGrace: a connection whose token expired and was not renewed within
+	// this is closed with 4003. Default 30 s.
+	AuthGrace time.Duration
+	// RefreshBefore is how long before a token's exp the server sends
+	// refresh. Default 60 s.
+	RefreshBefore time.Duration
+	// Rate is the sustained commands per second of one connection. Default 20.
+	Rate float64
+	// Burst is the commands a connection may send at once. Default 40.
+	Burst int
+	// FloodSeconds: a connection that sends more than twice Rate for this
+	// many consecutive seconds is closed with 4029. Default 3.
+	FloodSeconds int
+	// History is the number of room versions kept for resume. Default 256.
+	History int
+	// HistoryAge drops versions older than this when the room changes.
+	// Default 60 s.
+	HistoryAge time.Duration
+	// SyncBudget bounds the payload of one sync: members beyond it are left
+	// out and the sync is partial, so a sync always fits an outbox. Default
+	// 32 KiB (half the transport's default outbox).
+	SyncBudget int
+	// Insecure lets hello name its user without a token (development).
+	Insecure bool
+	// Auth verifies tokens. Nil: only insecure hellos are accepted.
+	Auth Authenticator
+	// Frame wraps an encoded message for the transport (a WebSocket text
+	// frame), appending to dst. Default: the payload itself.
+	Frame func(dst, payload []byte) []byte
+	// Workers is the number of goroutines that flush rooms. Default
+	// runtime.GOMAXPROCS(0).
+	Workers int
+	// Logger receives rare diagnostics. Default: discard.
+	Logger *slog.Logger
+	// Metrics receives measurements. Default: none.
+	Metrics Metrics
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	dur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	num := func(n *int, def int) {
+		if *n <= 0 {
+			*n = def
+		}
+	}
+	if cfg.Node == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		cfg.Node = hex.EncodeToString(b[:])
+	}
+	if !wire.ValidID(cfg.Node) {
+		return cfg, errors.New("presence: Node must be 1-128 bytes of [A-Za-z0-9._:@/-]")
+	}
+	dur(&cfg.HeartbeatInterval, 25*time.Second)
+	dur(&cfg.HeartbeatTimeout, 10*time.Second)
+	dur(&cfg.HelloTimeout, 10*time.Second)
+	dur(&cfg.Tick, 100*time.Millisecond)
+	dur(&cfg.LeaveGrace, 5*time.Second)
+	dur(&cfg.TypingTTL, 6*time.Second)
+	dur(&cfg.SlowTimeout, 10*time.Second)
+	dur(&cfg.AuthGrace, 30*time.Second)
+	dur(&cfg.RefreshBefore, 60*time.Second)
+	dur(&cfg.HistoryAge, 60*time.Second)
+	num(&cfg.ListLimit, 1000)
+	num(&cfg.MaxRooms, 64)
+	num(&cfg.MaxMessage, 4096)
+	num(&cfg.Burst, 40)
+	num(&cfg.FloodSeconds, 3)
+	num(&cfg.History, 256)
+	num(&cfg.SyncBudget, 32<<10)
+	num(&cfg.Workers, runtime.GOMAXPROCS(0))
+	if cfg.Rate <= 0 {
+		cfg.Rate = 20
+	}
+	if cfg.Frame == nil {
+		cfg.Frame = func(dst, payload []byte) []byte { return append(dst, payload...) }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Auth == nil && !cfg.Insecure {
+		return cfg, errors.New("presence: no Authenticator and not Insecure: no client could say hello")
+	}
+	cfg.Metrics = cfg.Metrics.withDefaults()
+	return cfg, nil
+}
+
+type nopCounter struct{}
+
+func (nopCounter) Add(float64)     {}
+func (nopCounter) Observe(float64) {}
+func (nopCounter) Inc(string)      {}
+
+func (m Metrics) withDefaults() Metrics {
+	for _, c := range []*Counter{&m.Joins, &m.Leaves, &m.Updates, &m.TypingEvents, &m.Diffs,
+		&m.FramesSent, &m.BytesSent, &m.Coalesced, &m.DroppedDiffs, &m.SlowCloses,
+		&m.ResumeAttempts, &m.ResumeSuccesses, &m.Refreshes, &m.RefreshFailures, &m.RateLimited} {
+		if *c == nil {
+			*c = nopCounter{}
+		}
+	}
+	for _, o := range []*Observer{&m.ConnLifetime, &m.HeartbeatRTT, &m.FanoutLatency, &m.OutboxDepth} {
+		if *o == nil {
+			*o = nopCounter{}
+		}
+	}
+	if m.HelloFailures == nil {
+		m.HelloFailures = nopCounter{}
+	}
+	return m
+}

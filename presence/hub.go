@@ -1,0 +1,186 @@
+package presence
+
+import (
+	"context"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/presenced/presenced/coalesce"
+)
+
+const (
+	roomShards    = 64 // power of two
+	sessionShards = 16 // power of two
+)
+
+// Hub owns the rooms and sessions of one node. Create it with New, run its
+// flushers with Run, open a Session per connection.
+type Hub struct {
+	cfg   Config                     // static after New
+	seed  maphash.Seed               // static after New
+	sched *coalesce.Scheduler[*room] // static after New; runs the room flushes
+
+	rooms    [roomShards]roomShard
+	sessions [sessionShards]sessionShard
+
+	nextConn atomic.Uint64
+	draining atomic.Bool
+
+	nRooms    atomic.Int64
+	nMembers  atomic.Int64
+	nSessions atomic.Int64
+}
+
+type roomShard struct {
+	mu    sync.Mutex
+	rooms map[string]*room // guarded by mu
+}
+
+type sessionShard struct {
+	mu   sync.Mutex
+	head *Session // guarded by mu: a doubly linked list through Session.prev/next
+}
+
+// Stats are the hub's gauges.
+type Stats struct {
+	Rooms    int64 // rooms with at least one member or subscriber
+	Members  int64 // members summed over rooms (a user in two rooms counts twice)
+	Sessions int64 // open sessions (connections)
+}
+
+// New validates cfg, fills its defaults and returns a Hub.
+func New(cfg Config) (*Hub, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{cfg: cfg, seed: maphash.MakeSeed()}
+	for i := range h.rooms {
+		h.rooms[i].rooms = make(map[string]*room)
+	}
+	h.sched = coalesce.NewScheduler(coalesce.SchedulerConfig{Tick: cfg.Tick, Workers: cfg.Workers},
+		func(r *room, now time.Time) bool { return r.flush(now) })
+	return h, nil
+}
+
+// Node is this node's id, as sent in welcome.
+func (h *Hub) Node() string { return h.cfg.Node }
+
+// Run flushes rooms once per tick until ctx is done. Its goroutines are
+// joined before it returns.
+func (h *Hub) Run(ctx context.Context) error { return h.sched.Run(ctx) }
+
+// Stats returns the current gauges.
+func (h *Hub) Stats() Stats {
+	return Stats{Rooms: h.nRooms.Load(), Members: h.nMembers.Load(), Sessions: h.nSessions.Load()}
+}
+
+// Open starts the session of a new connection: it must say hello within
+// Config.HelloTimeout. Call it from the transport's open callback, then feed
+// the connection's events to the Session's Handle methods.
+func (h *Hub) Open(sink Sink) *Session {
+	now := time.Now().UnixNano()
+	s := &Session{hub: h, sink: sink, seq: h.nextConn.Add(1), opened: now, lastSeen: now}
+	sh := &h.sessions[s.seq&(sessionShards-1)]
+	sh.mu.Lock()
+	s.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = s
+	}
+	sh.head = s
+	sh.mu.Unlock()
+	h.nSessions.Add(1)
+	s.rearm()
+	return s
+}
+
+func (h *Hub) unregister(s *Session) {
+	sh := &h.sessions[s.seq&(sessionShards-1)]
+	sh.mu.Lock()
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else if sh.head == s {
+		sh.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.prev, s.next = nil, nil
+	sh.mu.Unlock()
+	h.nSessions.Add(-1)
+}
+
+// Drain tells every connection to go away: each gets bye with a retry_ms
+// drawn uniformly from [0, window), then close 1001 (members stay for
+// Config.LeaveGrace, so a client reconnecting elsewhere causes no leave).
+// Hellos that arrive afterwards are answered the same way. It returns at
+// once; watch Stats().Sessions to know when every connection is gone.
+func (h *Hub) Drain(window time.Duration) {
+	h.draining.Store(true)
+	var batch []*Session
+	for i := range h.sessions {
+		sh := &h.sessions[i]
+		sh.mu.Lock()
+		batch = batch[:0]
+		for s := sh.head; s != nil; s = s.next {
+			batch = append(batch, s)
+		}
+		sh.mu.Unlock()
+		for _, s := range batch {
+			s.bye(window)
+		}
+	}
+}
+
+// Draining reports whether Drain was called.
+func (h *Hub) Draining() bool { return h.draining.Load() }
+
+// room returns the live room named name, creating it if needed, with its
+// lock held.
+func (h *Hub) lockRoom(name string) *room {
+	sh := &h.rooms[maphash.String(h.seed, name)&(roomShards-1)]
+	for {
+		sh.mu.Lock()
+		r := sh.rooms[name]
+		if r == nil {
+			r = newRoom(h, sh, name)
+			sh.rooms[name] = r
+			h.nRooms.Add(1)
+		}
+		sh.mu.Unlock()
+		r.mu.Lock()
+		if !r.dead {
+			return r
+		}
+		r.mu.Unlock()
+	}
+}
+
+// dropRoomLocked forgets r, whose lock is held and which is empty.
+func (h *Hub) dropRoomLocked(r *room) {
+	r.dead = true
+	r.shard.mu.Lock()
+	if r.shard.rooms[r.name] == r {
+		delete(r.shard.rooms, r.name)
+		h.nRooms.Add(-1)
+	}
+	r.shard.mu.Unlock()
+}
+
+// frame wraps payload for the transport in a new slice the sink may keep.
+func (h *Hub) frame(payload []byte) []byte {
+	return h.cfg.Frame(make([]byte, 0, len(payload)+14), payload)
+}
+
+func newEpoch() uint32 { return rand.Uint32() }
+
+// countSent records n frames of size bytes handed to sinks.
+func (h *Hub) countSent(n, size int) {
+	if n > 0 {
+		h.cfg.Metrics.FramesSent.Add(float64(n))
+		h.cfg.Metrics.BytesSent.Add(float64(n * size))
+	}
+}

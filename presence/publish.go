@@ -1,0 +1,298 @@
+package presence
+
+import (
+	"slices"
+	"time"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// flush publishes the room's net change since the last tick as one diff,
+// sends pending syncs, ends graces and typing that are over, and drops the
+// room once it is empty. It reports whether the room needs another visit
+// next tick. Called by the scheduler's workers.
+func (r *room) flush(t time.Time) (again bool) {
+	now := t.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dead {
+		return false
+	}
+	r.marked = false
+	r.expireLocked(now)
+	r.publishLocked(now)
+	if r.needSync > 0 {
+		r.sendSyncsLocked(now)
+	}
+	if r.emptyLocked() {
+		r.hub.dropRoomLocked(r)
+		return false
+	}
+	again = len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
+	r.marked = again
+	return again
+}
+
+// publishLocked encodes the pending changes as one diff, once, and sends the
+// same bytes to every subscriber that is in sync.
+func (r *room) publishLocked(now int64) {
+	m := &r.hub.cfg.Metrics
+	r.changes = r.changes[:0]
+	r.pending.Drain(func(user string, old, new snap) {
+		if old.equal(new) {
+			m.Coalesced.Add(1)
+			return
+		}
+		r.changes = append(r.changes, change{user: user, old: old, new: new})
+	})
+	typing := r.typingListLocked()
+	typingChanged := !slices.Equal(typing, r.typingSent)
+	first := r.firstChange
+	r.firstChange = 0
+	if len(r.changes) == 0 && !typingChanged {
+		return
+	}
+	r.seq++
+	count := len(r.members)
+	partial := count > r.hub.cfg.ListLimit
+	p := wire.AppendDiffStart(r.buf[:0], r.name, wire.Cursor{Epoch: r.epoch, Seq: r.seq - 1}, r.cursor(), count)
+	if !partial {
+		p = appendChanges(p, r.changes)
+	}
+	if typingChanged {
+		p = wire.AppendStrings(p, "typing", typing)
+		r.typingSent = append(r.typingSent[:0], typing...)
+	}
+	p = wire.AppendEnd(p)
+	r.buf = p
+	r.record(now)
+	m.Diffs.Add(1)
+	if partial != r.partial {
+		// Crossing list_limit changes what diffs carry: everyone resyncs.
+		r.partial = partial
+		for _, sb := range r.subs {
+			r.needResyncLocked(sb)
+		}
+	}
+	if len(p) > r.hub.cfg.SyncBudget {
+		// A diff this large would not fit most outboxes: a sync is smaller.
+		for _, sb := range r.subs {
+			r.needResyncLocked(sb)
+		}
+	}
+	frame := r.hub.frame(p)
+	var sent, dropped int
+	for _, sb := range r.subs {
+		if sb.needSync {
+			continue // it gets a sync instead
+		}
+		if sb.s.deliver(frame, now) {
+			sent++
+		} else {
+			dropped++
+			r.needResyncLocked(sb)
+		}
+	}
+	r.hub.countSent(sent, len(frame))
+	if dropped > 0 {
+		m.DroppedDiffs.Add(float64(dropped))
+	}
+	if first != 0 {
+		m.FanoutLatency.Observe(float64(time.Now().UnixNano()-first) / 1e9)
+	}
+}
+
+func (r *room) needResyncLocked(sb *sub) {
+	if !sb.needSync {
+		sb.needSync = true
+		r.needSync++
+		r.markLocked()
+	}
+}
+
+// record keeps the published changes for resume.
+func (r *room) record(now int64) {
+	cfg := &r.hub.cfg
+	for _, c := range r.changes {
+		switch {
+		case !c.old.present:
+			cfg.Metrics.Joins.Add(1)
+		case !c.new.present:
+			cfg.Metrics.Leaves.Add(1)
+		default:
+			cfg.Metrics.Updates.Add(1)
+		}
+	}
+	drop := 0
+	for drop < len(r.history) && (len(r.history)-drop >= cfg.History || now-r.history[drop].at > int64(cfg.HistoryAge)) {
+		drop++
+	}
+	if drop > 0 {
+		n := copy(r.history, r.history[drop:])
+		clear(r.history[n:])
+		r.history = r.history[:n]
+	}
+	var changes []change
+	if len(r.changes) > 0 {
+		changes = append([]change(nil), r.changes...)
+	}
+	r.history = append(r.history, version{seq: r.seq, at: now, changes: changes})
+}
+
+// appendChanges appends the join, update and leave lists of changes.
+func appendChanges(p []byte, changes []change) []byte {
+	var joins, updates, leaves int
+	for _, c := range changes {
+		switch {
+		case !c.old.present:
+			joins++
+		case !c.new.present:
+			leaves++
+		default:
+			updates++
+		}
+	}
+	if joins > 0 {
+		p = wire.AppendListStart(p, "join")
+		for _, c := range changes {
+			if !c.old.present {
+				p = wire.AppendMember(p, c.user, c.new.st.status, c.new.st.meta)
+			}
+		}
+		p = wire.AppendListEnd(p)
+	}
+	if updates > 0 {
+		p = wire.AppendListStart(p, "update")
+		for _, c := range changes {
+			if c.old.present && c.new.present {
+				p = wire.AppendMember(p, c.user, c.new.st.status, c.new.st.meta)
+			}
+		}
+		p = wire.AppendListEnd(p)
+	}
+	if leaves > 0 {
+		p = wire.AppendListStart(p, "leave")
+		for _, c := range changes {
+			if !c.new.present {
+				p = wire.AppendListString(p, c.user)
+			}
+		}
+		p = wire.AppendListEnd(p)
+	}
+	return p
+}
+
+// syncLocked sends sb a full sync now if the room has no unpublished
+// change, else at the next flush, right after the diff that publishes them:
+// a sync always shows the state at its cursor, so the diffs that follow it
+// apply cleanly.
+func (r *room) syncLocked(sb *sub, now int64) {
+	if r.pending.Len() > 0 {
+		r.needResyncLocked(sb)
+		return
+	}
+	frame := r.encodeSyncLocked()
+	if !sb.s.deliver(frame, now) {
+		r.needResyncLocked(sb)
+		return
+	}
+	r.hub.countSent(1, len(frame))
+}
+
+// sendSyncsLocked sends one sync, encoded once, to every sub that needs it.
+func (r *room) sendSyncsLocked(now int64) {
+	frame := r.encodeSyncLocked()
+	sent := 0
+	for _, sb := range r.subs {
+		if !sb.needSync {
+			continue
+		}
+		if sb.s.deliver(frame, now) {
+			sb.needSync = false
+			r.needSync--
+			sent++
+		}
+	}
+	r.hub.countSent(sent, len(frame))
+}
+
+// encodeSyncLocked encodes the room's published state. At most
+// Config.ListLimit members are listed, and no more than fit in
+// Config.SyncBudget bytes; a sync that leaves members out is partial.
+func (r *room) encodeSyncLocked() []byte {
+	cfg := &r.hub.cfg
+	count := len(r.members)
+	partial := count > cfg.ListLimit
+	p := wire.AppendSyncStart(r.buf[:0], r.name, r.cursor(), count)
+	listed := 0
+	for _, m := range r.members {
+		if listed == cfg.ListLimit {
+			break
+		}
+		n := len(p)
+		p = wire.AppendMember(p, m.user, m.st.status, m.st.meta)
+		if len(p) > cfg.SyncBudget {
+			p = p[:n]
+			partial = true
+			break
+		}
+		listed++
+	}
+	// The published typing list: the diffs that follow carry changes
+	// relative to it.
+	p = wire.AppendSyncEnd(p, r.typingSent, partial)
+	r.buf = p
+	return r.hub.frame(p)
+}
+
+// resumeLocked sends sb the net change from cursor c to the room's current
+// version, if the history still holds it. It reports false when the
+// client must get a sync instead.
+func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
+	if c.Epoch != r.epoch || c.Seq > r.seq {
+		return false
+	}
+	if c.Seq < r.seq && (len(r.history) == 0 || r.history[0].seq > c.Seq+1) {
+		return false
+	}
+	var net []change
+	index := map[string]int{}
+	for _, v := range r.history {
+		if v.seq <= c.Seq {
+			continue
+		}
+		for _, ch := range v.changes {
+			if i, ok := index[ch.user]; ok {
+				net[i].new = ch.new
+				continue
+			}
+			index[ch.user] = len(net)
+			net = append(net, ch)
+		}
+	}
+	kept := net[:0]
+	for _, ch := range net {
+		if !ch.old.equal(ch.new) {
+			kept = append(kept, ch)
+		}
+	}
+	count := len(r.members)
+	p := wire.AppendDiffStart(r.buf[:0], r.name, c, r.cursor(), count)
+	if count <= r.hub.cfg.ListLimit {
+		p = appendChanges(p, kept)
+	}
+	// The client's typing list is unknown: send the whole current one.
+	p = wire.AppendStrings(p, "typing", r.typingSent)
+	p = wire.AppendEnd(p)
+	r.buf = p
+	if len(p) > r.hub.cfg.SyncBudget {
+		return false
+	}
+	frame := r.hub.frame(p)
+	if !sb.s.deliver(frame, now) {
+		r.needResyncLocked(sb)
+		return true
+	}
+	r.hub.countSent(1, len(frame))
+	return true
+}

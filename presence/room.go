@@ -1,0 +1,270 @@
+package presence
+
+import (
+	"bytes"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/presenced/presenced/coalesce"
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// maxTyping is the most typing users a sync or diff lists.
+const maxTyping = 10
+
+// memberState is a member's status and meta; both are immutable once set
+// (a change replaces them), so versions and history share them.
+type memberState struct {
+	status string
+	meta   []byte // a compact JSON object; nil encodes as {}
+}
+
+// snap is a member as a diff sees it: absent, or present with a state.
+type snap struct {
+	present bool
+	st      memberState
+}
+
+func (a snap) equal(b snap) bool {
+	if a.present != b.present {
+		return false
+	}
+	return !a.present || a.st.status == b.st.status && bytes.Equal(a.st.meta, b.st.meta)
+}
+
+// member is a user in a room: present while at least one of its
+// connections joined (or during the leave grace of the last one).
+type member struct {
+	user        string
+	st          memberState
+	conns       int32 // connections of this node that joined the room
+	graceUntil  int64 // unix ns; non-zero while no connection is left
+	typingUntil int64 // unix ns; non-zero while typing
+}
+
+// sub is one connection's membership of a room.
+type sub struct {
+	s        *Session // static
+	r        *room    // static
+	idx      int      // position in r.subs; guarded by r.mu
+	needSync bool     // guarded by r.mu: send a full sync instead of diffs
+}
+
+// change is one member's net change in one version.
+type change struct {
+	user     string
+	old, new snap
+}
+
+// version is one published diff, kept for resume.
+type version struct {
+	seq     uint64
+	at      int64 // unix ns
+	changes []change
+}
+
+// room is the state of one room on this node. All fields after mu are
+// guarded by it; the fan-out writes to sinks with it held (Send never
+// blocks).
+type room struct {
+	name  string     // static
+	hub   *Hub       // static
+	shard *roomShard // static
+	epoch uint32     // static
+
+	mu          sync.Mutex
+	dead        bool // dropped from its shard; lockRoom retries
+	marked      bool // scheduled for the next tick
+	seq         uint64
+	members     map[string]*member
+	subs        []*sub
+	pending     coalesce.Changes[string, snap]
+	typing      []*member // typing users in the order they started
+	typingSent  []string  // the typing list last published
+	graced      []*member // members in their leave grace
+	needSync    int       // subs with needSync
+	partial     bool      // the last published diff was partial
+	history     []version // oldest first; at most Config.History
+	firstChange int64     // unix ns of the first pending change, 0 if none
+	buf         []byte    // payload scratch
+	changes     []change  // scratch for publish
+	typingBuf   []string  // scratch for the typing list
+}
+
+func newRoom(h *Hub, sh *roomShard, name string) *room {
+	return &room{name: name, hub: h, shard: sh, epoch: newEpoch(), members: make(map[string]*member)}
+}
+
+func (r *room) cursor() wire.Cursor { return wire.Cursor{Epoch: r.epoch, Seq: r.seq} }
+
+func (r *room) markLocked() {
+	if !r.marked {
+		r.marked = true
+		r.hub.sched.Mark(r)
+	}
+}
+
+func (r *room) changeLocked(user string, old, new snap) {
+	if r.pending.Put(user, old, new) {
+		r.hub.cfg.Metrics.Coalesced.Add(1)
+	}
+	if r.firstChange == 0 {
+		r.firstChange = time.Now().UnixNano()
+	}
+	r.markLocked()
+}
+
+// joinLocked adds s to the room; st (may be nil) is its state.
+func (r *room) joinLocked(s *Session, st *wire.State) *sub {
+	sb := &sub{s: s, r: r, idx: len(r.subs)}
+	r.subs = append(r.subs, sb)
+	m := r.members[s.user]
+	if m == nil {
+		m = &member{user: s.user, st: memberState{status: wire.DefaultStatus}}
+		applyState(&m.st, st)
+		r.members[s.user] = m
+		r.hub.nMembers.Add(1)
+		r.changeLocked(m.user, snap{}, snap{present: true, st: m.st})
+	} else {
+		if m.graceUntil != 0 {
+			r.endGraceLocked(m)
+		}
+		r.setStateLocked(m, st)
+	}
+	m.conns++
+	return sb
+}
+
+// setStateLocked applies st to m: fields st leaves out keep their values.
+func (r *room) setStateLocked(m *member, st *wire.State) {
+	if st == nil {
+		return
+	}
+	ns := m.st
+	applyState(&ns, st)
+	old, new := snap{present: true, st: m.st}, snap{present: true, st: ns}
+	if old.equal(new) {
+		return
+	}
+	m.st = ns
+	r.changeLocked(m.user, old, new)
+}
+
+func applyState(dst *memberState, st *wire.State) {
+	if st == nil {
+		return
+	}
+	if st.Status != "" {
+		dst.status = st.Status
+	}
+	if len(st.Meta) > 0 {
+		dst.meta = wire.CompactMeta(st.Meta)
+	}
+}
+
+// leaveLocked removes sb; with grace its member stays for
+// Config.LeaveGrace if it was the user's last connection in the room.
+func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
+	last := len(r.subs) - 1
+	r.subs[sb.idx] = r.subs[last]
+	r.subs[sb.idx].idx = sb.idx
+	r.subs[last] = nil
+	r.subs = r.subs[:last]
+	if sb.needSync {
+		sb.needSync = false
+		r.needSync--
+	}
+	m := r.members[sb.s.user]
+	if m == nil {
+		return
+	}
+	if m.conns--; m.conns > 0 {
+		return
+	}
+	if grace {
+		m.graceUntil = now + int64(r.hub.cfg.LeaveGrace)
+		r.graced = append(r.graced, m)
+		r.markLocked()
+		return
+	}
+	r.removeMemberLocked(m)
+}
+
+func (r *room) endGraceLocked(m *member) {
+	m.graceUntil = 0
+	if i := slices.Index(r.graced, m); i >= 0 {
+		r.graced = slices.Delete(r.graced, i, i+1)
+	}
+}
+
+func (r *room) removeMemberLocked(m *member) {
+	delete(r.members, m.user)
+	r.hub.nMembers.Add(-1)
+	if m.typingUntil != 0 {
+		r.stopTypingLocked(m)
+	}
+	r.changeLocked(m.user, snap{present: true, st: m.st}, snap{})
+}
+
+// typingLocked marks m typing until now + TypingTTL, or not typing.
+func (r *room) typingLocked(m *member, on bool, now int64) {
+	if on {
+		if m.typingUntil == 0 {
+			r.typing = append(r.typing, m)
+			r.markLocked()
+		}
+		m.typingUntil = now + int64(r.hub.cfg.TypingTTL)
+		return
+	}
+	if m.typingUntil != 0 {
+		r.stopTypingLocked(m)
+	}
+}
+
+func (r *room) stopTypingLocked(m *member) {
+	m.typingUntil = 0
+	if i := slices.Index(r.typing, m); i >= 0 {
+		r.typing = slices.Delete(r.typing, i, i+1)
+	}
+	r.markLocked()
+}
+
+// typingListLocked is the typing list to publish, in r.typingBuf.
+func (r *room) typingListLocked() []string {
+	r.typingBuf = r.typingBuf[:0]
+	for _, m := range r.typing {
+		if len(r.typingBuf) == maxTyping {
+			break
+		}
+		r.typingBuf = append(r.typingBuf, m.user)
+	}
+	return r.typingBuf
+}
+
+// expireLocked ends the leave graces and typing that are over.
+func (r *room) expireLocked(now int64) {
+	for i := 0; i < len(r.graced); {
+		m := r.graced[i]
+		if m.graceUntil > now {
+			i++
+			continue
+		}
+		m.graceUntil = 0
+		r.graced[i] = r.graced[len(r.graced)-1]
+		r.graced[len(r.graced)-1] = nil
+		r.graced = r.graced[:len(r.graced)-1]
+		r.removeMemberLocked(m)
+	}
+	for i := 0; i < len(r.typing); {
+		if m := r.typing[i]; m.typingUntil <= now {
+			r.stopTypingLocked(m)
+			continue
+		}
+		i++
+	}
+}
+
+func (r *room) emptyLocked() bool {
+	return len(r.members) == 0 && len(r.subs) == 0 && r.pending.Len() == 0
+}

@@ -1,0 +1,531 @@
+package presence
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+type sessionState uint8
+
+const (
+	awaitingHello sessionState = iota // opened, no hello yet
+	active                            // welcomed
+	closing                           // Close was called or the connection is gone
+)
+
+// Session is the protocol v1 state machine of one connection. The
+// transport calls its Handle methods, never two at once for one Session
+// (the poller's per-connection guarantee); the room flushers only use sink,
+// slowSince and slowClosed.
+type Session struct {
+	hub    *Hub   // static
+	sink   Sink   // static
+	seq    uint64 // static: connection number on this node
+	opened int64  // static: unix ns
+
+	// Owned by the Handle methods.
+	state       sessionState
+	user        string
+	rooms       RoomMatcher // nil: every room
+	expires     int64       // unix ns of the token's exp; 0: none
+	subs        []*sub      // joined rooms, at most Config.MaxRooms
+	lastSeen    int64       // unix ns of the last client message
+	nextPing    int64       // unix ns
+	deadline    int64       // the deadline last given to the sink
+	refreshSent bool
+	closeCode   wire.CloseCode // the code this side closed with, 0 if none
+	lim         limiter
+	held        heldTyping // a typing the rate limit held back
+
+	slowSince  atomic.Int64 // unix ns of the first failed delivery in a row; 0 when draining fine
+	slowClosed atomic.Bool  // 4002 was sent
+
+	prev, next *Session // guarded by the hub's session shard mu
+}
+
+type heldTyping struct {
+	room string // "" when nothing is held
+	on   bool
+}
+
+// deliver hands a room frame to the sink and tracks slow consumers: a
+// connection whose deliveries keep failing for SlowTimeout is closed with
+// 4002. Called with the room's lock held.
+func (s *Session) deliver(frame []byte, now int64) bool {
+	if s.sink.Send(frame) == nil {
+		if s.slowSince.Load() != 0 {
+			s.slowSince.Store(0)
+		}
+		return true
+	}
+	since := s.slowSince.Load()
+	if since == 0 {
+		s.slowSince.CompareAndSwap(0, now)
+		return false
+	}
+	if now-since >= int64(s.hub.cfg.SlowTimeout) && s.slowClosed.CompareAndSwap(false, true) {
+		s.hub.cfg.Metrics.SlowCloses.Add(1)
+		s.sink.Close(wire.CloseSlowConsumer, "slow consumer")
+	}
+	return false
+}
+
+// send encodes nothing: it frames payload and queues it.
+func (s *Session) send(payload []byte) {
+	frame := s.hub.frame(payload)
+	if s.sink.Send(frame) == nil {
+		s.hub.countSent(1, len(frame))
+	}
+}
+
+func (s *Session) ack(id int64) {
+	var a [48]byte
+	s.send(wire.AppendAck(a[:0], id))
+}
+
+func (s *Session) fail(id int64, code, msg string) {
+	var a [256]byte
+	s.send(wire.AppendErr(a[:0], id, code, msg))
+}
+
+func (s *Session) close(code wire.CloseCode, reason string) {
+	if s.state == closing {
+		return
+	}
+	s.state = closing
+	s.closeCode = code
+	s.sink.Close(code, reason)
+}
+
+func (s *Session) helloFailed(code wire.CloseCode, reason, label string) {
+	s.hub.cfg.Metrics.HelloFailures.Inc(label)
+	s.close(code, reason)
+}
+
+// HandleText processes one client message.
+func (s *Session) HandleText(msg []byte) {
+	if s.state == closing {
+		return
+	}
+	now := time.Now().UnixNano()
+	s.lastSeen = now
+	var c wire.Command
+	err := wire.DecodeCommand(msg, &c)
+	if errors.Is(err, wire.ErrSyntax) {
+		if s.state == awaitingHello {
+			s.hub.cfg.Metrics.HelloFailures.Inc("bad_request")
+		}
+		s.close(wire.CloseInvalidPayload, "invalid JSON")
+		return
+	}
+	if s.state == awaitingHello {
+		switch {
+		case c.T != wire.THello:
+			s.helloFailed(wire.CloseBadRequest, "hello must come first", "bad_request")
+		case c.V != wire.Version:
+			s.helloFailed(wire.CloseVersion, "unsupported protocol version", "version")
+		case err != nil:
+			s.helloFailed(wire.CloseBadRequest, err.(*wire.Error).Msg, "bad_request")
+		default:
+			s.hello(&c, now)
+		}
+		s.rearm()
+		return
+	}
+	if err != nil {
+		var we *wire.Error
+		if errors.As(err, &we) {
+			s.fail(c.ID, we.Code, we.Msg)
+		}
+		return
+	}
+	if c.T == wire.TPong {
+		s.pong(c.TS, now)
+		return
+	}
+	interval := int64(float64(time.Second) / s.hub.cfg.Rate)
+	if !s.lim.allow(now, interval, s.hub.cfg.Burst) {
+		s.limited(&c, now)
+		return
+	}
+	s.applyHeld(now, interval)
+	s.command(&c, now)
+	s.rearm()
+}
+
+// limited handles a command over the rate: typing is held back (and
+// coalesced with later ones), others get rate_limited; a flood closes 4029.
+func (s *Session) limited(c *wire.Command, now int64) {
+	s.hub.cfg.Metrics.RateLimited.Add(1)
+	if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
+		s.close(wire.CloseRateLimited, "rate limited")
+		return
+	}
+	if c.T == wire.TTyping {
+		s.held = heldTyping{room: c.Room, on: c.On}
+		s.rearm()
+		return
+	}
+	s.fail(c.ID, wire.ErrCodeRateLimited, "too many commands: at most "+strconv.FormatFloat(s.hub.cfg.Rate, 'g', -1, 64)+" per second")
+}
+
+// applyHeld applies a held typing once a token is available.
+func (s *Session) applyHeld(now, interval int64) {
+	if s.held.room == "" {
+		return
+	}
+	if s.lim.allow(now, interval, s.hub.cfg.Burst) {
+		h := s.held
+		s.held = heldTyping{}
+		s.typing(h.room, h.on, now)
+	}
+}
+
+func (s *Session) command(c *wire.Command, now int64) {
+	switch c.T {
+	case wire.TJoin:
+		s.join(c.Room, c.State, c.ID, "", false, now)
+	case wire.TLeave:
+		s.leave(c.Room, c.ID, now)
+	case wire.TSet:
+		s.set(c.Room, c.State, c.ID)
+	case wire.TTyping:
+		s.typing(c.Room, c.On, now)
+	case wire.TSync:
+		s.syncRoom(c.Room, c.ID, now)
+	case wire.TAuth:
+		s.auth(c.Token, c.ID, now)
+	case wire.TPing:
+		var a [48]byte
+		s.send(wire.AppendPong(a[:0], c.TS))
+	case wire.THello:
+		s.fail(c.ID, wire.ErrCodeBadRequest, "hello was already received")
+	}
+}
+
+func (s *Session) hello(c *wire.Command, now int64) {
+	cfg := &s.hub.cfg
+	var id Identity
+	switch {
+	case c.Token != "" && cfg.Auth != nil:
+		var err error
+		id, err = cfg.Auth.Authenticate(c.Token)
+		if err != nil {
+			s.helloFailed(wire.CloseUnauthorized, "invalid token", "unauthorized")
+			return
+		}
+	case c.User != "" && cfg.Insecure:
+		id = Identity{User: c.User}
+	default:
+		s.helloFailed(wire.CloseUnauthorized, "a token is required", "unauthorized")
+		return
+	}
+	if !wire.ValidID(id.User) {
+		s.helloFailed(wire.CloseUnauthorized, "the token's subject is not a valid user id", "unauthorized")
+		return
+	}
+	s.state = active
+	s.user = id.User
+	s.rooms = id.Rooms
+	if !id.Expires.IsZero() {
+		s.expires = id.Expires.UnixNano()
+	}
+	hb := int64(cfg.HeartbeatInterval)
+	s.nextPing = now + hb/2 + rand.Int64N(hb/2+1)
+	var a [512]byte
+	p := wire.AppendWelcome(a[:0], cfg.Node, s.connID(), s.user, cfg.HeartbeatInterval.Milliseconds(), cfg.MaxMessage)
+	s.send(p)
+	if s.hub.draining.Load() {
+		s.bye(cfg.Tick)
+		return
+	}
+	if len(c.Resume) == 0 {
+		return
+	}
+	rooms := make([]string, 0, len(c.Resume))
+	for room := range c.Resume {
+		rooms = append(rooms, room)
+	}
+	slices.Sort(rooms)
+	for _, room := range rooms {
+		cfg.Metrics.ResumeAttempts.Add(1)
+		s.join(room, c.State, 0, c.Resume[room], true, now)
+	}
+}
+
+func (s *Session) connID() string {
+	return s.hub.cfg.Node + "-" + strconv.FormatUint(s.seq, 36)
+}
+
+func (s *Session) findSub(room string) *sub {
+	for _, sb := range s.subs {
+		if sb.r.name == room {
+			return sb
+		}
+	}
+	return nil
+}
+
+// join adds the connection to room (or, if it is in already, applies st
+// and sends a fresh sync). Resumed rooms (id 0) continue from cursor when
+// the room's history allows, else get a sync.
+func (s *Session) join(room string, st *wire.State, id int64, cursor string, resuming bool, now int64) {
+	if sb := s.findSub(room); sb != nil {
+		r := sb.r
+		r.mu.Lock()
+		if m := r.members[s.user]; m != nil {
+			r.setStateLocked(m, st)
+		}
+		if id > 0 {
+			s.ack(id)
+		}
+		r.syncLocked(sb, now)
+		r.mu.Unlock()
+		return
+	}
+	if s.rooms != nil && !s.rooms.Allows(room) {
+		s.fail(id, wire.ErrCodeForbidden, "the token does not allow room "+room)
+		return
+	}
+	if len(s.subs) >= s.hub.cfg.MaxRooms {
+		s.fail(id, wire.ErrCodeTooManyRooms, "a connection joins at most "+strconv.Itoa(s.hub.cfg.MaxRooms)+" rooms: cannot join "+room)
+		return
+	}
+	r := s.hub.lockRoom(room)
+	sb := r.joinLocked(s, st)
+	s.subs = append(s.subs, sb)
+	if id > 0 {
+		s.ack(id)
+	}
+	resumed := false
+	if resuming {
+		if c, ok := wire.ParseCursor(cursor); ok {
+			resumed = r.resumeLocked(sb, c, now)
+		}
+	}
+	if resumed {
+		s.hub.cfg.Metrics.ResumeSuccesses.Add(1)
+	} else {
+		r.syncLocked(sb, now)
+	}
+	r.mu.Unlock()
+}
+
+// leave is idempotent: leaving a room the connection is not in is acked.
+func (s *Session) leave(room string, id, now int64) {
+	if sb := s.findSub(room); sb != nil {
+		s.dropSub(sb, false, now)
+	}
+	s.ack(id)
+}
+
+func (s *Session) dropSub(sb *sub, grace bool, now int64) {
+	r := sb.r
+	r.mu.Lock()
+	r.leaveLocked(sb, grace, now)
+	r.mu.Unlock()
+	if i := slices.Index(s.subs, sb); i >= 0 {
+		s.subs = slices.Delete(s.subs, i, i+1)
+	}
+}
+
+func (s *Session) set(room string, st *wire.State, id int64) {
+	sb := s.findSub(room)
+	if sb == nil {
+		s.fail(id, wire.ErrCodeNotJoined, "join "+room+" before set")
+		return
+	}
+	r := sb.r
+	r.mu.Lock()
+	if m := r.members[s.user]; m != nil {
+		r.setStateLocked(m, st)
+	}
+	r.mu.Unlock()
+	s.ack(id)
+}
+
+// typing in a room the connection has not joined is ignored (typing has no
+// answer).
+func (s *Session) typing(room string, on bool, now int64) {
+	sb := s.findSub(room)
+	if sb == nil {
+		return
+	}
+	r := sb.r
+	r.mu.Lock()
+	if m := r.members[s.user]; m != nil {
+		r.typingLocked(m, on, now)
+		s.hub.cfg.Metrics.TypingEvents.Add(1)
+	}
+	r.mu.Unlock()
+}
+
+func (s *Session) syncRoom(room string, id, now int64) {
+	sb := s.findSub(room)
+	if sb == nil {
+		s.fail(id, wire.ErrCodeNotJoined, "join "+room+" before sync")
+		return
+	}
+	r := sb.r
+	r.mu.Lock()
+	s.ack(id)
+	r.syncLocked(sb, now)
+	r.mu.Unlock()
+}
+
+// auth renews the token. A refused token gets err then 4101; a token for
+// another user gets err then 4103 (a connection keeps its identity).
+func (s *Session) auth(token string, id, now int64) {
+	m := &s.hub.cfg.Metrics
+	if s.hub.cfg.Auth == nil {
+		m.RefreshFailures.Add(1)
+		s.fail(id, wire.ErrCodeUnauthorized, "this server does not verify tokens")
+		return
+	}
+	ident, err := s.hub.cfg.Auth.Authenticate(token)
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		m.RefreshFailures.Add(1)
+		s.fail(id, wire.ErrCodeUnauthorized, "invalid token")
+		s.close(wire.CloseUnauthorized, "invalid token")
+		return
+	case err != nil:
+		m.RefreshFailures.Add(1)
+		s.hub.cfg.Logger.Warn("presence: token verification failed", "err", err)
+		s.fail(id, wire.ErrCodeInternal, "token verification failed")
+		return
+	case ident.User != s.user:
+		m.RefreshFailures.Add(1)
+		s.fail(id, wire.ErrCodeForbidden, "the token is for another user")
+		s.close(wire.CloseForbidden, "the token is for another user")
+		return
+	}
+	m.Refreshes.Add(1)
+	s.rooms = ident.Rooms
+	s.expires = 0
+	if !ident.Expires.IsZero() {
+		s.expires = ident.Expires.UnixNano()
+	}
+	s.refreshSent = false
+	s.ack(id)
+}
+
+func (s *Session) pong(ts, now int64) {
+	rtt := now/1e6 - ts
+	if ts > 0 && rtt >= 0 && rtt < 3600e3 {
+		s.hub.cfg.Metrics.HeartbeatRTT.Observe(float64(rtt) / 1e3)
+	}
+}
+
+// HandleDeadline runs the session's timers: hello timeout, heartbeats,
+// token refresh and expiry, held typing.
+func (s *Session) HandleDeadline() {
+	if s.state == closing {
+		return
+	}
+	cfg := &s.hub.cfg
+	now := time.Now().UnixNano()
+	s.deadline = 0
+	if s.state == awaitingHello {
+		if now >= s.opened+int64(cfg.HelloTimeout) {
+			s.helloFailed(wire.CloseHelloTimeout, "no hello", "timeout")
+			return
+		}
+		s.rearm()
+		return
+	}
+	if now >= s.lastSeen+int64(cfg.HeartbeatInterval+cfg.HeartbeatTimeout) {
+		s.close(wire.CloseHeartbeat, "heartbeat timeout")
+		return
+	}
+	if s.expires != 0 && now >= s.expires+int64(cfg.AuthGrace) {
+		s.close(wire.CloseTokenExpired, "token expired")
+		return
+	}
+	if now >= s.nextPing {
+		cfg.Metrics.OutboxDepth.Observe(float64(s.sink.Buffered()))
+		var a [48]byte
+		s.send(wire.AppendPing(a[:0], now/1e6))
+		s.nextPing = now + int64(cfg.HeartbeatInterval)
+	}
+	if s.expires != 0 && !s.refreshSent && now >= s.expires-int64(cfg.RefreshBefore) {
+		var a [48]byte
+		s.send(wire.AppendRefresh(a[:0], s.expires/1e9))
+		s.refreshSent = true
+	}
+	if s.held.room != "" {
+		s.applyHeld(now, int64(float64(time.Second)/cfg.Rate))
+	}
+	s.rearm()
+}
+
+// rearm gives the sink the earliest of the session's timers.
+func (s *Session) rearm() {
+	if s.state == closing {
+		return
+	}
+	cfg := &s.hub.cfg
+	var t int64
+	if s.state == awaitingHello {
+		t = s.opened + int64(cfg.HelloTimeout)
+	} else {
+		t = min(s.nextPing, s.lastSeen+int64(cfg.HeartbeatInterval+cfg.HeartbeatTimeout))
+		if s.expires != 0 {
+			if !s.refreshSent {
+				t = min(t, s.expires-int64(cfg.RefreshBefore))
+			}
+			t = min(t, s.expires+int64(cfg.AuthGrace))
+		}
+		if s.held.room != "" {
+			t = min(t, s.lim.nextToken(int64(float64(time.Second)/cfg.Rate), cfg.Burst))
+		}
+	}
+	if t != s.deadline {
+		s.deadline = t
+		s.sink.SetDeadline(time.Unix(0, t))
+	}
+}
+
+// HandleBinary closes the connection with 1003: the protocol is text only.
+func (s *Session) HandleBinary() {
+	s.close(wire.CloseUnsupported, "binary messages are not supported")
+}
+
+// HandleClose ends the session once the connection is gone. cleanByPeer
+// is true when the client closed with 1000: its members leave at once.
+// Connections lost any other way (reset, heartbeat timeout, drain, a server
+// close that invites a reconnect) leave after Config.LeaveGrace; those the
+// server closed for good (protocol errors, 41xx) leave at once.
+func (s *Session) HandleClose(cleanByPeer bool) {
+	now := time.Now().UnixNano()
+	grace := !cleanByPeer && (s.closeCode == 0 || wire.Reconnect(s.closeCode))
+	s.state = closing
+	for len(s.subs) > 0 {
+		s.dropSub(s.subs[len(s.subs)-1], grace, now)
+	}
+	s.subs = nil
+	s.hub.unregister(s)
+	s.hub.cfg.Metrics.ConnLifetime.Observe(float64(now-s.opened) / 1e9)
+}
+
+// bye tells the client this node is draining, with a retry_ms drawn from
+// [0, window), then closes 1001. Safe from any goroutine: it only uses the
+// sink.
+func (s *Session) bye(window time.Duration) {
+	var retry int64
+	if ms := window.Milliseconds(); ms > 0 {
+		retry = rand.Int64N(ms)
+	}
+	var a [64]byte
+	s.send(wire.AppendBye(a[:0], "draining", retry))
+	s.sink.Close(wire.CloseGoingAway, "draining")
+}
+
+// User is the session's user id, "" before hello.
+func (s *Session) User() string { return s.user }
