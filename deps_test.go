@@ -52,7 +52,7 @@ var rules = []rule{
 	},
 	{
 		From:      module + "/presence",
-		Forbidden: []string{module + "/poller", "github.com/cloudwego/netpoll", "github.com/gobwas/ws", "github.com/redis/go-redis", module + "/internal/server", module + "/internal/redisbus"},
+		Forbidden: []string{module + "/poller", "github.com/cloudwego/netpoll", "github.com/gobwas/ws", "github.com/redis/go-redis", module + "/internal/server", module + "/internal/redisbus", module + "/internal/auth", "github.com/prometheus", "github.com/golang-jwt"},
 		Why:       "presence is the domain core: it declares the interfaces it consumes and adapters import it, never the reverse",
 	},
 	{
@@ -64,6 +64,11 @@ var rules = []rule{
 		From:      module + "/internal/wire",
 		Forbidden: []string{stdOnly},
 		Why:       "internal/wire is protocol encode/decode on the standard library only",
+	},
+	{
+		From:      module + "/internal/auth",
+		Forbidden: []string{module + "/poller", module + "/presence", module + "/internal/server", module + "/internal/redisbus"},
+		Why:       "internal/auth verifies tokens; internal/server adapts it to presence's Authenticator",
 	},
 	{
 		From:      module + "/client",

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/presenced/presenced/coalesce"
 	"github.com/presenced/presenced/internal/wire"
 )
 
@@ -20,44 +21,56 @@ func (r *room) flush(t time.Time) (again bool) {
 	}
 	r.marked = false
 	r.expireLocked(now)
-	r.publishLocked(now)
+	busy := r.publishLocked(now)
 	if r.needSync > 0 {
 		r.sendSyncsLocked(now)
+		busy = true
 	}
 	if r.emptyLocked() {
 		r.hub.dropRoomLocked(r)
 		return false
 	}
-	again = len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
+	if !busy {
+		// An idle tick: give back the scratch memory a burst grew. A room
+		// busy every tick keeps it and allocates nothing.
+		r.pending = coalesce.Changes[string, snap]{}
+		r.buf = nil
+	}
+	// One more visit after a busy tick, to notice the room went idle.
+	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
 	r.marked = again
 	return again
 }
 
 // publishLocked encodes the pending changes as one diff, once, and sends the
-// same bytes to every subscriber that is in sync.
-func (r *room) publishLocked(now int64) {
+// same bytes to every subscriber that is in sync. It reports whether there
+// was anything to publish.
+func (r *room) publishLocked(now int64) bool {
 	m := &r.hub.cfg.Metrics
-	r.changes = r.changes[:0]
-	r.pending.Drain(func(user string, old, new snap) {
-		if old.equal(new) {
-			m.Coalesced.Add(1)
-			return
-		}
-		r.changes = append(r.changes, change{user: user, old: old, new: new})
-	})
+	var changes []change // kept by the history
+	if n := r.pending.Len(); n > 0 {
+		changes = make([]change, 0, n)
+		r.pending.Drain(func(user string, old, new snap) {
+			if old.equal(new) {
+				m.Coalesced.Add(1)
+				return
+			}
+			changes = append(changes, change{user: user, wasPresent: old.present, new: new})
+		})
+	}
 	typing := r.typingListLocked()
 	typingChanged := !slices.Equal(typing, r.typingSent)
 	first := r.firstChange
 	r.firstChange = 0
-	if len(r.changes) == 0 && !typingChanged {
-		return
+	if len(changes) == 0 && !typingChanged {
+		return first != 0
 	}
 	r.seq++
 	count := len(r.members)
 	partial := count > r.hub.cfg.ListLimit
 	p := wire.AppendDiffStart(r.buf[:0], r.name, wire.Cursor{Epoch: r.epoch, Seq: r.seq - 1}, r.cursor(), count)
 	if !partial {
-		p = appendChanges(p, r.changes)
+		p = appendChanges(p, changes)
 	}
 	if typingChanged {
 		p = wire.AppendStrings(p, "typing", typing)
@@ -65,7 +78,7 @@ func (r *room) publishLocked(now int64) {
 	}
 	p = wire.AppendEnd(p)
 	r.buf = p
-	r.record(now)
+	r.record(changes, now)
 	m.Diffs.Add(1)
 	if partial != r.partial {
 		// Crossing list_limit changes what diffs carry: everyone resyncs.
@@ -100,6 +113,7 @@ func (r *room) publishLocked(now int64) {
 	if first != 0 {
 		m.FanoutLatency.Observe(float64(time.Now().UnixNano()-first) / 1e9)
 	}
+	return true
 }
 
 func (r *room) needResyncLocked(sb *sub) {
@@ -111,13 +125,13 @@ func (r *room) needResyncLocked(sb *sub) {
 }
 
 // record keeps the published changes for resume.
-func (r *room) record(now int64) {
+func (r *room) record(changes []change, now int64) {
 	cfg := &r.hub.cfg
-	for _, c := range r.changes {
+	for _, c := range changes {
 		switch {
-		case !c.old.present:
+		case c.isJoin():
 			cfg.Metrics.Joins.Add(1)
-		case !c.new.present:
+		case c.isLeave():
 			cfg.Metrics.Leaves.Add(1)
 		default:
 			cfg.Metrics.Updates.Add(1)
@@ -132,10 +146,6 @@ func (r *room) record(now int64) {
 		clear(r.history[n:])
 		r.history = r.history[:n]
 	}
-	var changes []change
-	if len(r.changes) > 0 {
-		changes = append([]change(nil), r.changes...)
-	}
 	r.history = append(r.history, version{seq: r.seq, at: now, changes: changes})
 }
 
@@ -144,9 +154,9 @@ func appendChanges(p []byte, changes []change) []byte {
 	var joins, updates, leaves int
 	for _, c := range changes {
 		switch {
-		case !c.old.present:
+		case c.isJoin():
 			joins++
-		case !c.new.present:
+		case c.isLeave():
 			leaves++
 		default:
 			updates++
@@ -155,7 +165,7 @@ func appendChanges(p []byte, changes []change) []byte {
 	if joins > 0 {
 		p = wire.AppendListStart(p, "join")
 		for _, c := range changes {
-			if !c.old.present {
+			if c.isJoin() {
 				p = wire.AppendMember(p, c.user, c.new.st.status, c.new.st.meta)
 			}
 		}
@@ -164,7 +174,7 @@ func appendChanges(p []byte, changes []change) []byte {
 	if updates > 0 {
 		p = wire.AppendListStart(p, "update")
 		for _, c := range changes {
-			if c.old.present && c.new.present {
+			if c.wasPresent && c.new.present {
 				p = wire.AppendMember(p, c.user, c.new.st.status, c.new.st.meta)
 			}
 		}
@@ -173,7 +183,7 @@ func appendChanges(p []byte, changes []change) []byte {
 	if leaves > 0 {
 		p = wire.AppendListStart(p, "leave")
 		for _, c := range changes {
-			if !c.new.present {
+			if c.isLeave() {
 				p = wire.AppendListString(p, c.user)
 			}
 		}
@@ -272,7 +282,7 @@ func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
 	}
 	kept := net[:0]
 	for _, ch := range net {
-		if !ch.old.equal(ch.new) {
+		if ch.wasPresent || ch.new.present { // not a join and leave that cancel out
 			kept = append(kept, ch)
 		}
 	}

@@ -51,11 +51,16 @@ type sub struct {
 	needSync bool     // guarded by r.mu: send a full sync instead of diffs
 }
 
-// change is one member's net change in one version.
+// change is one member's net change in one version: whether it was
+// present before, and its state after.
 type change struct {
-	user     string
-	old, new snap
+	user       string
+	wasPresent bool
+	new        snap
 }
+
+func (c change) isJoin() bool  { return !c.wasPresent && c.new.present }
+func (c change) isLeave() bool { return c.wasPresent && !c.new.present }
 
 // version is one published diff, kept for resume.
 type version struct {
@@ -87,8 +92,7 @@ type room struct {
 	partial     bool      // the last published diff was partial
 	history     []version // oldest first; at most Config.History
 	firstChange int64     // unix ns of the first pending change, 0 if none
-	buf         []byte    // payload scratch
-	changes     []change  // scratch for publish
+	buf         []byte    // payload scratch; released when the room is idle
 	typingBuf   []string  // scratch for the typing list
 }
 
