@@ -2,6 +2,7 @@ package presence
 
 import (
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/presenced/presenced/coalesce"
@@ -94,26 +95,67 @@ func (r *room) publishLocked(now int64) bool {
 		}
 	}
 	frame := r.hub.frame(p)
-	var sent, dropped int
-	for _, sb := range r.subs {
+	sent, failed := r.fanoutLocked(frame, now)
+	for _, sb := range failed {
+		r.needResyncLocked(sb)
+	}
+	r.hub.countSent(sent, len(frame))
+	if len(failed) > 0 {
+		m.DroppedDiffs.Add(float64(len(failed)))
+	}
+	if first != 0 {
+		m.FanoutLatency.Observe(float64(time.Now().UnixNano()-first) / 1e9)
+	}
+	return true
+}
+
+// parallelFanout is the subscriber count from which a diff is handed to
+// the sinks by several goroutines: each Send may be a write system call,
+// so one goroutine would take tens of milliseconds for a very large room.
+const parallelFanout = 4096
+
+// fanoutLocked sends frame to every subscriber that is in sync and returns
+// how many took it and which did not. Rooms of parallelFanout subscribers
+// or more are split across up to Config.Workers goroutines, joined before
+// it returns; they only read the room.
+func (r *room) fanoutLocked(frame []byte, now int64) (sent int, failed []*sub) {
+	workers := min(r.hub.cfg.Workers, len(r.subs)/(parallelFanout/2))
+	if workers < 2 {
+		return deliverAll(r.subs, frame, now, nil)
+	}
+	type result struct {
+		sent   int
+		failed []*sub
+	}
+	results := make([]result, workers)
+	chunk := (len(r.subs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for i := range workers {
+		part := r.subs[min(i*chunk, len(r.subs)):min((i+1)*chunk, len(r.subs))]
+		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, now, nil) })
+	}
+	wg.Wait()
+	for _, res := range results {
+		sent += res.sent
+		failed = append(failed, res.failed...)
+	}
+	return sent, failed
+}
+
+// deliverAll sends frame to the subs that are in sync.
+func deliverAll(subs []*sub, frame []byte, now int64, failed []*sub) (int, []*sub) {
+	sent := 0
+	for _, sb := range subs {
 		if sb.needSync {
 			continue // it gets a sync instead
 		}
 		if sb.s.deliver(frame, now) {
 			sent++
 		} else {
-			dropped++
-			r.needResyncLocked(sb)
+			failed = append(failed, sb)
 		}
 	}
-	r.hub.countSent(sent, len(frame))
-	if dropped > 0 {
-		m.DroppedDiffs.Add(float64(dropped))
-	}
-	if first != 0 {
-		m.FanoutLatency.Observe(float64(time.Now().UnixNano()-first) / 1e9)
-	}
-	return true
+	return sent, failed
 }
 
 func (r *room) needResyncLocked(sb *sub) {
