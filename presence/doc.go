@@ -33,7 +33,9 @@
 // connection's callbacks, which never overlap); room flushers, running on
 // the Hub's scheduler goroutines, only use a Session's sink and its atomic
 // slow-consumer state. Goroutines: Hub.Run runs Config.Workers flushers and
-// joins them before returning; nothing else starts goroutines.
+// joins them before returning; the flush of a room with 4,096 subscribers or
+// more hands its diff to the sinks on up to Config.Workers goroutines,
+// joined before that flush returns. Nothing else starts goroutines.
 //
 // Lock order: room.mu, then roomShard.mu (dropping an empty room); Session
 // registry shard locks are taken alone. Sink methods are called with a
