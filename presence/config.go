@@ -62,7 +62,7 @@ type LabeledCounter interface{ Inc(label string) }
 // Metrics receives presence's measurements. Nil fields are not recorded.
 // Gauges (rooms, members, sessions) are read with Hub.Stats.
 type Metrics struct {
-	HelloFailures   LabeledCounter // by reason: timeout, bad_request, unauthorized, version
+	HelloFailures   LabeledCounter // by reason: timeout, bad_request, unauthorized, version, internal
 	Joins           Counter        // members that joined a room (users, not connections)
 	Leaves          Counter        // members that left a room
 	Updates         Counter        // member state changes

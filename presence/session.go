@@ -216,6 +216,13 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	case c.Token != "" && cfg.Auth != nil:
 		var err error
 		id, err = cfg.Auth.Authenticate(c.Token)
+		if err != nil && !errors.Is(err, ErrUnauthorized) {
+			// The verifier failed, not the token: the client may retry.
+			cfg.Logger.Warn("presence: token verification failed", "err", err)
+			s.fail(0, wire.ErrCodeInternal, "token verification failed")
+			s.helloFailed(wire.CloseInternalError, "internal error", "internal")
+			return
+		}
 		if err != nil {
 			s.helloFailed(wire.CloseUnauthorized, "invalid token", "unauthorized")
 			return

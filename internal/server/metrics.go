@@ -92,9 +92,9 @@ func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.
 	}
 	helloFailures := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_hello_failures_total",
-		Help: "Connections closed before or at hello, by reason (timeout, bad_request, unauthorized, version).",
+		Help: "Connections closed before or at hello, by reason (timeout, bad_request, unauthorized, version, internal).",
 	}, []string{"reason"})
-	for _, r := range []string{"timeout", "bad_request", "unauthorized", "version"} {
+	for _, r := range []string{"timeout", "bad_request", "unauthorized", "version", "internal"} {
 		helloFailures.WithLabelValues(r)
 	}
 	seconds := []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .2, .3, .5, 1, 2.5, 5, 10}

@@ -45,6 +45,7 @@ const (
 	CloseUnsupported    CloseCode = 1003 // binary frame
 	CloseInvalidPayload CloseCode = 1007 // invalid UTF-8 or JSON
 	CloseTooBig         CloseCode = 1009
+	CloseInternalError  CloseCode = 1011 // the server failed (not in the contract's table: reconnect with backoff)
 	CloseHeartbeat      CloseCode = 4001 // no client message for hb + hb_timeout
 	CloseSlowConsumer   CloseCode = 4002 // outbox full for slow_timeout
 	CloseTokenExpired   CloseCode = 4003 // token expired and not renewed within auth_grace
@@ -87,6 +88,8 @@ func (c CloseCode) String() string {
 		return "invalid_payload"
 	case CloseTooBig:
 		return "too_big"
+	case CloseInternalError:
+		return "internal_error"
 	case CloseHeartbeat:
 		return "heartbeat_timeout"
 	case CloseSlowConsumer:
