@@ -8,7 +8,10 @@
 //
 // It imports internal/wire for the protocol and gobwas/ws for WebSocket
 // framing, and nothing of the server (deps_test.go at the module root
-// enforces it).
+// enforces it). The wire types of its API (wire.State, wire.CloseCode,
+// wire.Event) are aliased here as State, CloseCode and Message, with the
+// protocol's close and error codes, so that programs outside the module
+// can name them.
 //
 // # Usage
 //
@@ -35,11 +38,11 @@
 //		}
 //	}()
 //
-//	err = c.Join(ctx, "chat:42", &wire.State{Status: "online", Meta: json.RawMessage(`{"name":"Alice"}`)})
+//	err = c.Join(ctx, "chat:42", &client.State{Status: "online", Meta: json.RawMessage(`{"name":"Alice"}`)})
 //	var cerr *client.CommandError
-//	if errors.As(err, &cerr) && cerr.Code == wire.ErrCodeTooManyRooms { ... }
+//	if errors.As(err, &cerr) && cerr.Code == client.ErrCodeTooManyRooms { ... }
 //	_ = c.Typing("chat:42", true)
-//	_ = c.Set(ctx, "chat:42", wire.State{Status: "away"})
+//	_ = c.Set(ctx, "chat:42", client.State{Status: "away"})
 //
 // # Rooms and cursors
 //
@@ -93,7 +96,9 @@
 //   - 1001 after a bye: reconnect after the bye's retry_ms plus a random
 //     jitter in [0, MinBackoff], without counting a failure.
 //   - anything else (4001, 4002, 4004, 4029, a dropped TCP connection, a
-//     silent server): reconnect with backoff.
+//     silent server, a failed dial or upgrade, no welcome within
+//     DialTimeout): reconnect with backoff. Only the first connection,
+//     made by Dial, is not retried: Dial returns its error.
 //
 // A server is silent when nothing arrives for the heartbeat interval of its
 // welcome plus Config.HeartbeatTimeout; the client then drops the

@@ -1,0 +1,146 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// Member is one member of a room as the client last heard of it.
+type Member struct {
+	User   string
+	Status string
+	Meta   json.RawMessage // a JSON object ({} when none)
+}
+
+// View is a snapshot of one joined room, returned by Client.Room. It is a
+// copy: the caller may keep and modify it.
+type View struct {
+	Room    string
+	Cursor  string            // the cursor of the last sync or diff applied ("" before the first sync)
+	Count   int               // members in the room; more than len(Members) when Partial
+	Partial bool              // the room is larger than the server's list_limit: Members is a subset and diffs carry only Count and Typing
+	Members map[string]Member // by user
+	Typing  []string          // users typing now
+	Synced  bool              // a sync has been applied since the room was joined
+}
+
+// room is the client's state of one joined room. Guarded by Client.mu.
+type roomState struct {
+	name    string
+	state   *wire.State // last state sent in join or set; nil: the server's default
+	cursor  string
+	count   int
+	partial bool
+	synced  bool
+	members map[string]Member
+	typing  []string
+	syncing bool // a gap sync is outstanding on the current connection
+}
+
+// applySync replaces the room's view with a full sync.
+func (r *roomState) applySync(ev *wire.Event) {
+	r.cursor = ev.Cur
+	r.count = ev.Count
+	r.partial = ev.Partial
+	r.synced = true
+	r.syncing = false
+	r.members = make(map[string]Member, len(ev.Members))
+	for _, m := range ev.Members {
+		r.members[m.U] = member(m)
+	}
+	r.typing = nil
+	if ev.Typing != nil {
+		r.typing = slices.Clone(*ev.Typing)
+	}
+}
+
+// applyDiff applies a diff whose from is the room's cursor.
+func (r *roomState) applyDiff(ev *wire.Event) {
+	for _, m := range ev.Join {
+		r.members[m.U] = member(m)
+	}
+	for _, m := range ev.Update {
+		r.members[m.U] = member(m)
+	}
+	for _, u := range ev.Leave {
+		delete(r.members, u)
+	}
+	if ev.Typing != nil {
+		r.typing = slices.Clone(*ev.Typing)
+	}
+	r.count = ev.Count
+	r.cursor = ev.Cur
+}
+
+func member(m wire.Member) Member {
+	return Member{User: m.U, Status: m.S, Meta: m.M}
+}
+
+// view copies the room into a View.
+func (r *roomState) view() View {
+	v := View{
+		Room:    r.name,
+		Cursor:  r.cursor,
+		Count:   r.count,
+		Partial: r.partial,
+		Members: make(map[string]Member, len(r.members)),
+		Typing:  slices.Clone(r.typing),
+		Synced:  r.synced,
+	}
+	for u, m := range r.members {
+		m.Meta = bytes.Clone(m.Meta)
+		v.Members[u] = m
+	}
+	return v
+}
+
+// Room returns a snapshot of a joined room, false when the room is not
+// joined (never joined, left, or its join was refused).
+func (c *Client) Room(name string) (View, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.rooms[name]
+	if r == nil {
+		return View{}, false
+	}
+	return r.view(), true
+}
+
+// Rooms returns the names of the joined rooms, sorted.
+func (c *Client) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.rooms))
+}
+
+// stateKey groups equal states for the resume hello: nil and an empty
+// status mean the default status.
+func stateKey(st *wire.State) string {
+	if st == nil {
+		return wire.DefaultStatus + "\x00"
+	}
+	status := st.Status
+	if status == "" {
+		status = wire.DefaultStatus
+	}
+	return status + "\x00" + string(st.Meta)
+}
+
+// stateOrDefault is the state a set must carry to restore st.
+func stateOrDefault(st *wire.State) wire.State {
+	if st == nil {
+		return wire.State{Status: wire.DefaultStatus}
+	}
+	return *st
+}
+
+func cloneState(st *wire.State) *wire.State {
+	if st == nil {
+		return nil
+	}
+	return &wire.State{Status: st.Status, Meta: bytes.Clone(st.Meta)}
+}
