@@ -4,9 +4,11 @@
 // Every flag can also be set from the environment as PRESENCED_<NAME>, the
 // flag name in upper snake case (-max-conns-per-ip: PRESENCED_MAX_CONNS_PER_IP);
 // a flag on the command line wins over the environment. Run
-// `presenced -h` for the list. SIGINT or SIGTERM drains and stops the
-// server. Exit codes: 0 after a clean stop, 1 on a runtime error, 2 on a
-// bad flag or environment value.
+// `presenced -h` for the list. Clients are verified with one JWT key
+// (-jwt-secret-file, -jwt-public-key or -jwt-secret); without one,
+// -insecure is required (development: hello names its user). SIGINT or
+// SIGTERM drains and stops the server. Exit codes: 0 after a clean stop, 1
+// on a runtime error, 2 on a bad flag or environment value.
 package main
 
 import (
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	cfg := opts.server
+	warnInsecure(log, cfg)
 	cfg.Logger = log
 	cfg.Registry = reg
 	s, err := server.New(cfg)
@@ -79,4 +82,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return s.Run(ctx)
+}
+
+// minSecret is the HS256 secret length RFC 7518 (3.2) asks for, in bytes.
+const minSecret = 32
+
+// warnInsecure logs the settings that weaken client authentication. It
+// never logs a key.
+func warnInsecure(log *slog.Logger, cfg server.Config) {
+	if cfg.Presence.Insecure {
+		log.Warn("insecure: hello is accepted with a user and no token; for development only")
+	}
+	if n := len(cfg.JWT.HS256Secret); n > 0 && n < minSecret {
+		log.Warn("HS256 secret shorter than RFC 7518 asks", "bytes", n, "want", minSecret)
+	}
 }

@@ -24,6 +24,9 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 		return nil, errNoAuth
 	}
 	pc.MaxMessage = cfg.MaxMessage
+	if pc.SyncBudget == 0 {
+		pc.SyncBudget = cfg.Outbox / 2 // a sync always fits an empty outbox
+	}
 	pc.Frame = frame
 	pc.Logger = cfg.Logger
 	pc.Metrics = m.presence
