@@ -82,4 +82,5 @@ func (a jwtAuth) Authenticate(token string) (presence.Identity, error) {
 	}
 	return id, nil
 }
+
 var errNoAuth = errors.New("server: no way to verify clients: give a JWT key (-jwt-secret, -jwt-secret-file or -jwt-public-key), or -insecure for development")
