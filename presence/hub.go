@@ -26,8 +26,9 @@ type Hub struct {
 	rooms    [roomShards]roomShard
 	sessions [sessionShards]sessionShard
 
-	nextConn atomic.Uint64
-	draining atomic.Bool
+	nextConn    atomic.Uint64
+	draining    atomic.Bool
+	drainWindow atomic.Int64 // the Drain window, for hellos that arrive during it
 
 	nRooms    atomic.Int64
 	nMembers  atomic.Int64
@@ -119,6 +120,7 @@ func (h *Hub) unregister(s *Session) {
 // Hellos that arrive afterwards are answered the same way. It returns at
 // once; watch Stats().Sessions to know when every connection is gone.
 func (h *Hub) Drain(window time.Duration) {
+	h.drainWindow.Store(int64(window))
 	h.draining.Store(true)
 	var batch []*Session
 	for i := range h.sessions {

@@ -79,15 +79,16 @@ func (r *room) publishLocked(now int64) bool {
 	}
 	p = wire.AppendEnd(p)
 	r.buf = p
-	r.record(changes, now)
 	m.Diffs.Add(1)
-	if partial != r.partial {
+	crossed := partial != r.partial
+	if crossed {
 		// Crossing list_limit changes what diffs carry: everyone resyncs.
 		r.partial = partial
 		for _, sb := range r.subs {
 			r.needResyncLocked(sb)
 		}
 	}
+	r.record(changes, partial || crossed, now)
 	if len(p) > r.hub.cfg.SyncBudget {
 		// A diff this large would not fit most outboxes: a sync is smaller.
 		for _, sb := range r.subs {
@@ -167,7 +168,7 @@ func (r *room) needResyncLocked(sb *sub) {
 }
 
 // record keeps the published changes for resume.
-func (r *room) record(changes []change, now int64) {
+func (r *room) record(changes []change, partial bool, now int64) {
 	cfg := &r.hub.cfg
 	for _, c := range changes {
 		switch {
@@ -188,7 +189,7 @@ func (r *room) record(changes []change, now int64) {
 		clear(r.history[n:])
 		r.history = r.history[:n]
 	}
-	r.history = append(r.history, version{seq: r.seq, at: now, changes: changes})
+	r.history = append(r.history, version{seq: r.seq, at: now, partial: partial, changes: changes})
 }
 
 // appendChanges appends the join, update and leave lists of changes.
@@ -301,11 +302,18 @@ func (r *room) encodeSyncLocked() []byte {
 // version, if the history still holds it. It reports false when the
 // client must get a sync instead.
 func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
-	if c.Epoch != r.epoch || c.Seq > r.seq {
+	if c.Epoch != r.epoch || c.Seq > r.seq || r.partial {
 		return false
 	}
 	if c.Seq < r.seq && (len(r.history) == 0 || r.history[0].seq > c.Seq+1) {
 		return false
+	}
+	// A partial view cannot be continued with a diff: the room must not
+	// have been partial, nor crossed list_limit, since the cursor.
+	for _, v := range r.history {
+		if v.seq > c.Seq && v.partial {
+			return false
+		}
 	}
 	var net []change
 	index := map[string]int{}

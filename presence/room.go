@@ -66,6 +66,7 @@ func (c change) isLeave() bool { return c.wasPresent && !c.new.present }
 type version struct {
 	seq     uint64
 	at      int64 // unix ns
+	partial bool  // the room was over ListLimit or crossed it: no resume across it
 	changes []change
 }
 
@@ -164,6 +165,9 @@ func applyState(dst *memberState, st *wire.State) {
 	}
 	if len(st.Meta) > 0 {
 		dst.meta = wire.CompactMeta(st.Meta)
+		if string(dst.meta) == "{}" {
+			dst.meta = nil // the same as no meta: encoded {}
+		}
 	}
 }
 

@@ -138,20 +138,22 @@ func (s *Session) HandleText(msg []byte) {
 		s.rearm()
 		return
 	}
+	if err == nil && c.T == wire.TPong {
+		s.pong(c.TS, now) // answers to our pings are never limited
+		return
+	}
+	// Malformed commands count against the rate too: a flood of garbage
+	// earns 4029 like any other flood.
+	interval := int64(float64(time.Second) / s.hub.cfg.Rate)
+	if !s.lim.allow(now, interval, s.hub.cfg.Burst) {
+		s.limited(&c, err == nil, now)
+		return
+	}
 	if err != nil {
 		var we *wire.Error
 		if errors.As(err, &we) {
 			s.fail(c.ID, we.Code, we.Msg)
 		}
-		return
-	}
-	if c.T == wire.TPong {
-		s.pong(c.TS, now)
-		return
-	}
-	interval := int64(float64(time.Second) / s.hub.cfg.Rate)
-	if !s.lim.allow(now, interval, s.hub.cfg.Burst) {
-		s.limited(&c, now)
 		return
 	}
 	s.applyHeld(now, interval)
@@ -161,13 +163,13 @@ func (s *Session) HandleText(msg []byte) {
 
 // limited handles a command over the rate: typing is held back (and
 // coalesced with later ones), others get rate_limited; a flood closes 4029.
-func (s *Session) limited(c *wire.Command, now int64) {
+func (s *Session) limited(c *wire.Command, valid bool, now int64) {
 	s.hub.cfg.Metrics.RateLimited.Add(1)
 	if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
 		s.close(wire.CloseRateLimited, "rate limited")
 		return
 	}
-	if c.T == wire.TTyping {
+	if valid && c.T == wire.TTyping {
 		s.held = heldTyping{room: c.Room, on: c.On}
 		s.rearm()
 		return
@@ -249,7 +251,7 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	p := wire.AppendWelcome(a[:0], cfg.Node, s.connID(), s.user, cfg.HeartbeatInterval.Milliseconds(), cfg.MaxMessage)
 	s.send(p)
 	if s.hub.draining.Load() {
-		s.bye(cfg.Tick)
+		s.bye(time.Duration(s.hub.drainWindow.Load()))
 		return
 	}
 	if len(c.Resume) == 0 {
@@ -415,12 +417,21 @@ func (s *Session) auth(token string, id, now int64) {
 	}
 	m.Refreshes.Add(1)
 	s.rooms = ident.Rooms
+	s.ack(id)
+	if s.rooms != nil {
+		// A narrower rooms claim: leave what it no longer allows.
+		for i := len(s.subs) - 1; i >= 0; i-- {
+			if room := s.subs[i].r.name; !s.rooms.Allows(room) {
+				s.dropSub(s.subs[i], false, now)
+				s.fail(0, wire.ErrCodeForbidden, "the new token does not allow room "+room+": left it")
+			}
+		}
+	}
 	s.expires = 0
 	if !ident.Expires.IsZero() {
 		s.expires = ident.Expires.UnixNano()
 	}
 	s.refreshSent = false
-	s.ack(id)
 }
 
 func (s *Session) pong(ts, now int64) {
@@ -504,14 +515,15 @@ func (s *Session) HandleBinary() {
 	s.close(wire.CloseUnsupported, "binary messages are not supported")
 }
 
-// HandleClose ends the session once the connection is gone. cleanByPeer
-// is true when the client closed with 1000: its members leave at once.
-// Connections lost any other way (reset, heartbeat timeout, drain, a server
-// close that invites a reconnect) leave after Config.LeaveGrace; those the
-// server closed for good (protocol errors, 41xx) leave at once.
-func (s *Session) HandleClose(cleanByPeer bool) {
+// HandleClose ends the session once the connection is gone. final is true
+// when the client will not come back: it closed with 1000, or the transport
+// closed it for a protocol violation (1002, 1007, 1009); its members leave
+// at once, as they do when the session itself closed for good (1003, 1007,
+// 41xx). Connections lost any other way (reset, heartbeat timeout, drain,
+// a close that invites a reconnect) leave after Config.LeaveGrace.
+func (s *Session) HandleClose(final bool) {
 	now := time.Now().UnixNano()
-	grace := !cleanByPeer && (s.closeCode == 0 || wire.Reconnect(s.closeCode))
+	grace := !final && (s.closeCode == 0 || wire.Reconnect(s.closeCode))
 	s.state = closing
 	for len(s.subs) > 0 {
 		s.dropSub(s.subs[len(s.subs)-1], grace, now)

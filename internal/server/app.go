@@ -39,8 +39,11 @@ func (presenceApp) OnDeadline(c *poller.Conn) {
 }
 
 func (presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) {
-	clean := info.Reason == poller.ClosePeer && info.Code == ws.StatusNormalClosure
-	c.Value().(*presence.Session).HandleClose(clean)
+	// The client will not come back after closing with 1000, or after a
+	// protocol violation the transport closed it for.
+	final := info.Reason == poller.ClosePeer && info.Code == ws.StatusNormalClosure ||
+		info.Reason == poller.CloseProtocol
+	c.Value().(*presence.Session).HandleClose(final)
 }
 
 // connSink is a poller.Conn seen as a presence.Sink. The conversion from
