@@ -68,6 +68,7 @@ func (r *room) publishLocked(now int64) bool {
 	}
 	r.seq++
 	count := len(r.members)
+	r.count = count
 	partial := count > r.hub.cfg.ListLimit
 	p := wire.AppendDiffStart(r.buf[:0], r.name, wire.Cursor{Epoch: r.epoch, Seq: r.seq - 1}, r.cursor(), count)
 	if !partial {
@@ -336,7 +337,7 @@ func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
 			kept = append(kept, ch)
 		}
 	}
-	count := len(r.members)
+	count := r.count // the published state, as the diff's cur: pending changes follow in the next diff
 	p := wire.AppendDiffStart(r.buf[:0], r.name, c, r.cursor(), count)
 	if count <= r.hub.cfg.ListLimit {
 		p = appendChanges(p, kept)

@@ -91,6 +91,7 @@ type room struct {
 	graced      []*member // members in their leave grace
 	needSync    int       // subs with needSync
 	partial     bool      // the last published diff was partial
+	count       int       // members at the published cursor (r.members may hold unpublished changes)
 	history     []version // oldest first; at most Config.History
 	firstChange int64     // unix ns of the first pending change, 0 if none
 	buf         []byte    // payload scratch; released when the room is idle
@@ -220,7 +221,7 @@ func (r *room) typingLocked(m *member, on bool, now int64) {
 	if on {
 		if m.typingUntil == 0 {
 			r.typing = append(r.typing, m)
-			r.markLocked()
+			r.typingChangedLocked()
 		}
 		m.typingUntil = now + int64(r.hub.cfg.TypingTTL)
 		return
@@ -234,6 +235,15 @@ func (r *room) stopTypingLocked(m *member) {
 	m.typingUntil = 0
 	if i := slices.Index(r.typing, m); i >= 0 {
 		r.typing = slices.Delete(r.typing, i, i+1)
+	}
+	r.typingChangedLocked()
+}
+
+// typingChangedLocked schedules the typing list's publication and, like
+// changeLocked, starts the fan-out latency clock of the tick.
+func (r *room) typingChangedLocked() {
+	if r.firstChange == 0 {
+		r.firstChange = time.Now().UnixNano()
 	}
 	r.markLocked()
 }
