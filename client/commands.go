@@ -122,6 +122,15 @@ func (c *Client) Set(ctx context.Context, room string, st wire.State) error {
 		var rollback func()
 		if r := c.rooms[room]; r != nil {
 			prev := r.state
+			// As on the server, a set keeps what it leaves out.
+			if prev != nil {
+				if stp.Status == "" {
+					stp.Status = prev.Status
+				}
+				if len(stp.Meta) == 0 {
+					stp.Meta = prev.Meta
+				}
+			}
 			r.state = stp
 			rollback = func() {
 				if c.rooms[room] == r && r.state == stp {

@@ -69,6 +69,7 @@ type Metrics struct {
 	TypingEvents    Counter        // typing commands applied
 	Diffs           Counter        // room diffs published (encoded once each)
 	FramesSent      Counter        // frames handed to connections
+	SendFailures    Counter        // frames a connection did not take (outbox full, or closing)
 	BytesSent       Counter        // bytes of those frames
 	Coalesced       Counter        // changes merged into a later one within a tick
 	DroppedDiffs    Counter        // diffs not delivered to a full connection
@@ -215,7 +216,7 @@ func (nopCounter) Inc(string)      {}
 
 func (m Metrics) withDefaults() Metrics {
 	for _, c := range []*Counter{&m.Joins, &m.Leaves, &m.Updates, &m.TypingEvents, &m.Diffs,
-		&m.FramesSent, &m.BytesSent, &m.Coalesced, &m.DroppedDiffs, &m.SlowCloses,
+		&m.FramesSent, &m.SendFailures, &m.BytesSent, &m.Coalesced, &m.DroppedDiffs, &m.SlowCloses,
 		&m.ResumeAttempts, &m.ResumeSuccesses, &m.Refreshes, &m.RefreshFailures, &m.RateLimited} {
 		if *c == nil {
 			*c = nopCounter{}

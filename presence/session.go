@@ -30,18 +30,18 @@ type Session struct {
 	opened int64  // static: unix ns
 
 	// Owned by the Handle methods.
-	state       sessionState
-	user        string
-	rooms       RoomMatcher // nil: every room
-	expires     int64       // unix ns of the token's exp; 0: none
-	subs        []*sub      // joined rooms, at most Config.MaxRooms
-	lastSeen    int64       // unix ns of the last client message
-	nextPing    int64       // unix ns
-	deadline    int64       // the deadline last given to the sink
-	refreshSent bool
-	closeCode   wire.CloseCode // the code this side closed with, 0 if none
-	lim         limiter
-	held        heldTyping // a typing the rate limit held back
+	state     sessionState
+	user      string
+	rooms     RoomMatcher    // nil: every room
+	expires   int64          // unix ns of the token's exp; 0: none
+	subs      []*sub         // joined rooms, at most Config.MaxRooms
+	lastSeen  int64          // unix ns of the last client message
+	nextPing  int64          // unix ns
+	deadline  int64          // the deadline last given to the sink
+	refreshAt int64          // unix ns when refresh is due; 0 once sent (until the next auth)
+	closeCode wire.CloseCode // the code this side closed with, 0 if none
+	lim       limiter
+	held      heldTyping // a typing the rate limit held back
 
 	slowSince  atomic.Int64 // unix ns of the first failed delivery in a row; 0 when draining fine
 	slowClosed atomic.Bool  // 4002 was sent
@@ -64,6 +64,7 @@ func (s *Session) deliver(frame []byte, now int64) bool {
 		}
 		return true
 	}
+	s.hub.cfg.Metrics.SendFailures.Add(1)
 	since := s.slowSince.Load()
 	if since == 0 {
 		s.slowSince.CompareAndSwap(0, now)
@@ -79,9 +80,11 @@ func (s *Session) deliver(frame []byte, now int64) bool {
 // send encodes nothing: it frames payload and queues it.
 func (s *Session) send(payload []byte) {
 	frame := s.hub.frame(payload)
-	if s.sink.Send(frame) == nil {
-		s.hub.countSent(1, len(frame))
+	if s.sink.Send(frame) != nil {
+		s.hub.cfg.Metrics.SendFailures.Add(1)
+		return
 	}
+	s.hub.countSent(1, len(frame))
 }
 
 func (s *Session) ack(id int64) {
@@ -245,6 +248,7 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	if !id.Expires.IsZero() {
 		s.expires = id.Expires.UnixNano()
 	}
+	s.scheduleRefresh(now, false)
 	hb := int64(cfg.HeartbeatInterval)
 	s.nextPing = now + hb/2 + rand.Int64N(hb/2+1)
 	var a [512]byte
@@ -431,7 +435,23 @@ func (s *Session) auth(token string, id, now int64) {
 	if !ident.Expires.IsZero() {
 		s.expires = ident.Expires.UnixNano()
 	}
-	s.refreshSent = false
+	s.scheduleRefresh(now, true)
+}
+
+// scheduleRefresh plans the refresh of the current token, RefreshBefore
+// its exp (at once for a hello whose token is already that close). After
+// an auth it is never sooner than half the new token's remaining life, so a
+// client whose tokens are shorter than RefreshBefore is asked once per
+// token, not at every deadline.
+func (s *Session) scheduleRefresh(now int64, renewed bool) {
+	s.refreshAt = 0
+	if s.expires == 0 {
+		return
+	}
+	s.refreshAt = s.expires - int64(s.hub.cfg.RefreshBefore)
+	if renewed {
+		s.refreshAt = max(s.refreshAt, now+(s.expires-now)/2)
+	}
 }
 
 func (s *Session) pong(ts, now int64) {
@@ -472,10 +492,10 @@ func (s *Session) HandleDeadline() {
 		s.send(wire.AppendPing(a[:0], now/1e6))
 		s.nextPing = now + int64(cfg.HeartbeatInterval)
 	}
-	if s.expires != 0 && !s.refreshSent && now >= s.expires-int64(cfg.RefreshBefore) {
+	if s.refreshAt != 0 && now >= s.refreshAt {
 		var a [48]byte
 		s.send(wire.AppendRefresh(a[:0], s.expires/1e9))
-		s.refreshSent = true
+		s.refreshAt = 0
 	}
 	if s.held.room != "" {
 		s.applyHeld(now, int64(float64(time.Second)/cfg.Rate))
@@ -495,8 +515,8 @@ func (s *Session) rearm() {
 	} else {
 		t = min(s.nextPing, s.lastSeen+int64(cfg.HeartbeatInterval+cfg.HeartbeatTimeout))
 		if s.expires != 0 {
-			if !s.refreshSent {
-				t = min(t, s.expires-int64(cfg.RefreshBefore))
+			if s.refreshAt != 0 {
+				t = min(t, s.refreshAt)
 			}
 			t = min(t, s.expires+int64(cfg.AuthGrace))
 		}

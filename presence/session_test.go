@@ -635,30 +635,31 @@ func TestTokenRefresh(t *testing.T) {
 		return e, c, exp, m
 	}
 	// refresh waits for the refresh message and checks its time and exp.
-	refresh := func(t *testing.T, c *client, exp time.Time) {
+	refresh := func(t *testing.T, c *client, exp time.Time, before time.Duration) {
 		t.Helper()
 		c.fire()
 		evs := c.expect("refresh")
 		if evs[0].Exp != exp.Unix() {
 			t.Errorf("refresh exp = %d, want %d", evs[0].Exp, exp.Unix())
 		}
-		if d := exp.Sub(time.Now()); d != refreshBefore {
-			t.Errorf("refresh sent %v before exp, want %v", d, refreshBefore)
+		if d := exp.Sub(time.Now()); d != before {
+			t.Errorf("refresh sent %v before exp, want %v", d, before)
 		}
 	}
 
 	t.Run("renewed in time", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			_, c, exp, m := setup(t)
-			refresh(t, c, exp)
+			refresh(t, c, exp, refreshBefore)
 			e2 := time.Now().Add(life)
 			c.send(`{"t":"auth","id":9,"token":"alice"}`)
 			if e := c.expect("ack")[0]; e.ID != 9 {
 				t.Errorf("ack id = %d, want 9", e.ID)
 			}
 			// The old token's expiry passes without a close; the new one
-			// is refreshed in turn.
-			refresh(t, c, e2)
+			// is refreshed in turn, RefreshBefore its exp but not sooner
+			// than half its life.
+			refresh(t, c, e2, min(refreshBefore, life/2))
 			if d := c.sink.getDeadline(); !d.Equal(e2.Add(authGrace)) {
 				t.Errorf("next deadline at exp%+v, want the new token's exp+%v", d.Sub(e2), authGrace)
 			}
@@ -675,7 +676,7 @@ func TestTokenRefresh(t *testing.T) {
 	t.Run("not renewed closes 4003 after auth grace", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			e, c, exp, _ := setup(t)
-			refresh(t, c, exp)
+			refresh(t, c, exp, refreshBefore)
 			c.fire()
 			if got := c.lastClose(); got != wire.CloseTokenExpired {
 				t.Fatalf("close = %v, want 4003", got)

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		received:   counter("presenced_messages_received_total", "Complete messages received from clients, after reassembly."),
 		framesSent: counter("presenced_frames_sent_total", "Frames the application queued to clients."),
 		bytesSent:  counter("presenced_bytes_sent_total", "Bytes of the frames the application queued to clients."),
-		sendFull:   counter("presenced_send_full_total", "Frames not queued because the connection's outbox was full."),
+		sendFull:   counter("presenced_send_full_total", "Frames not queued because the connection's outbox was full (or it was closing)."),
 	}
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_connections_closed_total",
@@ -106,6 +106,7 @@ func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.
 		TypingEvents:    counter("presenced_typing_events_total", "Typing commands applied."),
 		Diffs:           counter("presenced_diffs_total", "Room diffs published, each encoded once."),
 		FramesSent:      m.framesSent,
+		SendFailures:    m.sendFull,
 		BytesSent:       m.bytesSent,
 		Coalesced:       counter("presenced_events_coalesced_total", "Changes merged into a later change of the same member within one tick."),
 		DroppedDiffs:    counter("presenced_diffs_dropped_total", "Diffs not delivered to a connection whose outbox was full (it gets a sync later)."),
