@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -35,6 +36,16 @@ type node struct {
 // test ends. A netpoll engine that is not built yet skips the test.
 func startServer(t *testing.T, cfg server.Config) *node {
 	t.Helper()
+	n, _ := startServerStop(t, cfg)
+	return n
+}
+
+// startServerStop is startServer that also returns stop, which cancels the
+// server's Run context (a drain: bye, then close 1001) and waits for Run to
+// return, returning its error. The test's cleanup calls stop too; later
+// calls return the first call's error.
+func startServerStop(t *testing.T, cfg server.Config) (*node, func() error) {
+	t.Helper()
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
@@ -56,18 +67,21 @@ func startServer(t *testing.T, cfg server.Config) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
+			return err
 		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return 10 s after cancel")
+			return errors.New("Run did not return 10 s after cancel")
 		}
 	})
-	return &node{Server: s, reg: cfg.Registry, logs: logs}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return &node{Server: s, reg: cfg.Registry, logs: logs}, stop
 }
 
 // eventually calls fn until it returns nil or timeout passes, then fails
@@ -106,6 +120,26 @@ func metric(t *testing.T, reg prometheus.Gatherer, name string, want ...string) 
 					return m.Counter.GetValue()
 				case m.Gauge != nil:
 					return m.Gauge.GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// sampleCount returns the number of observations of the histogram name,
+// or -1 when there is none.
+func sampleCount(t *testing.T, reg prometheus.Gatherer, name string) int64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				if h := m.GetHistogram(); h != nil {
+					return int64(h.GetSampleCount())
 				}
 			}
 		}
