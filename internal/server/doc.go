@@ -4,14 +4,19 @@
 // cmd/presenced is a thin main around it; tests and benchmarks start a whole
 // server in-process through it.
 //
-// Until the presence core (issue T2) lands, /ws runs a temporary
-// application: text messages are echoed back unchanged and a binary message
-// closes the connection with 1003, as protocol v1 requires.
+// /ws serves protocol v1 (docs/protocol.md): each connection's
+// presence.Session lives in its poller.Conn value (app.go), the hub is
+// built from Config.Presence and Config.JWT (hub.go), and Run drains on
+// shutdown: bye with retry_ms spread over Config.Drain, close 1001.
 //
 // Usage:
 //
 //	reg := prometheus.NewRegistry()
-//	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Registry: reg})
+//	s, err := server.New(server.Config{
+//		Addr:     "127.0.0.1:0",
+//		Registry: reg,
+//		JWT:      auth.Config{HS256Secret: secret}, // or Presence: presence.Config{Insecure: true}
+//	})
 //	if err != nil {
 //		return err
 //	}
@@ -20,6 +25,8 @@
 // Run is called once. The other methods of Server are safe for concurrent
 // use.
 //
-// Lock order: the package holds no lock while calling into the poller, so
-// it adds nothing to the poller's order.
+// Lock order: the package holds no lock while calling into the poller or
+// presence; presence calls the poller (Send, Close, SetDeadline) with a
+// room lock held, which the poller never calls back under (see the
+// presence package doc).
 package server
