@@ -22,7 +22,7 @@ type View struct {
 	Room    string
 	Cursor  string            // the cursor of the last sync or diff applied ("" before the first sync)
 	Count   int               // members in the room; more than len(Members) when Partial
-	Partial bool              // the room is larger than the server's list_limit: Members is a subset and diffs carry only Count and Typing
+	Partial bool              // Members is a subset: the room is larger than the server's list_limit (its diffs carry only Count and Typing) or its sync was cut to fit the server's size budget
 	Members map[string]Member // by user
 	Typing  []string          // users typing now
 	Synced  bool              // a sync has been applied since the room was joined

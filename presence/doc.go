@@ -37,7 +37,8 @@
 // more hands its diff to the sinks on up to Config.Workers goroutines,
 // joined before that flush returns. Nothing else starts goroutines.
 //
-// Lock order: room.mu, then roomShard.mu (dropping an empty room); Session
-// registry shard locks are taken alone. Sink methods are called with a
-// room lock held and must not block or call back into presence.
+// Lock order: room.mu, then either roomShard.mu (dropping an empty room),
+// the scheduler's lock (coalesce.Scheduler.Mark) or a sink's own lock
+// (poller.Conn.mu: Send, Close, SetDeadline). Session registry shard locks
+// are taken alone. Sink methods must not block or call back into presence.
 package presence

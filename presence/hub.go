@@ -21,6 +21,7 @@ const (
 type Hub struct {
 	cfg   Config                     // static after New
 	seed  maphash.Seed               // static after New
+	base  time.Time                  // static after New: the origin of the hub's monotonic clock
 	sched *coalesce.Scheduler[*room] // static after New; runs the room flushes
 
 	rooms    [roomShards]roomShard
@@ -58,7 +59,7 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, seed: maphash.MakeSeed()}
+	h := &Hub{cfg: cfg, seed: maphash.MakeSeed(), base: time.Now()}
 	for i := range h.rooms {
 		h.rooms[i].rooms = make(map[string]*room)
 	}
@@ -83,7 +84,7 @@ func (h *Hub) Stats() Stats {
 // Config.HelloTimeout. Call it from the transport's open callback, then feed
 // the connection's events to the Session's Handle methods.
 func (h *Hub) Open(sink Sink) *Session {
-	now := time.Now().UnixNano()
+	now := h.now()
 	s := &Session{hub: h, sink: sink, seq: h.nextConn.Add(1), opened: now, lastSeen: now}
 	sh := &h.sessions[s.seq&(sessionShards-1)]
 	sh.mu.Lock()
@@ -186,3 +187,19 @@ func (h *Hub) countSent(n, size int) {
 		h.cfg.Metrics.BytesSent.Add(float64(n * size))
 	}
 }
+
+// now is the hub's clock: nanoseconds since New, from the monotonic clock,
+// so timers, rate limits and graces survive wall-clock steps. Every int64
+// time in this package is on this clock.
+func (h *Hub) now() int64 { return int64(time.Since(h.base)) }
+
+// at converts t to the hub's clock.
+func (h *Hub) at(t time.Time) int64 { return int64(t.Sub(h.base)) }
+
+// wall converts a time on the hub's clock to a time.Time for the sink.
+func (h *Hub) wall(t int64) time.Time { return h.base.Add(time.Duration(t)) }
+
+// maxTokenLife bounds how far ahead a token's exp is taken into account:
+// beyond it ("never expires" tokens, exp in year 9999) the token is
+// treated as having no expiry, rather than overflowing the clock.
+const maxTokenLife = 100 * 365 * 24 * time.Hour

@@ -14,7 +14,7 @@ import (
 // room once it is empty. It reports whether the room needs another visit
 // next tick. Called by the scheduler's workers.
 func (r *room) flush(t time.Time) (again bool) {
-	now := t.UnixNano()
+	now := r.hub.at(t)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.dead {
@@ -35,7 +35,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
-		r.buf = nil
+		r.buf, r.syncFrame = nil, nil
 	}
 	// One more visit after a busy tick, to notice the room went idle.
 	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
@@ -106,7 +106,7 @@ func (r *room) publishLocked(now int64) bool {
 		m.DroppedDiffs.Add(float64(len(failed)))
 	}
 	if first != 0 {
-		m.FanoutLatency.Observe(float64(time.Now().UnixNano()-first) / 1e9)
+		m.FanoutLatency.Observe(float64(r.hub.now()-first) / 1e9)
 	}
 	return true
 }
@@ -190,6 +190,9 @@ func (r *room) record(changes []change, partial bool, now int64) {
 		clear(r.history[n:])
 		r.history = r.history[:n]
 	}
+	if partial {
+		changes = nil // resume never crosses a partial version
+	}
 	r.history = append(r.history, version{seq: r.seq, at: now, partial: partial, changes: changes})
 }
 
@@ -245,17 +248,21 @@ func (r *room) syncLocked(sb *sub, now int64) {
 		r.needResyncLocked(sb)
 		return
 	}
-	frame := r.encodeSyncLocked()
+	frame := r.syncFrameLocked()
 	if !sb.s.deliver(frame, now) {
 		r.needResyncLocked(sb)
 		return
+	}
+	if sb.needSync {
+		sb.needSync = false
+		r.needSync--
 	}
 	r.hub.countSent(1, len(frame))
 }
 
 // sendSyncsLocked sends one sync, encoded once, to every sub that needs it.
 func (r *room) sendSyncsLocked(now int64) {
-	frame := r.encodeSyncLocked()
+	frame := r.syncFrameLocked()
 	sent := 0
 	for _, sb := range r.subs {
 		if !sb.needSync {
@@ -268,6 +275,17 @@ func (r *room) sendSyncsLocked(now int64) {
 		}
 	}
 	r.hub.countSent(sent, len(frame))
+}
+
+// syncFrameLocked returns the sync frame of the published state, encoding
+// it at most once per version: the members and the published typing list
+// only change when seq does, so a join storm or a stuck subscriber waiting
+// for its sync does not re-encode a large room again and again.
+func (r *room) syncFrameLocked() []byte {
+	if r.syncFrame == nil || r.syncSeq != r.seq {
+		r.syncFrame, r.syncSeq = r.encodeSyncLocked(), r.seq
+	}
+	return r.syncFrame
 }
 
 // encodeSyncLocked encodes the room's published state. At most
@@ -321,6 +339,9 @@ func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
 	for _, v := range r.history {
 		if v.seq <= c.Seq {
 			continue
+		}
+		if len(net) > r.hub.cfg.ListLimit {
+			return false // a sync is cheaper than this diff
 		}
 		for _, ch := range v.changes {
 			if i, ok := index[ch.user]; ok {

@@ -5,8 +5,8 @@ package presence
 // commands in each of floodSeconds consecutive seconds (so sending over
 // twice the rate) is flooding.
 type limiter struct {
-	tat     int64 // unix ns at which the bucket is full again
-	window  int64 // unix ns start of the current one-second window
+	tat     int64 // hub clock time at which the bucket is full again
+	window  int64 // hub clock time of the start of the current one-second window
 	rejects int32 // refusals in the current window
 	strikes int32 // consecutive windows with more than rate refusals
 }
@@ -30,10 +30,10 @@ func (l *limiter) nextToken(interval int64, burst int) int64 {
 // flooding for floodSeconds.
 func (l *limiter) reject(now int64, rate float64, floodSeconds int) bool {
 	const second = int64(1e9)
-	if d := now - l.window; d >= second {
+	if d := now - l.window; d >= second || l.window == 0 {
 		switch {
-		case d >= 2*second:
-			l.strikes = 0 // a quiet second in between
+		case d >= 2*second || l.window == 0:
+			l.strikes = 0 // the first refusal, or a quiet second in between
 		case float64(l.rejects) > rate:
 			l.strikes++
 		default:

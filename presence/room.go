@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/presenced/presenced/coalesce"
 	"github.com/presenced/presenced/internal/wire"
@@ -39,8 +38,8 @@ type member struct {
 	user        string
 	st          memberState
 	conns       int32 // connections of this node that joined the room
-	graceUntil  int64 // unix ns; non-zero while no connection is left
-	typingUntil int64 // unix ns; non-zero while typing
+	graceUntil  int64 // hub clock; non-zero while no connection is left
+	typingUntil int64 // hub clock; non-zero while typing
 }
 
 // sub is one connection's membership of a room.
@@ -65,7 +64,7 @@ func (c change) isLeave() bool { return c.wasPresent && !c.new.present }
 // version is one published diff, kept for resume.
 type version struct {
 	seq     uint64
-	at      int64 // unix ns
+	at      int64 // hub clock
 	partial bool  // the room was over ListLimit or crossed it: no resume across it
 	changes []change
 }
@@ -93,9 +92,11 @@ type room struct {
 	partial     bool      // the last published diff was partial
 	count       int       // members at the published cursor (r.members may hold unpublished changes)
 	history     []version // oldest first; at most Config.History
-	firstChange int64     // unix ns of the first pending change, 0 if none
+	firstChange int64     // hub clock time of the first pending change, 0 if none
 	buf         []byte    // payload scratch; released when the room is idle
-	typingBuf   []string  // scratch for the typing list
+	syncFrame   []byte    // the sync frame of version syncSeq (immutable once sent); released when idle
+	syncSeq     uint64
+	typingBuf   []string // scratch for the typing list
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
@@ -116,7 +117,7 @@ func (r *room) changeLocked(user string, old, new snap) {
 		r.hub.cfg.Metrics.Coalesced.Add(1)
 	}
 	if r.firstChange == 0 {
-		r.firstChange = time.Now().UnixNano()
+		r.firstChange = r.hub.now()
 	}
 	r.markLocked()
 }
@@ -172,8 +173,10 @@ func applyState(dst *memberState, st *wire.State) {
 	}
 }
 
-// leaveLocked removes sb; with grace its member stays for
-// Config.LeaveGrace if it was the user's last connection in the room.
+// leaveLocked removes sb. With grace (a lost connection) its member stays
+// for Config.LeaveGrace after its last connection is gone; without (an
+// explicit leave), it goes at once unless an earlier loss's grace is still
+// running.
 func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	last := len(r.subs) - 1
 	r.subs[sb.idx] = r.subs[last]
@@ -188,15 +191,20 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	if m == nil {
 		return
 	}
+	if grace {
+		// Kept even while other connections remain: if they leave
+		// before it ends, the member still waits for the lost one.
+		m.graceUntil = max(m.graceUntil, now+int64(r.hub.cfg.LeaveGrace))
+	}
 	if m.conns--; m.conns > 0 {
 		return
 	}
-	if grace {
-		m.graceUntil = now + int64(r.hub.cfg.LeaveGrace)
+	if m.graceUntil > now {
 		r.graced = append(r.graced, m)
 		r.markLocked()
 		return
 	}
+	m.graceUntil = 0
 	r.removeMemberLocked(m)
 }
 
@@ -243,7 +251,7 @@ func (r *room) stopTypingLocked(m *member) {
 // changeLocked, starts the fan-out latency clock of the tick.
 func (r *room) typingChangedLocked() {
 	if r.firstChange == 0 {
-		r.firstChange = time.Now().UnixNano()
+		r.firstChange = r.hub.now()
 	}
 	r.markLocked()
 }

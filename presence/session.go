@@ -27,23 +27,25 @@ type Session struct {
 	hub    *Hub   // static
 	sink   Sink   // static
 	seq    uint64 // static: connection number on this node
-	opened int64  // static: unix ns
+	opened int64  // static: hub clock
 
 	// Owned by the Handle methods.
 	state     sessionState
 	user      string
 	rooms     RoomMatcher    // nil: every room
-	expires   int64          // unix ns of the token's exp; 0: none
+	expires   int64          // the token's exp; 0: none
+	expSec    int64          // the token's exp in unix seconds
 	subs      []*sub         // joined rooms, at most Config.MaxRooms
-	lastSeen  int64          // unix ns of the last client message
-	nextPing  int64          // unix ns
+	lastSeen  int64          // hub clock time of the last client message
+	nextPing  int64          // hub clock
 	deadline  int64          // the deadline last given to the sink
-	refreshAt int64          // unix ns when refresh is due; 0 once sent (until the next auth)
+	refreshAt int64          // hub clock time when refresh is due; 0 once sent (until the next auth)
 	closeCode wire.CloseCode // the code this side closed with, 0 if none
 	lim       limiter
 	held      heldTyping // a typing the rate limit held back
 
-	slowSince  atomic.Int64 // unix ns of the first failed delivery in a row; 0 when draining fine
+	slowSince  atomic.Int64 // hub clock time of the first failed delivery in a row; 0 when draining fine
+	slowLast   atomic.Int64 // hub clock time of the last failed delivery
 	slowClosed atomic.Bool  // 4002 was sent
 
 	prev, next *Session // guarded by the hub's session shard mu
@@ -66,8 +68,10 @@ func (s *Session) deliver(frame []byte, now int64) bool {
 	}
 	s.hub.cfg.Metrics.SendFailures.Add(1)
 	since := s.slowSince.Load()
-	if since == 0 {
-		s.slowSince.CompareAndSwap(0, now)
+	// A failure long after the previous one starts a new streak: the
+	// connection was not stuck in between, it only had nothing to take.
+	if last := s.slowLast.Swap(now); since == 0 || now-last > 4*int64(s.hub.cfg.Tick) {
+		s.slowSince.Store(now)
 		return false
 	}
 	if now-since >= int64(s.hub.cfg.SlowTimeout) && s.slowClosed.CompareAndSwap(false, true) {
@@ -116,7 +120,7 @@ func (s *Session) HandleText(msg []byte) {
 	if s.state == closing {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := s.hub.now()
 	s.lastSeen = now
 	var c wire.Command
 	err := wire.DecodeCommand(msg, &c)
@@ -141,13 +145,19 @@ func (s *Session) HandleText(msg []byte) {
 		s.rearm()
 		return
 	}
+	interval := int64(float64(time.Second) / s.hub.cfg.Rate)
 	if err == nil && c.T == wire.TPong {
-		s.pong(c.TS, now) // answers to our pings are never limited
+		// Answers to our pings are never refused, but a pong flood is
+		// ignored beyond the rate and counts as a flood.
+		if s.lim.allow(now, interval, s.hub.cfg.Burst) {
+			s.pong(c.TS, now)
+		} else if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
+			s.close(wire.CloseRateLimited, "rate limited")
+		}
 		return
 	}
 	// Malformed commands count against the rate too: a flood of garbage
 	// earns 4029 like any other flood.
-	interval := int64(float64(time.Second) / s.hub.cfg.Rate)
 	if !s.lim.allow(now, interval, s.hub.cfg.Burst) {
 		s.limited(&c, err == nil, now)
 		return
@@ -245,9 +255,7 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	s.state = active
 	s.user = id.User
 	s.rooms = id.Rooms
-	if !id.Expires.IsZero() {
-		s.expires = id.Expires.UnixNano()
-	}
+	s.setExpiry(id.Expires, now)
 	s.scheduleRefresh(now, false)
 	hb := int64(cfg.HeartbeatInterval)
 	s.nextPing = now + hb/2 + rand.Int64N(hb/2+1)
@@ -431,11 +439,19 @@ func (s *Session) auth(token string, id, now int64) {
 			}
 		}
 	}
-	s.expires = 0
-	if !ident.Expires.IsZero() {
-		s.expires = ident.Expires.UnixNano()
-	}
+	s.setExpiry(ident.Expires, now)
 	s.scheduleRefresh(now, true)
+}
+
+// setExpiry records the token's exp: on the hub's clock, measured from now
+// (so a wall-clock step later does not move it), and in unix seconds for
+// refresh. The zero time, or one beyond maxTokenLife, is no expiry.
+func (s *Session) setExpiry(exp time.Time, now int64) {
+	s.expires, s.expSec = 0, 0
+	if left := time.Until(exp); !exp.IsZero() && left < maxTokenLife {
+		s.expires = now + int64(left)
+		s.expSec = exp.Unix()
+	}
 }
 
 // scheduleRefresh plans the refresh of the current token, RefreshBefore
@@ -455,7 +471,7 @@ func (s *Session) scheduleRefresh(now int64, renewed bool) {
 }
 
 func (s *Session) pong(ts, now int64) {
-	rtt := now/1e6 - ts
+	rtt := time.Now().UnixMilli() - ts // ts is the unix ms of our ping
 	if ts > 0 && rtt >= 0 && rtt < 3600e3 {
 		s.hub.cfg.Metrics.HeartbeatRTT.Observe(float64(rtt) / 1e3)
 	}
@@ -468,7 +484,7 @@ func (s *Session) HandleDeadline() {
 		return
 	}
 	cfg := &s.hub.cfg
-	now := time.Now().UnixNano()
+	now := s.hub.now()
 	s.deadline = 0
 	if s.state == awaitingHello {
 		if now >= s.opened+int64(cfg.HelloTimeout) {
@@ -489,12 +505,12 @@ func (s *Session) HandleDeadline() {
 	if now >= s.nextPing {
 		cfg.Metrics.OutboxDepth.Observe(float64(s.sink.Buffered()))
 		var a [48]byte
-		s.send(wire.AppendPing(a[:0], now/1e6))
+		s.send(wire.AppendPing(a[:0], time.Now().UnixMilli()))
 		s.nextPing = now + int64(cfg.HeartbeatInterval)
 	}
 	if s.refreshAt != 0 && now >= s.refreshAt {
 		var a [48]byte
-		s.send(wire.AppendRefresh(a[:0], s.expires/1e9))
+		s.send(wire.AppendRefresh(a[:0], s.expSec))
 		s.refreshAt = 0
 	}
 	if s.held.room != "" {
@@ -526,7 +542,7 @@ func (s *Session) rearm() {
 	}
 	if t != s.deadline {
 		s.deadline = t
-		s.sink.SetDeadline(time.Unix(0, t))
+		s.sink.SetDeadline(s.hub.wall(t))
 	}
 }
 
@@ -542,7 +558,7 @@ func (s *Session) HandleBinary() {
 // 41xx). Connections lost any other way (reset, heartbeat timeout, drain,
 // a close that invites a reconnect) leave after Config.LeaveGrace.
 func (s *Session) HandleClose(final bool) {
-	now := time.Now().UnixNano()
+	now := s.hub.now()
 	grace := !final && (s.closeCode == 0 || wire.Reconnect(s.closeCode))
 	s.state = closing
 	for len(s.subs) > 0 {

@@ -902,19 +902,28 @@ func TestRateLimit(t *testing.T) {
 		})
 	})
 
-	t.Run("a pong flood is never limited", func(t *testing.T) {
+	t.Run("pongs are never refused but a pong flood closes 4029", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			e := startHub(t, Config{Insecure: true})
 			c := dial(t, e.h, "alice")
+			// At the rate: never an answer, never a close.
+			for range 3 * 20 {
+				c.send(`{"t":"pong","ts":1}`)
+				time.Sleep(50 * time.Millisecond)
+			}
+			c.expectNone()
+			if got := c.sink.closeCodes(); len(got) != 0 {
+				t.Fatalf("closes at the rate = %v, want none", got)
+			}
+			// Five times the rate for five seconds: a flood.
 			for range 5 * 100 {
 				c.send(`{"t":"pong","ts":1}`)
 				time.Sleep(10 * time.Millisecond)
 			}
-			c.expectNone()
-			if got := c.sink.closeCodes(); len(got) != 0 {
-				t.Errorf("closes = %v, want none", got)
+			if got := c.lastClose(); got != wire.CloseRateLimited {
+				t.Errorf("close after a pong flood = %v, want 4029", got)
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(false)
 			_ = e
 		})
 	})

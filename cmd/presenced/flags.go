@@ -99,6 +99,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or P-256 (ES256) public key of client tokens")
 	fs.StringVar(&cfg.JWT.Issuer, "jwt-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.JWT.Audience, "jwt-audience", "", "required aud of client tokens (empty: not checked)")
+	durationFlag(fs, &cfg.JWT.Leeway, "jwt-leeway", 5*time.Second, "clock skew allowed between the token issuer and this server on exp, nbf and iat")
 	return fs
 }
 

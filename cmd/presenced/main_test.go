@@ -211,6 +211,7 @@ var durationFlags = map[string]func(o options) time.Duration{
 	"slow-timeout":      func(o options) time.Duration { return o.server.Presence.SlowTimeout },
 	"auth-grace":        func(o options) time.Duration { return o.server.Presence.AuthGrace },
 	"drain":             func(o options) time.Duration { return o.server.Drain },
+	"jwt-leeway":        func(o options) time.Duration { return o.server.JWT.Leeway },
 }
 
 // TestDurationFlags gives every duration flag, on the command line and in
