@@ -164,7 +164,18 @@ func (r *room) needResyncLocked(sb *sub) {
 	if !sb.needSync {
 		sb.needSync = true
 		r.needSync++
+		sb.s.owed.Add(1)
 		r.markLocked()
+	}
+}
+
+// syncedLocked clears sb's need for a sync (it got one, or left). A
+// session owed nothing any more is not a slow consumer.
+func (r *room) syncedLocked(sb *sub) {
+	sb.needSync = false
+	r.needSync--
+	if sb.s.owed.Add(-1) == 0 {
+		sb.s.slowSince.Store(0)
 	}
 }
 
@@ -254,8 +265,7 @@ func (r *room) syncLocked(sb *sub, now int64) {
 		return
 	}
 	if sb.needSync {
-		sb.needSync = false
-		r.needSync--
+		r.syncedLocked(sb)
 	}
 	r.hub.countSent(1, len(frame))
 }
@@ -269,8 +279,7 @@ func (r *room) sendSyncsLocked(now int64) {
 			continue
 		}
 		if sb.s.deliver(frame, now) {
-			sb.needSync = false
-			r.needSync--
+			r.syncedLocked(sb)
 			sent++
 		}
 	}

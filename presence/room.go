@@ -38,7 +38,7 @@ type member struct {
 	user        string
 	st          memberState
 	conns       int32 // connections of this node that joined the room
-	graceUntil  int64 // hub clock; non-zero while no connection is left
+	graceUntil  int64 // hub clock; non-zero while a lost connection's grace runs
 	typingUntil int64 // hub clock; non-zero while typing
 }
 
@@ -184,8 +184,7 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	r.subs[last] = nil
 	r.subs = r.subs[:last]
 	if sb.needSync {
-		sb.needSync = false
-		r.needSync--
+		r.syncedLocked(sb)
 	}
 	m := r.members[sb.s.user]
 	if m == nil {

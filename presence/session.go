@@ -45,7 +45,7 @@ type Session struct {
 	held      heldTyping // a typing the rate limit held back
 
 	slowSince  atomic.Int64 // hub clock time of the first failed delivery in a row; 0 when draining fine
-	slowLast   atomic.Int64 // hub clock time of the last failed delivery
+	owed       atomic.Int32 // subs of this session waiting for a sync (guarded by their rooms' locks, read anywhere)
 	slowClosed atomic.Bool  // 4002 was sent
 
 	prev, next *Session // guarded by the hub's session shard mu
@@ -67,11 +67,12 @@ func (s *Session) deliver(frame []byte, now int64) bool {
 		return true
 	}
 	s.hub.cfg.Metrics.SendFailures.Add(1)
+	// The streak lasts while the session is owed a sync (its rooms retry
+	// every tick); syncedLocked ends it once nothing is owed, so an old
+	// failure in a room it left does not count.
 	since := s.slowSince.Load()
-	// A failure long after the previous one starts a new streak: the
-	// connection was not stuck in between, it only had nothing to take.
-	if last := s.slowLast.Swap(now); since == 0 || now-last > 4*int64(s.hub.cfg.Tick) {
-		s.slowSince.Store(now)
+	if since == 0 {
+		s.slowSince.CompareAndSwap(0, now)
 		return false
 	}
 	if now-since >= int64(s.hub.cfg.SlowTimeout) && s.slowClosed.CompareAndSwap(false, true) {

@@ -27,7 +27,7 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	if pc.SyncBudget == 0 {
 		pc.SyncBudget = cfg.Outbox / 2 // a sync always fits an empty outbox
 	}
-	if pc.SyncBudget > cfg.Outbox-16 {
+	if pc.SyncBudget < 0 || pc.SyncBudget > cfg.Outbox-16 {
 		return nil, fmt.Errorf("server: Presence.SyncBudget %d does not fit the outbox (%d bytes) with its frame header: syncs could never be sent", pc.SyncBudget, cfg.Outbox)
 	}
 	pc.Frame = frame
