@@ -22,7 +22,10 @@ func (r *room) flush(t time.Time) (again bool) {
 	}
 	r.marked = false
 	r.expireLocked(now)
-	busy := r.publishLocked(now)
+	frame, first, busy := r.publishLocked(now)
+	if frame != nil {
+		r.fanoutLocked(frame, first, now)
+	}
 	if r.needSync > 0 {
 		r.sendSyncsLocked(now)
 		busy = true
@@ -35,7 +38,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
-		r.buf, r.syncFrame = nil, nil
+		r.buf, r.syncFrame, r.targets = nil, nil, nil
 	}
 	// One more visit after a busy tick, to notice the room went idle.
 	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
@@ -43,10 +46,11 @@ func (r *room) flush(t time.Time) (again bool) {
 	return again
 }
 
-// publishLocked encodes the pending changes as one diff, once, and sends the
-// same bytes to every subscriber that is in sync. It reports whether there
-// was anything to publish.
-func (r *room) publishLocked(now int64) bool {
+// publishLocked encodes the pending changes as one diff, once, and returns
+// its frame (nil if nothing changed) and the time of the tick's first
+// change. busy reports whether the tick had any change, even one that
+// netted to nothing.
+func (r *room) publishLocked(now int64) (frame []byte, first int64, busy bool) {
 	m := &r.hub.cfg.Metrics
 	var changes []change // kept by the history
 	if n := r.pending.Len(); n > 0 {
@@ -61,10 +65,10 @@ func (r *room) publishLocked(now int64) bool {
 	}
 	typing := r.typingListLocked()
 	typingChanged := !slices.Equal(typing, r.typingSent)
-	first := r.firstChange
+	first = r.firstChange
 	r.firstChange = 0
 	if len(changes) == 0 && !typingChanged {
-		return first != 0
+		return nil, 0, first != 0
 	}
 	r.seq++
 	count := len(r.members)
@@ -96,11 +100,49 @@ func (r *room) publishLocked(now int64) bool {
 			r.needResyncLocked(sb)
 		}
 	}
-	frame := r.hub.frame(p)
-	sent, failed := r.fanoutLocked(frame, now)
-	for _, sb := range failed {
-		r.needResyncLocked(sb)
+	return r.hub.frame(p), first, true
+}
+
+// lockedFanout is the most subscribers a diff is handed to with the room
+// lock held. Each Send may be a write system call (several microseconds on
+// loopback), so a larger room is served without the lock: commands for it,
+// which run on the event loops, never wait for a whole fan-out.
+const lockedFanout = 64
+
+// fanoutLocked hands frame to every subscriber that is in sync and marks
+// those whose outbox was full for a sync. Beyond lockedFanout subscribers
+// it releases the room lock while sending: the targets are fixed first;
+// meanwhile r.fanning defers immediate syncs (so a client never gets a
+// sync at this version before this diff), subscribers that leave are
+// skipped through sub.gone, and new ones have their own sync or resume at
+// this version already. Only the flusher of this room runs it, so r.targets
+// is its own.
+func (r *room) fanoutLocked(frame []byte, first, now int64) {
+	targets := r.targets[:0]
+	for _, sb := range r.subs {
+		if !sb.needSync {
+			targets = append(targets, sb)
+		}
 	}
+	var sent int
+	var failed []*sub
+	if len(targets) <= lockedFanout {
+		sent, failed = deliverAll(targets, frame, now, nil)
+	} else {
+		r.fanning = true
+		r.mu.Unlock()
+		sent, failed = r.hub.deliverParallel(targets, frame, now)
+		r.mu.Lock()
+		r.fanning = false
+	}
+	clear(targets) // no references to sessions that may go
+	r.targets = targets[:0]
+	for _, sb := range failed {
+		if !sb.gone.Load() {
+			r.needResyncLocked(sb)
+		}
+	}
+	m := &r.hub.cfg.Metrics
 	r.hub.countSent(sent, len(frame))
 	if len(failed) > 0 {
 		m.DroppedDiffs.Add(float64(len(failed)))
@@ -108,7 +150,6 @@ func (r *room) publishLocked(now int64) bool {
 	if first != 0 {
 		m.FanoutLatency.Observe(float64(r.hub.now()-first) / 1e9)
 	}
-	return true
 }
 
 // parallelFanout is the subscriber count from which a diff is handed to
@@ -116,24 +157,22 @@ func (r *room) publishLocked(now int64) bool {
 // so one goroutine would take tens of milliseconds for a very large room.
 const parallelFanout = 4096
 
-// fanoutLocked sends frame to every subscriber that is in sync and returns
-// how many took it and which did not. Rooms of parallelFanout subscribers
-// or more are split across up to Config.Workers goroutines, joined before
-// it returns; they only read the room.
-func (r *room) fanoutLocked(frame []byte, now int64) (sent int, failed []*sub) {
-	workers := min(r.hub.cfg.Workers, len(r.subs)/(parallelFanout/2))
+// deliverParallel sends frame to subs, split across up to Config.Workers
+// goroutines (joined before it returns) from parallelFanout subscribers.
+func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) {
+	workers := min(h.cfg.Workers, len(subs)/(parallelFanout/2))
 	if workers < 2 {
-		return deliverAll(r.subs, frame, now, nil)
+		return deliverAll(subs, frame, now, nil)
 	}
 	type result struct {
 		sent   int
 		failed []*sub
 	}
 	results := make([]result, workers)
-	chunk := (len(r.subs) + workers - 1) / workers
+	chunk := (len(subs) + workers - 1) / workers
 	var wg sync.WaitGroup
 	for i := range workers {
-		part := r.subs[min(i*chunk, len(r.subs)):min((i+1)*chunk, len(r.subs))]
+		part := subs[min(i*chunk, len(subs)):min((i+1)*chunk, len(subs))]
 		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, now, nil) })
 	}
 	wg.Wait()
@@ -144,12 +183,12 @@ func (r *room) fanoutLocked(frame []byte, now int64) (sent int, failed []*sub) {
 	return sent, failed
 }
 
-// deliverAll sends frame to the subs that are in sync.
+// deliverAll sends frame to subs, skipping those that left meanwhile.
 func deliverAll(subs []*sub, frame []byte, now int64, failed []*sub) (int, []*sub) {
 	sent := 0
 	for _, sb := range subs {
-		if sb.needSync {
-			continue // it gets a sync instead
+		if sb.gone.Load() {
+			continue
 		}
 		if sb.s.deliver(frame, now) {
 			sent++
@@ -255,7 +294,7 @@ func appendChanges(p []byte, changes []change) []byte {
 // a sync always shows the state at its cursor, so the diffs that follow it
 // apply cleanly.
 func (r *room) syncLocked(sb *sub, now int64) {
-	if r.pending.Len() > 0 {
+	if r.pending.Len() > 0 || r.fanning {
 		r.needResyncLocked(sb)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/presenced/presenced/coalesce"
 	"github.com/presenced/presenced/internal/wire"
@@ -44,10 +45,11 @@ type member struct {
 
 // sub is one connection's membership of a room.
 type sub struct {
-	s        *Session // static
-	r        *room    // static
-	idx      int      // position in r.subs; guarded by r.mu
-	needSync bool     // guarded by r.mu: send a full sync instead of diffs
+	s        *Session    // static
+	r        *room       // static
+	idx      int32       // position in r.subs; guarded by r.mu
+	gone     atomic.Bool // set (with r.mu held) when it left: an unlocked fan-out skips it
+	needSync bool        // guarded by r.mu: send a full sync instead of diffs
 }
 
 // change is one member's net change in one version: whether it was
@@ -94,6 +96,8 @@ type room struct {
 	history     []version // oldest first; at most Config.History
 	firstChange int64     // hub clock time of the first pending change, 0 if none
 	buf         []byte    // payload scratch; released when the room is idle
+	fanning     bool      // a fan-out runs without the lock: immediate syncs wait for the next flush
+	targets     []*sub    // the fan-out's targets; owned by the room's flusher
 	syncFrame   []byte    // the sync frame of version syncSeq (immutable once sent); released when idle
 	syncSeq     uint64
 	typingBuf   []string // scratch for the typing list
@@ -124,7 +128,7 @@ func (r *room) changeLocked(user string, old, new snap) {
 
 // joinLocked adds s to the room; st (may be nil) is its state.
 func (r *room) joinLocked(s *Session, st *wire.State) *sub {
-	sb := &sub{s: s, r: r, idx: len(r.subs)}
+	sb := &sub{s: s, r: r, idx: int32(len(r.subs))}
 	r.subs = append(r.subs, sb)
 	m := r.members[s.user]
 	if m == nil {
@@ -178,6 +182,7 @@ func applyState(dst *memberState, st *wire.State) {
 // explicit leave), it goes at once unless an earlier loss's grace is still
 // running.
 func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
+	sb.gone.Store(true)
 	last := len(r.subs) - 1
 	r.subs[sb.idx] = r.subs[last]
 	r.subs[sb.idx].idx = sb.idx
