@@ -72,8 +72,9 @@ type version struct {
 }
 
 // room is the state of one room on this node. All fields after mu are
-// guarded by it; the fan-out writes to sinks with it held (Send never
-// blocks).
+// guarded by it, except targets (owned by the room's flusher). Small
+// fan-outs write to sinks with it held (Send never blocks); large ones
+// release it (fanoutLocked).
 type room struct {
 	name  string     // static
 	hub   *Hub       // static

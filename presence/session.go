@@ -29,36 +29,35 @@ type Session struct {
 	seq    uint64 // static: connection number on this node
 	opened int64  // static: hub clock
 
-	// Owned by the Handle methods.
-	state     sessionState
+	// Owned by the Handle methods. (Fields are ordered to pack the struct
+	// into the 224-byte size class: an idle connection costs its Session.)
 	user      string
-	rooms     RoomMatcher    // nil: every room
-	expires   int64          // the token's exp; 0: none
-	expSec    int64          // the token's exp in unix seconds
-	subs      []*sub         // joined rooms, at most Config.MaxRooms
-	lastSeen  int64          // hub clock time of the last client message
-	nextPing  int64          // hub clock
-	deadline  int64          // the deadline last given to the sink
-	refreshAt int64          // hub clock time when refresh is due; 0 once sent (until the next auth)
-	closeCode wire.CloseCode // the code this side closed with, 0 if none
+	rooms     RoomMatcher // nil: every room
+	expires   int64       // the token's exp; 0: none
+	expSec    int64       // the token's exp in unix seconds
+	subs      []*sub      // joined rooms, at most Config.MaxRooms
+	lastSeen  int64       // hub clock time of the last client message
+	nextPing  int64       // hub clock
+	deadline  int64       // the deadline last given to the sink
+	refreshAt int64       // hub clock time when refresh is due; 0 once sent (until the next auth)
 	lim       limiter
-	held      heldTyping // a typing the rate limit held back
+	heldRoom  string // the room of a typing the rate limit held back; "" if none
 
 	slowSince  atomic.Int64 // hub clock time of the first failed delivery in a row; 0 when draining fine
 	owed       atomic.Int32 // subs of this session waiting for a sync (guarded by their rooms' locks, read anywhere)
 	slowClosed atomic.Bool  // 4002 was sent
 
-	prev, next *Session // guarded by the hub's session shard mu
-}
+	state     sessionState   // owned by the Handle methods
+	heldOn    bool           // owned by the Handle methods: the held typing's on
+	closeCode wire.CloseCode // owned by the Handle methods: the code this side closed with, 0 if none
 
-type heldTyping struct {
-	room string // "" when nothing is held
-	on   bool
+	prev, next *Session // guarded by the hub's session shard mu
 }
 
 // deliver hands a room frame to the sink and tracks slow consumers: a
 // connection whose deliveries keep failing for SlowTimeout is closed with
-// 4002. Called with the room's lock held.
+// 4002. Called by a room's flush, with or without the room's lock; it only
+// uses the sink and the session's atomics.
 func (s *Session) deliver(frame []byte, now int64) bool {
 	if s.sink.Send(frame) == nil {
 		if s.slowSince.Load() != 0 {
@@ -184,7 +183,7 @@ func (s *Session) limited(c *wire.Command, valid bool, now int64) {
 		return
 	}
 	if valid && c.T == wire.TTyping {
-		s.held = heldTyping{room: c.Room, on: c.On}
+		s.heldRoom, s.heldOn = c.Room, c.On
 		s.rearm()
 		return
 	}
@@ -193,13 +192,13 @@ func (s *Session) limited(c *wire.Command, valid bool, now int64) {
 
 // applyHeld applies a held typing once a token is available.
 func (s *Session) applyHeld(now, interval int64) {
-	if s.held.room == "" {
+	if s.heldRoom == "" {
 		return
 	}
 	if s.lim.allow(now, interval, s.hub.cfg.Burst) {
-		h := s.held
-		s.held = heldTyping{}
-		s.typing(h.room, h.on, now)
+		room := s.heldRoom
+		s.heldRoom = ""
+		s.typing(room, s.heldOn, now)
 	}
 }
 
@@ -514,7 +513,7 @@ func (s *Session) HandleDeadline() {
 		s.send(wire.AppendRefresh(a[:0], s.expSec))
 		s.refreshAt = 0
 	}
-	if s.held.room != "" {
+	if s.heldRoom != "" {
 		s.applyHeld(now, int64(float64(time.Second)/cfg.Rate))
 	}
 	s.rearm()
@@ -537,7 +536,7 @@ func (s *Session) rearm() {
 			}
 			t = min(t, s.expires+int64(cfg.AuthGrace))
 		}
-		if s.held.room != "" {
+		if s.heldRoom != "" {
 			t = min(t, s.lim.nextToken(int64(float64(time.Second)/cfg.Rate), cfg.Burst))
 		}
 	}

@@ -168,9 +168,10 @@ func CompactMeta(meta json.RawMessage) []byte {
 	if len(meta) == 0 {
 		return nil
 	}
-	var b bytes.Buffer
-	b.Grow(len(meta))
-	if err := json.Compact(&b, meta); err != nil || bytes.Equal(b.Bytes(), []byte("null")) {
+	// Sized as sent (compact is never longer): one allocation, no bigger
+	// than it needs (bytes.Buffer would round a small one up to 64 bytes).
+	b := bytes.NewBuffer(make([]byte, 0, len(meta)))
+	if err := json.Compact(b, meta); err != nil || bytes.Equal(b.Bytes(), []byte("null")) {
 		return nil
 	}
 	return b.Bytes()
