@@ -49,53 +49,6 @@ func sdkInsecure() server.Config {
 // sdkURL is the WebSocket endpoint of a server listening on addr.
 func sdkURL(addr netip.AddrPort) string { return "ws://" + addr.String() + "/ws" }
 
-// sdkNode is a server started by sdkStart.
-type sdkNode struct {
-	*server.Server
-	reg *prometheus.Registry
-}
-
-// sdkStart starts a whole server (on 127.0.0.1:0 unless cfg.Addr is set)
-// and returns it with stop, which cancels its Run context (a drain: bye,
-// then close 1001) and waits for Run to return, returning its error. The
-// test's cleanup calls stop too; later calls return the first call's
-// error.
-func sdkStart(t *testing.T, cfg server.Config) (*sdkNode, func() error) {
-	t.Helper()
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
-	}
-	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:0"
-	}
-	cfg.Registry = prometheus.NewRegistry()
-	s, err := server.New(cfg)
-	if err != nil {
-		if strings.Contains(err.Error(), "not built yet") {
-			t.Skipf("engine %q: %v", cfg.Engine, err)
-		}
-		t.Fatalf("server.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			return errors.New("Run did not return 10 s after cancel")
-		}
-	})
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return &sdkNode{Server: s, reg: cfg.Registry}, stop
-}
-
 // sdkEvent is an event of a client with the time it was received.
 type sdkEvent struct {
 	client.Event
@@ -554,7 +507,7 @@ func TestSDKServerRestart(t *testing.T) {
 	cfg.Addr = addr
 	cfg.Drain = 500 * time.Millisecond
 	cfg.Presence.Node = "n1"
-	_, stop1 := sdkStart(t, cfg)
+	_, stop1 := startServerStop(t, cfg)
 
 	alice, aliceEv := sdkDial(t, client.Config{URL: url, User: "alice", MinBackoff: 50 * time.Millisecond})
 	sdkJoin(t, alice, room, &client.State{Status: "online", Meta: json.RawMessage(`{"name":"Alice"}`)})
@@ -578,7 +531,7 @@ func TestSDKServerRestart(t *testing.T) {
 	}
 
 	cfg.Presence.Node = "n2"
-	n2, _ := sdkStart(t, cfg)
+	n2, _ := startServerStop(t, cfg)
 	eventually(t, sdkWait, func() error {
 		if node, _, _ := alice.Conn(); node != "n2" || alice.ConnState() != client.StateConnected {
 			return fmt.Errorf("alice: node %q, state %v; want connected to n2", node, alice.ConnState())
