@@ -287,18 +287,6 @@ func typesOf(evs []wire.Event) []string {
 	return ts
 }
 
-// find returns the first event of type typ, or fails.
-func find(t testing.TB, evs []wire.Event, typ string) wire.Event {
-	t.Helper()
-	for _, e := range evs {
-		if e.T == typ {
-			return e
-		}
-	}
-	t.Fatalf("no %s in %v", typ, typesOf(evs))
-	return wire.Event{}
-}
-
 func users(ms []wire.Member) []string {
 	var us []string
 	for _, m := range ms {

@@ -642,7 +642,7 @@ func TestTokenRefresh(t *testing.T) {
 		if evs[0].Exp != exp.Unix() {
 			t.Errorf("refresh exp = %d, want %d", evs[0].Exp, exp.Unix())
 		}
-		if d := exp.Sub(time.Now()); d != before {
+		if d := time.Until(exp); d != before {
 			t.Errorf("refresh sent %v before exp, want %v", d, before)
 		}
 	}
