@@ -609,9 +609,12 @@ func TestSchedulerConcurrentMarks(t *testing.T) {
 		if len(counts) != goroutines*perG {
 			t.Errorf("%d keys flushed, want %d", len(counts), goroutines*perG)
 		}
+		// Each key is marked twice in a row. A tick that runs between the
+		// two Marks (ticks run concurrently with the marking goroutines)
+		// rightly flushes the key twice; more would be a lost dedupe.
 		for k, n := range counts {
-			if n != 1 {
-				t.Errorf("key %d flushed %d times, want 1", k, n)
+			if n < 1 || n > 2 {
+				t.Errorf("key %d flushed %d times, want 1 (or 2 if a tick ran between its two Marks)", k, n)
 			}
 		}
 	})
