@@ -127,7 +127,7 @@ func (r *room) fanoutLocked(frame []byte, first, now int64) {
 	var sent int
 	var failed []*sub
 	if len(targets) <= lockedFanout {
-		sent, failed = deliverAll(targets, frame, now, nil)
+		sent, failed = deliverAll(targets, frame, now)
 	} else {
 		r.fanning = true
 		r.mu.Unlock()
@@ -162,7 +162,7 @@ const parallelFanout = 4096
 func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) {
 	workers := min(h.cfg.Workers, len(subs)/(parallelFanout/2))
 	if workers < 2 {
-		return deliverAll(subs, frame, now, nil)
+		return deliverAll(subs, frame, now)
 	}
 	type result struct {
 		sent   int
@@ -173,7 +173,7 @@ func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, f
 	var wg sync.WaitGroup
 	for i := range workers {
 		part := subs[min(i*chunk, len(subs)):min((i+1)*chunk, len(subs))]
-		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, now, nil) })
+		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, now) })
 	}
 	wg.Wait()
 	for _, res := range results {
@@ -184,8 +184,7 @@ func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, f
 }
 
 // deliverAll sends frame to subs, skipping those that left meanwhile.
-func deliverAll(subs []*sub, frame []byte, now int64, failed []*sub) (int, []*sub) {
-	sent := 0
+func deliverAll(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) {
 	for _, sb := range subs {
 		if sb.gone.Load() {
 			continue
