@@ -143,7 +143,7 @@ func TestFanoutParallel(t *testing.T) {
 		}
 	}
 	r.mu.Lock()
-	marked := r.needSync
+	marked := len(r.owed)
 	r.mu.Unlock()
 	if marked != full {
 		t.Errorf("%d subscribers marked for a sync, want %d", marked, full)

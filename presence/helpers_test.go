@@ -31,6 +31,7 @@ type fakeSink struct {
 	mu       sync.Mutex
 	frames   [][]byte // queued and not yet taken
 	full     bool     // Send refuses with errSinkFull (a full outbox)
+	maxFrame int      // if > 0, Send refuses larger frames with errSinkFull (an outbox with little room)
 	closed   bool     // Close was called: Send refuses
 	closes   []wire.CloseCode
 	deadline time.Time // the last SetDeadline
@@ -46,7 +47,7 @@ func (f *fakeSink) Send(frame []byte) error {
 	switch {
 	case f.closed:
 		return errSinkClosed
-	case f.full:
+	case f.full, f.maxFrame > 0 && len(frame) > f.maxFrame:
 		return errSinkFull
 	}
 	f.frames = append(f.frames, frame)

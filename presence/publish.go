@@ -12,45 +12,176 @@ import (
 // flush publishes the room's net change since the last tick as one diff,
 // sends pending syncs, ends graces and typing that are over, and drops the
 // room once it is empty. It reports whether the room needs another visit
-// next tick. Called by the scheduler's workers.
+// next tick. Called by the scheduler's workers; flushes of one room never
+// overlap.
+//
+// It works in three steps, so that no frame is handed to a sink, and no
+// work proportional to the room's subscribers beyond copying their
+// pointers is done, with r.mu held (commands for the room run on the event
+// loops and take r.mu):
+//  1. plan, locked: encode the diff once (and the sync, when someone is owed
+//     one), copy the targets into r.out;
+//  2. deliver, unlocked: hand the frames to the sinks (in parallel for very
+//     large rooms), recording who did not take them;
+//  3. settle, locked: failed diffs become owed syncs, delivered syncs settle
+//     their debts, and subscriptions owed a sync for SlowTimeout are closed
+//     with 4002 (after the lock is released).
+//
+// While step 2 runs, r.fanning defers immediate syncs to the next flush, so
+// a client never gets a sync at this version before this tick's diff;
+// subscribers that leave are skipped through sub.gone; new ones get their
+// own sync or resume at this version.
 func (r *room) flush(t time.Time) (again bool) {
 	now := r.hub.at(t)
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.dead {
+		r.mu.Unlock()
 		return false
 	}
 	r.marked = false
 	r.expireLocked(now)
-	frame, first, busy := r.publishLocked(now)
-	if frame != nil {
-		r.fanoutLocked(frame, first, now)
-	}
-	if r.needSync > 0 {
-		r.sendSyncsLocked(now)
-		busy = true
+	first, busy := r.planLocked(now)
+	out := &r.out
+	var slow []*Session
+	if out.frame != nil || len(out.owed) > 0 {
+		r.fanning = true
+		r.mu.Unlock()
+		out.deliver(r.hub)
+		r.mu.Lock()
+		r.fanning = false
+		slow = r.settleLocked(first, now)
 	}
 	if r.emptyLocked() {
 		r.hub.dropRoomLocked(r)
+		r.mu.Unlock()
 		return false
 	}
 	if !busy {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
-		r.buf, r.syncFrame, r.targets = nil, nil, nil
+		r.buf, r.syncFrame, r.out = nil, nil, fanout{}
 	}
 	// One more visit after a busy tick, to notice the room went idle.
-	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || r.needSync > 0
+	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0
 	r.marked = again
+	r.mu.Unlock()
+	for _, s := range slow {
+		if s.closeWith(wire.CloseSlowConsumer, CloseSlow, "slow consumer") {
+			r.hub.cfg.Metrics.SlowCloses.Add(1)
+		}
+	}
 	return again
+}
+
+// fanout is one tick's deliveries of a room: planned under the room lock,
+// carried out without it. Owned by the room's flusher.
+type fanout struct {
+	frame  []byte    // for every sub in sync: the diff, or the sync when the whole room resyncs; nil if none
+	isSync bool      // frame is the sync (its failures are not dropped diffs)
+	all    []*sub    // a copy of r.subs, when frame is set
+	sync   []byte    // the sync frame, when owed is not empty
+	owed   []owedSub // a copy of r.owed
+	ok     []bool    // ok[i]: owed[i] took the sync
+	failed []*sub    // subs of all that did not take frame
+	sent   int       // frames handed to sinks
+}
+
+// planLocked publishes the tick's changes and plans their fan-out in r.out.
+// It returns the time of the tick's first change and whether the room was
+// busy (see publishLocked; a room owing syncs is busy too).
+func (r *room) planLocked(now int64) (first int64, busy bool) {
+	out := &r.out
+	diff, first, busy, resyncAll := r.publishLocked(now)
+	out.frame, out.isSync = diff, false
+	if resyncAll {
+		out.frame, out.isSync = r.syncFrameLocked(), true
+	}
+	if out.frame != nil {
+		out.all = append(out.all[:0], r.subs...)
+	}
+	if len(r.owed) > 0 {
+		out.sync = r.syncFrameLocked()
+		out.owed = append(out.owed[:0], r.owed...)
+		busy = true
+	}
+	return first, busy
+}
+
+// deliver hands the planned frames to the sinks. It runs without the room
+// lock: it only reads the plan and the subs' gone flags.
+func (out *fanout) deliver(h *Hub) {
+	out.sent = 0
+	if out.frame != nil {
+		out.sent, out.failed = h.deliverParallel(out.all, out.frame, out.failed[:0])
+	}
+	out.ok = out.ok[:0]
+	for _, o := range out.owed {
+		ok := !o.sb.gone.Load() && o.sb.s.deliver(out.sync)
+		if ok {
+			out.sent++
+		}
+		out.ok = append(out.ok, ok)
+	}
+}
+
+// settleLocked applies what deliver did: subs that missed the frame are
+// owed a sync, owed subs that took their sync are in sync again (unless
+// they asked for another one meanwhile). It returns the sessions with a
+// subscription owed a sync for SlowTimeout: the caller closes them with
+// 4002 once the lock is released. Its work is proportional to the
+// failures and the debts, not to the subscribers.
+func (r *room) settleLocked(first, now int64) (slow []*Session) {
+	out := &r.out
+	for _, sb := range out.failed {
+		if !sb.gone.Load() {
+			r.oweLocked(sb, now)
+		}
+	}
+	for i, o := range out.owed {
+		sb := o.sb
+		if sb.gone.Load() || !sb.owed {
+			continue
+		}
+		e := &r.owed[sb.idx]
+		switch {
+		case out.ok[i] && e.asks == o.asks:
+			r.syncedLocked(sb)
+		case out.ok[i]:
+			e.since = now // asked for another sync while this one was sent: a new debt
+		case now-e.since >= int64(r.hub.cfg.SlowTimeout):
+			slow = append(slow, sb.s)
+		}
+	}
+	m := &r.hub.cfg.Metrics
+	if out.frame != nil {
+		r.hub.countSent(len(out.all)-len(out.failed), len(out.frame))
+		if !out.isSync && len(out.failed) > 0 {
+			m.DroppedDiffs.Add(float64(len(out.failed)))
+		}
+		if first != 0 {
+			m.FanoutLatency.Observe(float64(r.hub.now()-first) / 1e9)
+		}
+	}
+	if synced := out.sent - (len(out.all) - len(out.failed)); synced > 0 {
+		r.hub.countSent(synced, len(out.sync))
+	}
+	// No references to sessions that may go.
+	clear(out.all)
+	clear(out.owed)
+	clear(out.failed)
+	out.all, out.owed, out.failed, out.ok = out.all[:0], out.owed[:0], out.failed[:0], out.ok[:0]
+	out.frame, out.sync = nil, nil
+	return slow
 }
 
 // publishLocked encodes the pending changes as one diff, once, and returns
 // its frame (nil if nothing changed) and the time of the tick's first
 // change. busy reports whether the tick had any change, even one that
-// netted to nothing.
-func (r *room) publishLocked(now int64) (frame []byte, first int64, busy bool) {
+// netted to nothing. resyncAll reports that every subscriber must get a
+// sync instead of this diff: the room crossed list_limit (which changes
+// what diffs carry), or the diff is larger than a sync.
+func (r *room) publishLocked(now int64) (frame []byte, first int64, busy, resyncAll bool) {
 	m := &r.hub.cfg.Metrics
 	var changes []change // kept by the history
 	if n := r.pending.Len(); n > 0 {
@@ -68,7 +199,7 @@ func (r *room) publishLocked(now int64) (frame []byte, first int64, busy bool) {
 	first = r.firstChange
 	r.firstChange = 0
 	if len(changes) == 0 && !typingChanged {
-		return nil, 0, first != 0
+		return nil, 0, first != 0, false
 	}
 	r.seq++
 	count := len(r.members)
@@ -86,83 +217,26 @@ func (r *room) publishLocked(now int64) (frame []byte, first int64, busy bool) {
 	r.buf = p
 	m.Diffs.Add(1)
 	crossed := partial != r.partial
-	if crossed {
-		// Crossing list_limit changes what diffs carry: everyone resyncs.
-		r.partial = partial
-		for _, sb := range r.subs {
-			r.needResyncLocked(sb)
-		}
-	}
+	r.partial = partial
 	r.record(changes, partial || crossed, now)
-	if len(p) > r.hub.cfg.SyncBudget {
-		// A diff this large would not fit most outboxes: a sync is smaller.
-		for _, sb := range r.subs {
-			r.needResyncLocked(sb)
-		}
+	if crossed || len(p) > r.hub.cfg.SyncBudget {
+		return nil, first, true, true
 	}
-	return r.hub.frame(p), first, true
+	return r.hub.frame(p), first, true, false
 }
 
-// lockedFanout is the most subscribers a diff is handed to with the room
-// lock held. Each Send may be a write system call (several microseconds on
-// loopback), so a larger room is served without the lock: commands for it,
-// which run on the event loops, never wait for a whole fan-out.
-const lockedFanout = 64
-
-// fanoutLocked hands frame to every subscriber that is in sync and marks
-// those whose outbox was full for a sync. Beyond lockedFanout subscribers
-// it releases the room lock while sending: the targets are fixed first;
-// meanwhile r.fanning defers immediate syncs (so a client never gets a
-// sync at this version before this diff), subscribers that leave are
-// skipped through sub.gone, and new ones have their own sync or resume at
-// this version already. Only the flusher of this room runs it, so r.targets
-// is its own.
-func (r *room) fanoutLocked(frame []byte, first, now int64) {
-	targets := r.targets[:0]
-	for _, sb := range r.subs {
-		if !sb.needSync {
-			targets = append(targets, sb)
-		}
-	}
-	var sent int
-	var failed []*sub
-	if len(targets) <= lockedFanout {
-		sent, failed = deliverAll(targets, frame, now)
-	} else {
-		r.fanning = true
-		r.mu.Unlock()
-		sent, failed = r.hub.deliverParallel(targets, frame, now)
-		r.mu.Lock()
-		r.fanning = false
-	}
-	clear(targets) // no references to sessions that may go
-	r.targets = targets[:0]
-	for _, sb := range failed {
-		if !sb.gone.Load() {
-			r.needResyncLocked(sb)
-		}
-	}
-	m := &r.hub.cfg.Metrics
-	r.hub.countSent(sent, len(frame))
-	if len(failed) > 0 {
-		m.DroppedDiffs.Add(float64(len(failed)))
-	}
-	if first != 0 {
-		m.FanoutLatency.Observe(float64(r.hub.now()-first) / 1e9)
-	}
-}
-
-// parallelFanout is the subscriber count from which a diff is handed to
+// parallelFanout is the subscriber count from which a frame is handed to
 // the sinks by several goroutines: each Send may be a write system call,
 // so one goroutine would take tens of milliseconds for a very large room.
 const parallelFanout = 4096
 
 // deliverParallel sends frame to subs, split across up to Config.Workers
 // goroutines (joined before it returns) from parallelFanout subscribers.
-func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) {
+// It appends those that did not take it to failed.
+func (h *Hub) deliverParallel(subs []*sub, frame []byte, failed []*sub) (sent int, _ []*sub) {
 	workers := min(h.cfg.Workers, len(subs)/(parallelFanout/2))
 	if workers < 2 {
-		return deliverAll(subs, frame, now)
+		return deliverAll(subs, frame, failed)
 	}
 	type result struct {
 		sent   int
@@ -173,7 +247,7 @@ func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, f
 	var wg sync.WaitGroup
 	for i := range workers {
 		part := subs[min(i*chunk, len(subs)):min((i+1)*chunk, len(subs))]
-		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, now) })
+		wg.Go(func() { results[i].sent, results[i].failed = deliverAll(part, frame, nil) })
 	}
 	wg.Wait()
 	for _, res := range results {
@@ -183,13 +257,14 @@ func (h *Hub) deliverParallel(subs []*sub, frame []byte, now int64) (sent int, f
 	return sent, failed
 }
 
-// deliverAll sends frame to subs, skipping those that left meanwhile.
-func deliverAll(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) {
+// deliverAll sends frame to subs, skipping those that left meanwhile, and
+// appends those that did not take it to failed.
+func deliverAll(subs []*sub, frame []byte, failed []*sub) (sent int, _ []*sub) {
 	for _, sb := range subs {
 		if sb.gone.Load() {
 			continue
 		}
-		if sb.s.deliver(frame, now) {
+		if sb.s.deliver(frame) {
 			sent++
 		} else {
 			failed = append(failed, sb)
@@ -198,23 +273,26 @@ func deliverAll(subs []*sub, frame []byte, now int64) (sent int, failed []*sub) 
 	return sent, failed
 }
 
-func (r *room) needResyncLocked(sb *sub) {
-	if !sb.needSync {
-		sb.needSync = true
-		r.needSync++
-		sb.s.owed.Add(1)
-		r.markLocked()
+// oweLocked records that sb must get a full sync before any diff: it
+// moves from r.subs to r.owed (O(1)), and the room is flushed until the
+// debt is settled. For a sub already owed it counts one more request.
+func (r *room) oweLocked(sb *sub, now int64) {
+	if sb.owed {
+		r.owed[sb.idx].asks++
+		return
 	}
+	r.unsub(sb)
+	sb.owed = true
+	sb.idx = int32(len(r.owed))
+	r.owed = append(r.owed, owedSub{sb: sb, since: now})
+	r.markLocked()
 }
 
-// syncedLocked clears sb's need for a sync (it got one, or left). A
-// session owed nothing any more is not a slow consumer.
+// syncedLocked settles sb's debt: it got its sync, and gets diffs again.
 func (r *room) syncedLocked(sb *sub) {
-	sb.needSync = false
-	r.needSync--
-	if sb.s.owed.Add(-1) == 0 {
-		sb.s.slowSince.Store(0)
-	}
+	r.unowe(sb)
+	sb.idx = int32(len(r.subs))
+	r.subs = append(r.subs, sb)
 }
 
 // record keeps the published changes for resume.
@@ -291,37 +369,21 @@ func appendChanges(p []byte, changes []change) []byte {
 // syncLocked sends sb a full sync now if the room has no unpublished
 // change, else at the next flush, right after the diff that publishes them:
 // a sync always shows the state at its cursor, so the diffs that follow it
-// apply cleanly.
+// apply cleanly. Called on the event loop, where Send only queues.
 func (r *room) syncLocked(sb *sub, now int64) {
 	if r.pending.Len() > 0 || r.fanning {
-		r.needResyncLocked(sb)
+		r.oweLocked(sb, now)
 		return
 	}
 	frame := r.syncFrameLocked()
-	if !sb.s.deliver(frame, now) {
-		r.needResyncLocked(sb)
+	if !sb.s.deliver(frame) {
+		r.oweLocked(sb, now)
 		return
 	}
-	if sb.needSync {
+	if sb.owed {
 		r.syncedLocked(sb)
 	}
 	r.hub.countSent(1, len(frame))
-}
-
-// sendSyncsLocked sends one sync, encoded once, to every sub that needs it.
-func (r *room) sendSyncsLocked(now int64) {
-	frame := r.syncFrameLocked()
-	sent := 0
-	for _, sb := range r.subs {
-		if !sb.needSync {
-			continue
-		}
-		if sb.s.deliver(frame, now) {
-			r.syncedLocked(sb)
-			sent++
-		}
-	}
-	r.hub.countSent(sent, len(frame))
 }
 
 // syncFrameLocked returns the sync frame of the published state, encoding
@@ -418,8 +480,8 @@ func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
 		return false
 	}
 	frame := r.hub.frame(p)
-	if !sb.s.deliver(frame, now) {
-		r.needResyncLocked(sb)
+	if !sb.s.deliver(frame) {
+		r.oweLocked(sb, now)
 		return true
 	}
 	r.hub.countSent(1, len(frame))

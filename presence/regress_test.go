@@ -390,8 +390,8 @@ func TestRegressNoDoubleSync(t *testing.T) {
 				r := e.h.lookupRoom("r")
 				r.mu.Lock()
 				defer r.mu.Unlock()
-				if r.needSync != 0 || alice.s.findSub("r").needSync {
-					t.Errorf("room needSync = %d, alice's sub %v; want 0, false", r.needSync, alice.s.findSub("r").needSync)
+				if len(r.owed) != 0 || alice.s.findSub("r").owed {
+					t.Errorf("room owes %d syncs, alice's sub owed %v; want 0, false", len(r.owed), alice.s.findSub("r").owed)
 				}
 			})
 		})

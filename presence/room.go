@@ -2,7 +2,6 @@ package presence
 
 import (
 	"bytes"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -34,22 +33,45 @@ func (a snap) equal(b snap) bool {
 }
 
 // member is a user in a room: present while at least one of its
-// connections joined (or during the leave grace of the last one).
+// connections joined (or during the leave grace of the last one). Its
+// fields are guarded by the room's mu. (Two int32 indexes share the
+// padding after conns, keeping a member in the 80-byte size class.)
 type member struct {
-	user        string
-	st          memberState
-	conns       int32 // connections of this node that joined the room
-	graceUntil  int64 // hub clock; non-zero while a lost connection's grace runs
-	typingUntil int64 // hub clock; non-zero while typing
+	user       string
+	st         memberState
+	conns      int32 // connections of this node that joined the room
+	gracedAt   int32 // position in r.graced; -1 when not there
+	graceUntil int64 // hub clock; non-zero while a lost connection's grace runs
+	typingAt   int32 // position of its entry in r.typing; -1 when not typing
 }
 
-// sub is one connection's membership of a room.
+func (m *member) typingOn() bool { return m.typingAt >= 0 }
+
+// typist is an entry of r.typing: a typing member and when its typing
+// ends. m is nil for an entry whose member stopped; such holes are
+// compacted away by the next flush, so stopping is O(1) and the list keeps
+// the order in which members started typing.
+type typist struct {
+	m     *member
+	until int64 // hub clock
+}
+
+// sub is one connection's membership of a room. A sub is in exactly one of
+// r.subs (in sync: it gets diffs) and r.owed (owed a full sync).
 type sub struct {
-	s        *Session    // static
-	r        *room       // static
-	idx      int32       // position in r.subs; guarded by r.mu
-	gone     atomic.Bool // set (with r.mu held) when it left: an unlocked fan-out skips it
-	needSync bool        // guarded by r.mu: send a full sync instead of diffs
+	s    *Session    // static
+	r    *room       // static
+	idx  int32       // position in r.subs, or in r.owed when owed; guarded by r.mu
+	gone atomic.Bool // set (with r.mu held) when it left: an unlocked fan-out skips it
+	owed bool        // guarded by r.mu: in r.owed
+}
+
+// owedSub is an entry of r.owed: a subscription that must get a full sync
+// before any diff, since when, and how often it was asked for one.
+type owedSub struct {
+	sb    *sub
+	since int64  // hub clock time it became owed: 4002 once SlowTimeout passes without a sync delivered
+	asks  uint32 // bumped by each request for a sync; a sync sent during an unlocked fan-out settles only the asks it saw
 }
 
 // change is one member's net change in one version: whether it was
@@ -72,9 +94,8 @@ type version struct {
 }
 
 // room is the state of one room on this node. All fields after mu are
-// guarded by it, except targets (owned by the room's flusher). Small
-// fan-outs write to sinks with it held (Send never blocks); large ones
-// release it (fanoutLocked).
+// guarded by it, except the fan-out scratch (owned by the room's flusher).
+// No frame is handed to a sink by the flusher with mu held: see flush.
 type room struct {
 	name  string     // static
 	hub   *Hub       // static
@@ -86,22 +107,24 @@ type room struct {
 	marked      bool // scheduled for the next tick
 	seq         uint64
 	members     map[string]*member
-	subs        []*sub
+	subs        []*sub    // in sync: they get the diffs
+	owed        []owedSub // owed a full sync; retried every tick
 	pending     coalesce.Changes[string, snap]
-	typing      []*member // typing users in the order they started
+	typing      []typist  // typing users in the order they started, with holes (m == nil)
+	typingHoles int       // entries of typing with m == nil
 	typingSent  []string  // the typing list last published
-	graced      []*member // members in their leave grace
-	needSync    int       // subs with needSync
+	graced      []*member // members in their leave grace, in no order
 	partial     bool      // the last published diff was partial
 	count       int       // members at the published cursor (r.members may hold unpublished changes)
 	history     []version // oldest first; at most Config.History
 	firstChange int64     // hub clock time of the first pending change, 0 if none
 	buf         []byte    // payload scratch; released when the room is idle
 	fanning     bool      // a fan-out runs without the lock: immediate syncs wait for the next flush
-	targets     []*sub    // the fan-out's targets; owned by the room's flusher
 	syncFrame   []byte    // the sync frame of version syncSeq (immutable once sent); released when idle
 	syncSeq     uint64
 	typingBuf   []string // scratch for the typing list
+
+	out fanout // the flusher's scratch; owned by the room's flusher (flushes of a room never overlap)
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
@@ -133,7 +156,7 @@ func (r *room) joinLocked(s *Session, st *wire.State) *sub {
 	r.subs = append(r.subs, sb)
 	m := r.members[s.user]
 	if m == nil {
-		m = &member{user: s.user, st: memberState{status: wire.DefaultStatus}}
+		m = &member{user: s.user, st: memberState{status: wire.DefaultStatus}, gracedAt: -1, typingAt: -1}
 		applyState(&m.st, st)
 		r.members[s.user] = m
 		r.hub.nMembers.Add(1)
@@ -184,13 +207,10 @@ func applyState(dst *memberState, st *wire.State) {
 // running.
 func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	sb.gone.Store(true)
-	last := len(r.subs) - 1
-	r.subs[sb.idx] = r.subs[last]
-	r.subs[sb.idx].idx = sb.idx
-	r.subs[last] = nil
-	r.subs = r.subs[:last]
-	if sb.needSync {
-		r.syncedLocked(sb)
+	if sb.owed {
+		r.unowe(sb)
+	} else {
+		r.unsub(sb)
 	}
 	m := r.members[sb.s.user]
 	if m == nil {
@@ -205,6 +225,7 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 		return
 	}
 	if m.graceUntil > now {
+		m.gracedAt = int32(len(r.graced))
 		r.graced = append(r.graced, m)
 		r.markLocked()
 		return
@@ -213,42 +234,68 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	r.removeMemberLocked(m)
 }
 
+// endGraceLocked ends m's grace: a connection of its user is back. O(1).
 func (r *room) endGraceLocked(m *member) {
 	m.graceUntil = 0
-	if i := slices.Index(r.graced, m); i >= 0 {
-		r.graced = slices.Delete(r.graced, i, i+1)
+	if i := m.gracedAt; i >= 0 {
+		last := len(r.graced) - 1
+		r.graced[i] = r.graced[last]
+		r.graced[i].gracedAt = i
+		r.graced[last] = nil
+		r.graced = r.graced[:last]
+		m.gracedAt = -1
 	}
+}
+
+// unsub removes sb from r.subs. O(1): the last sub takes its place.
+func (r *room) unsub(sb *sub) {
+	last := len(r.subs) - 1
+	r.subs[sb.idx] = r.subs[last]
+	r.subs[sb.idx].idx = sb.idx
+	r.subs[last] = nil
+	r.subs = r.subs[:last]
+}
+
+// unowe removes sb from r.owed. O(1).
+func (r *room) unowe(sb *sub) {
+	last := len(r.owed) - 1
+	r.owed[sb.idx] = r.owed[last]
+	r.owed[sb.idx].sb.idx = sb.idx
+	r.owed[last] = owedSub{}
+	r.owed = r.owed[:last]
+	sb.owed = false
 }
 
 func (r *room) removeMemberLocked(m *member) {
 	delete(r.members, m.user)
 	r.hub.nMembers.Add(-1)
-	if m.typingUntil != 0 {
+	if m.typingOn() {
 		r.stopTypingLocked(m)
 	}
 	r.changeLocked(m.user, snap{present: true, st: m.st}, snap{})
 }
 
-// typingLocked marks m typing until now + TypingTTL, or not typing.
+// typingLocked marks m typing until now + TypingTTL, or not typing. O(1).
 func (r *room) typingLocked(m *member, on bool, now int64) {
-	if on {
-		if m.typingUntil == 0 {
-			r.typing = append(r.typing, m)
-			r.typingChangedLocked()
-		}
-		m.typingUntil = now + int64(r.hub.cfg.TypingTTL)
-		return
-	}
-	if m.typingUntil != 0 {
+	until := now + int64(r.hub.cfg.TypingTTL)
+	switch {
+	case on && m.typingOn():
+		r.typing[m.typingAt].until = until
+	case on:
+		m.typingAt = int32(len(r.typing))
+		r.typing = append(r.typing, typist{m: m, until: until})
+		r.typingChangedLocked()
+	case m.typingOn():
 		r.stopTypingLocked(m)
 	}
 }
 
+// stopTypingLocked leaves a hole at m's entry (compactTypingLocked closes
+// it), so the others keep their order at O(1) cost.
 func (r *room) stopTypingLocked(m *member) {
-	m.typingUntil = 0
-	if i := slices.Index(r.typing, m); i >= 0 {
-		r.typing = slices.Delete(r.typing, i, i+1)
-	}
+	r.typing[m.typingAt].m = nil
+	m.typingAt = -1
+	r.typingHoles++
 	r.typingChangedLocked()
 }
 
@@ -264,11 +311,13 @@ func (r *room) typingChangedLocked() {
 // typingListLocked is the typing list to publish, in r.typingBuf.
 func (r *room) typingListLocked() []string {
 	r.typingBuf = r.typingBuf[:0]
-	for _, m := range r.typing {
+	for _, e := range r.typing {
 		if len(r.typingBuf) == maxTyping {
 			break
 		}
-		r.typingBuf = append(r.typingBuf, m.user)
+		if e.m != nil {
+			r.typingBuf = append(r.typingBuf, e.m.user)
+		}
 	}
 	return r.typingBuf
 }
@@ -281,18 +330,35 @@ func (r *room) expireLocked(now int64) {
 			i++
 			continue
 		}
-		m.graceUntil = 0
-		r.graced[i] = r.graced[len(r.graced)-1]
-		r.graced[len(r.graced)-1] = nil
-		r.graced = r.graced[:len(r.graced)-1]
+		r.endGraceLocked(m)
 		r.removeMemberLocked(m)
 	}
-	for i := 0; i < len(r.typing); {
-		if m := r.typing[i]; m.typingUntil <= now {
-			r.stopTypingLocked(m)
-			continue
+	for _, e := range r.typing {
+		if e.m != nil && e.until <= now {
+			r.stopTypingLocked(e.m)
 		}
-		i++
+	}
+	r.compactTypingLocked()
+}
+
+// compactTypingLocked closes the holes of r.typing, keeping its order. It
+// runs once per flush, whose expiry scan is already O(len(r.typing)).
+func (r *room) compactTypingLocked() {
+	if r.typingHoles == 0 {
+		return
+	}
+	kept := r.typing[:0]
+	for _, e := range r.typing {
+		if e.m != nil {
+			e.m.typingAt = int32(len(kept))
+			kept = append(kept, e)
+		}
+	}
+	clear(r.typing[len(kept):])
+	r.typing = kept
+	r.typingHoles = 0
+	if len(kept) == 0 && cap(kept) > 64 {
+		r.typing = nil
 	}
 }
 

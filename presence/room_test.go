@@ -1273,7 +1273,7 @@ func TestBackpressure(t *testing.T) {
 		r := c.s.findSub("r").r
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return c.s.findSub("r").needSync
+		return c.s.findSub("r").owed
 	}
 
 	t.Run("a full outbox gets a sync once it drains", func(t *testing.T) {

@@ -21,8 +21,8 @@ const (
 
 // Session is the protocol v1 state machine of one connection. The
 // transport calls its Handle methods, never two at once for one Session
-// (the poller's per-connection guarantee); the room flushers only use sink,
-// slowSince and slowClosed.
+// (the poller's per-connection guarantee); the room flushers only use sink
+// and the close path.
 type Session struct {
 	hub    *Hub   // static
 	sink   Sink   // static
@@ -43,41 +43,24 @@ type Session struct {
 	lim       limiter
 	heldRoom  string // the room of a typing the rate limit held back; "" if none
 
-	slowSince  atomic.Int64 // hub clock time of the first failed delivery in a row; 0 when draining fine
-	owed       atomic.Int32 // subs of this session waiting for a sync (guarded by their rooms' locks, read anywhere)
-	slowClosed atomic.Bool  // 4002 was sent
-
 	state     sessionState   // owned by the Handle methods
 	heldOn    bool           // owned by the Handle methods: the held typing's on
 	closeCode wire.CloseCode // owned by the Handle methods: the code this side closed with, 0 if none
 
+	slowClosedTmp atomic.Bool
+
 	prev, next *Session // guarded by the hub's session shard mu
 }
 
-// deliver hands a room frame to the sink and tracks slow consumers: a
-// connection whose deliveries keep failing for SlowTimeout is closed with
-// 4002. Called by a room's flush, with or without the room's lock; it only
-// uses the sink and the session's atomics.
-func (s *Session) deliver(frame []byte, now int64) bool {
+// deliver hands a room frame to the sink. Called by a room's flusher
+// without the room's lock, or on the event loop with it; it only uses the
+// sink. A frame not taken leaves its subscription owed a sync (the room
+// tracks how long: see room.settleLocked).
+func (s *Session) deliver(frame []byte) bool {
 	if s.sink.Send(frame) == nil {
-		if s.slowSince.Load() != 0 {
-			s.slowSince.Store(0)
-		}
 		return true
 	}
 	s.hub.cfg.Metrics.SendFailures.Add(1)
-	// The streak lasts while the session is owed a sync (its rooms retry
-	// every tick); syncedLocked ends it once nothing is owed, so an old
-	// failure in a room it left does not count.
-	since := s.slowSince.Load()
-	if since == 0 {
-		s.slowSince.CompareAndSwap(0, now)
-		return false
-	}
-	if now-since >= int64(s.hub.cfg.SlowTimeout) && s.slowClosed.CompareAndSwap(false, true) {
-		s.hub.cfg.Metrics.SlowCloses.Add(1)
-		s.sink.Close(wire.CloseSlowConsumer, "slow consumer")
-	}
 	return false
 }
 

@@ -1,0 +1,181 @@
+package presence
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// TestOwedSyncIsPerRoom: a session whose small diffs keep arriving in a
+// busy room A, while its room B owes it a sync that never fits its outbox,
+// is closed 4002 within SlowTimeout (+ one tick) of B's failed delivery:
+// deliveries in A do not excuse the debt in B. Once B's sync does fit, the
+// debt is settled and nothing is closed.
+func TestOwedSyncIsPerRoom(t *testing.T) {
+	const slow = time.Second
+	for _, drains := range []bool{false, true} {
+		t.Run(fmt.Sprintf("drains=%v", drains), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				slowCloses := &counter{}
+				e := startHub(t, Config{Insecure: true, SlowTimeout: slow, Metrics: Metrics{SlowCloses: slowCloses}})
+				alice := dial(t, e.h, "alice")
+				alice.join("A", 1, "")
+				alice.join("B", 2, "")
+				bob := dial(t, e.h, "bob")
+				bob.join("A", 1, "")
+				e.tick()
+				alice.events()
+
+				// Small frames fit alice's outbox, B's syncs do not.
+				alice.sink.mu.Lock()
+				alice.sink.maxFrame = 1500
+				alice.sink.mu.Unlock()
+				meta := `{"bio":"` + strings.Repeat("x", 400) + `"}`
+				for i := range 8 {
+					c := dial(t, e.h, fmt.Sprintf("crowd%d", i))
+					c.join("B", 1, fmt.Sprintf(`{"meta":%s}`, meta))
+				}
+				e.tick() // B's diff of 8 joins (~3.5 KB) fails: B owes alice a sync
+				if sb := alice.s.findSub("B"); !isOwed(sb) {
+					t.Fatal("alice is not owed a sync in B after its diff failed")
+				}
+				failedAt := time.Now()
+
+				status := 0
+				for time.Since(failedAt) < slow+2*e.h.cfg.Tick && len(alice.sink.closeCodes()) == 0 {
+					status++
+					bob.send(`{"t":"set","id":%d,"room":"A","state":{"status":"s%d"}}`, status+10, status)
+					if drains && time.Since(failedAt) > slow/2 {
+						alice.sink.mu.Lock()
+						alice.sink.maxFrame = 0
+						alice.sink.mu.Unlock()
+					}
+					e.tick()
+					if evs := alice.events(); !drains && !slices.ContainsFunc(evs, func(ev wire.Event) bool { return ev.T == wire.TDiff && ev.Room == "A" }) {
+						if len(alice.sink.closeCodes()) == 0 {
+							t.Fatalf("alice got no diff of A at %v: %+v", time.Since(failedAt), evs)
+						}
+					}
+				}
+				got := alice.sink.closeCodes()
+				if drains {
+					if len(got) != 0 || slowCloses.value() != 0 {
+						t.Fatalf("closes %v (SlowCloses %v) although B's sync was delivered", got, slowCloses.value())
+					}
+					if isOwed(alice.s.findSub("B")) {
+						t.Fatal("B still owes alice a sync after it fit")
+					}
+					return
+				}
+				took := time.Since(failedAt)
+				if !slices.Equal(got, []wire.CloseCode{wire.CloseSlowConsumer}) {
+					t.Fatalf("closes %v after %v of B owing a sync while A's diffs arrive, want [4002]", got, took)
+				}
+				if took < slow || took > slow+e.h.cfg.Tick {
+					t.Errorf("closed 4002 after %v of debt, want within [%v, %v]", took, slow, slow+e.h.cfg.Tick)
+				}
+				if slowCloses.value() != 1 {
+					t.Errorf("SlowCloses = %v, want 1", slowCloses.value())
+				}
+			})
+		})
+	}
+}
+
+// isOwed reports whether sb is owed a sync, under its room's lock.
+func isOwed(sb *sub) bool {
+	sb.r.mu.Lock()
+	defer sb.r.mu.Unlock()
+	return sb.owed
+}
+
+// lockProbeSink is a fakeSink that records, for each Send made while
+// probing, whether the lock of room was held at that moment.
+type lockProbeSink struct {
+	fakeSink
+	h       *Hub
+	room    string
+	probing *atomic.Bool
+	locked  *atomic.Int32 // Sends made with the room lock held
+	sends   *atomic.Int32 // Sends made while probing
+}
+
+func (p *lockProbeSink) Send(frame []byte) error {
+	if p.probing.Load() {
+		p.sends.Add(1)
+		if r := p.h.lookupRoom(p.room); r != nil {
+			if r.mu.TryLock() {
+				r.mu.Unlock()
+			} else {
+				p.locked.Add(1)
+			}
+		}
+	}
+	return p.fakeSink.Send(frame)
+}
+
+// TestFlushSendsWithoutRoomLock: the room flusher hands no frame to a sink
+// with the room's lock held, for diffs and for whole-room resyncs (crossing
+// list_limit, a diff larger than the sync budget) and for owed syncs
+// retried: commands for the room, which take the lock on an event loop,
+// never wait for a fan-out.
+func TestFlushSendsWithoutRoomLock(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		act  func(e *env, cs []*client)
+	}{
+		{name: "diff", act: func(e *env, cs []*client) {
+			cs[0].send(`{"t":"set","id":5,"room":"r","state":{"status":"away"}}`)
+		}},
+		{name: "crossing list_limit", cfg: Config{ListLimit: 4}, act: func(e *env, cs []*client) {
+			dial(e.t, e.h, "extra").join("r", 1, "")
+		}},
+		{name: "diff over the sync budget", cfg: Config{SyncBudget: 600}, act: func(e *env, cs []*client) {
+			cs[0].send(`{"t":"set","id":5,"room":"r","state":{"meta":{"bio":%q}}}`, strings.Repeat("x", 500))
+			cs[1].send(`{"t":"set","id":5,"room":"r","state":{"meta":{"bio":%q}}}`, strings.Repeat("y", 500))
+		}},
+		{name: "owed sync", act: func(e *env, cs []*client) {
+			cs[2].send(`{"t":"sync","id":5,"room":"r"}`)
+			cs[0].send(`{"t":"set","id":6,"room":"r","state":{"status":"away"}}`) // pending: the sync waits for the flush
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := tt.cfg
+				cfg.Insecure = true
+				e := startHub(t, cfg)
+				var probing atomic.Bool
+				var locked, sends atomic.Int32
+				var cs []*client
+				for i := range 4 {
+					name := fmt.Sprintf("u%d", i)
+					sink := &lockProbeSink{h: e.h, room: "r", probing: &probing, locked: &locked, sends: &sends}
+					c := &client{t: t, name: name, sink: &sink.fakeSink, s: e.h.Open(sink), views: map[string]*view{}}
+					c.send(`{"t":"hello","v":1,"user":%q}`, name)
+					c.expect("welcome")
+					c.join("r", 1, "")
+					cs = append(cs, c)
+				}
+				e.ticks(2)
+				tt.act(e, cs)
+				probing.Store(true)
+				e.ticks(2)
+				probing.Store(false)
+				if sends.Load() == 0 {
+					t.Fatal("the flusher sent nothing: the case tests nothing")
+				}
+				if n := locked.Load(); n != 0 {
+					t.Errorf("%d of %d frames were handed to a sink with the room lock held", n, sends.Load())
+				}
+			})
+		})
+	}
+}
