@@ -41,7 +41,7 @@ func (r *room) flush(t time.Time) (again bool) {
 	r.marked = false
 	r.expireLocked(now)
 	first, busy := r.planLocked(now)
-	out := &r.out
+	out := r.out
 	var slow []*Session
 	if out.frame != nil || len(out.owed) > 0 {
 		r.fanning = true
@@ -60,7 +60,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
-		r.buf, r.syncFrame, r.out = nil, nil, fanout{}
+		r.buf, r.syncFrame, r.out = nil, nil, nil
 	}
 	// One more visit after a busy tick, to notice the room went idle.
 	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0
@@ -91,7 +91,10 @@ type fanout struct {
 // It returns the time of the tick's first change and whether the room was
 // busy (see publishLocked; a room owing syncs is busy too).
 func (r *room) planLocked(now int64) (first int64, busy bool) {
-	out := &r.out
+	if r.out == nil {
+		r.out = new(fanout)
+	}
+	out := r.out
 	diff, first, busy, resyncAll := r.publishLocked(now)
 	out.frame, out.isSync = diff, false
 	if resyncAll {
@@ -132,7 +135,7 @@ func (out *fanout) deliver(h *Hub) {
 // 4002 once the lock is released. Its work is proportional to the
 // failures and the debts, not to the subscribers.
 func (r *room) settleLocked(first, now int64) (slow []*Session) {
-	out := &r.out
+	out := r.out
 	for _, sb := range out.failed {
 		if !sb.gone.Load() {
 			r.oweLocked(sb, now)

@@ -124,7 +124,7 @@ type room struct {
 	syncSeq     uint64
 	typingBuf   []string // scratch for the typing list
 
-	out fanout // the flusher's scratch; owned by the room's flusher (flushes of a room never overlap)
+	out *fanout // the flusher's scratch, nil while the room is idle; owned by the room's flusher (flushes of a room never overlap)
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
