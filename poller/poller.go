@@ -38,6 +38,21 @@ const (
 	EngineNetpoll = "netpoll"
 )
 
+// Defaults of Config: what a zero field means (Loops defaults to
+// runtime.GOMAXPROCS(0)). They are defined here only: internal/server and
+// the flags of cmd/presenced use them.
+const (
+	DefaultAddr             = "127.0.0.1:8080"
+	DefaultEngine           = EngineEpoll
+	DefaultPath             = "/ws"
+	DefaultMaxMessage       = 4096
+	DefaultMaxHeaderBytes   = 8192
+	DefaultOutbox           = 64 << 10
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultCloseTimeout     = 2 * time.Second
+	DefaultTick             = 100 * time.Millisecond
+)
+
 // Config configures a Server. The zero value is usable: each field documents
 // its default.
 type Config struct {
@@ -91,10 +106,10 @@ type Config struct {
 
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:8080"
+		cfg.Addr = DefaultAddr
 	}
 	if cfg.Engine == "" {
-		cfg.Engine = EngineEpoll
+		cfg.Engine = DefaultEngine
 	}
 	if cfg.Engine != EngineEpoll && cfg.Engine != EngineNetpoll {
 		return cfg, fmt.Errorf("poller: unknown engine %q (want %q or %q)", cfg.Engine, EngineEpoll, EngineNetpoll)
@@ -103,25 +118,25 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Loops = runtime.GOMAXPROCS(0)
 	}
 	if cfg.Path == "" {
-		cfg.Path = "/ws"
+		cfg.Path = DefaultPath
 	}
 	if cfg.MaxMessage <= 0 {
-		cfg.MaxMessage = 4096
+		cfg.MaxMessage = DefaultMaxMessage
 	}
 	if cfg.MaxHeaderBytes <= 0 {
-		cfg.MaxHeaderBytes = 8192
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if cfg.Outbox <= 0 {
-		cfg.Outbox = 64 << 10
+		cfg.Outbox = DefaultOutbox
 	}
 	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 5 * time.Second
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if cfg.CloseTimeout <= 0 {
-		cfg.CloseTimeout = 2 * time.Second
+		cfg.CloseTimeout = DefaultCloseTimeout
 	}
 	if cfg.Tick <= 0 {
-		cfg.Tick = 100 * time.Millisecond
+		cfg.Tick = DefaultTick
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"runtime"
 	"time"
 
@@ -85,6 +86,29 @@ type Metrics struct {
 	OutboxDepth     Observer       // bytes queued for a connection, sampled at each server ping
 }
 
+// Defaults of Config: what a zero field means (Node defaults to 8 random
+// hex digits, Workers to runtime.GOMAXPROCS(0)). They are the contract's
+// settings (docs/protocol.md) and are defined here only: the flags of
+// cmd/presenced use them.
+const (
+	DefaultHeartbeatInterval = 25 * time.Second
+	DefaultHeartbeatTimeout  = 10 * time.Second
+	DefaultHelloTimeout      = 10 * time.Second
+	DefaultTick              = 100 * time.Millisecond
+	DefaultLeaveGrace        = 5 * time.Second
+	DefaultTypingTTL         = 6 * time.Second
+	DefaultListLimit         = 1000
+	DefaultMaxRooms          = 64
+	DefaultSlowTimeout       = 10 * time.Second
+	DefaultAuthGrace         = 30 * time.Second
+	DefaultRefreshBefore     = 60 * time.Second
+	DefaultRate              = 20 // commands per second
+	DefaultBurst             = 40
+	DefaultFloodSeconds      = 3
+	DefaultHistory           = 256
+	DefaultHistoryAge        = 60 * time.Second
+)
+
 // Config configures a Hub. The zero value works: each field states its
 // default. Durations and limits are the contract's settings.
 type Config struct {
@@ -111,8 +135,11 @@ type Config struct {
 	ListLimit int
 	// MaxRooms a connection may join. Default 64.
 	MaxRooms int
-	// MaxMessage is announced in welcome (the transport enforces it).
-	// Default 4096.
+	// MaxMessage is the transport's limit on a client message, in bytes,
+	// announced in welcome; presence does not enforce it, the transport
+	// does, so it has no default of its own: give the transport's value
+	// (internal/server passes the one it gives the poller). Default 0:
+	// welcome says max 0, "not stated".
 	MaxMessage int
 	// SlowTimeout closes a connection whose outbox stays full this long with
 	// 4002. Default 10 s.
@@ -136,8 +163,10 @@ type Config struct {
 	// Default 60 s.
 	HistoryAge time.Duration
 	// SyncBudget bounds the payload of one sync: members beyond it are left
-	// out and the sync is partial, so a sync always fits an outbox. Default
-	// 32 KiB (half the transport's default outbox).
+	// out and the sync is partial, so that a sync fits the Sink's outbox.
+	// It depends on that outbox, which presence does not know, so it has no
+	// default of its own: internal/server sets it to half its Outbox.
+	// Default 0: no bound in bytes (ListLimit still applies).
 	SyncBudget int
 	// Insecure lets hello name its user without a token (development).
 	Insecure bool
@@ -174,26 +203,28 @@ func (cfg Config) withDefaults() (Config, error) {
 	if !wire.ValidID(cfg.Node) {
 		return cfg, errors.New("presence: Node must be 1-128 bytes of [A-Za-z0-9._:@/-]")
 	}
-	dur(&cfg.HeartbeatInterval, 25*time.Second)
-	dur(&cfg.HeartbeatTimeout, 10*time.Second)
-	dur(&cfg.HelloTimeout, 10*time.Second)
-	dur(&cfg.Tick, 100*time.Millisecond)
-	dur(&cfg.LeaveGrace, 5*time.Second)
-	dur(&cfg.TypingTTL, 6*time.Second)
-	dur(&cfg.SlowTimeout, 10*time.Second)
-	dur(&cfg.AuthGrace, 30*time.Second)
-	dur(&cfg.RefreshBefore, 60*time.Second)
-	dur(&cfg.HistoryAge, 60*time.Second)
-	num(&cfg.ListLimit, 1000)
-	num(&cfg.MaxRooms, 64)
-	num(&cfg.MaxMessage, 4096)
-	num(&cfg.Burst, 40)
-	num(&cfg.FloodSeconds, 3)
-	num(&cfg.History, 256)
-	num(&cfg.SyncBudget, 32<<10)
+	dur(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	dur(&cfg.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	dur(&cfg.HelloTimeout, DefaultHelloTimeout)
+	dur(&cfg.Tick, DefaultTick)
+	dur(&cfg.LeaveGrace, DefaultLeaveGrace)
+	dur(&cfg.TypingTTL, DefaultTypingTTL)
+	dur(&cfg.SlowTimeout, DefaultSlowTimeout)
+	dur(&cfg.AuthGrace, DefaultAuthGrace)
+	dur(&cfg.RefreshBefore, DefaultRefreshBefore)
+	dur(&cfg.HistoryAge, DefaultHistoryAge)
+	num(&cfg.ListLimit, DefaultListLimit)
+	num(&cfg.MaxRooms, DefaultMaxRooms)
+	num(&cfg.Burst, DefaultBurst)
+	num(&cfg.FloodSeconds, DefaultFloodSeconds)
+	num(&cfg.History, DefaultHistory)
+	num(&cfg.SyncBudget, math.MaxInt) // no bound
 	num(&cfg.Workers, runtime.GOMAXPROCS(0))
 	if cfg.Rate <= 0 {
-		cfg.Rate = 20
+		cfg.Rate = DefaultRate
+	}
+	if cfg.MaxMessage < 0 {
+		return cfg, errors.New("presence: negative MaxMessage")
 	}
 	if cfg.Frame == nil {
 		cfg.Frame = func(dst, payload []byte) []byte { return append(dst, payload...) }

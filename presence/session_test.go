@@ -72,8 +72,8 @@ func TestHello(t *testing.T) {
 			msg:       `{"t":"hello","v":1,"token":"bob"}`,
 			wantTypes: []string{"welcome"},
 			check: func(t *testing.T, w wire.Event) {
-				if w.User != "bob" || w.HB != 25000 || w.Max != 4096 || w.Conn != "n1-1" {
-					t.Errorf("welcome = %+v, want user bob, hb 25000, max 4096, conn n1-1", w)
+				if w.User != "bob" || w.HB != 25000 || w.Max != 0 || w.Conn != "n1-1" { // no MaxMessage: max not stated
+					t.Errorf("welcome = %+v, want user bob, hb 25000, max 0, conn n1-1", w)
 				}
 			},
 		},

@@ -19,6 +19,7 @@ import (
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
+	"github.com/presenced/presenced/presence"
 )
 
 // envPrefix starts the environment variable of every flag.
@@ -64,42 +65,45 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// newFlagSet defines every flag of presenced, bound to o, with its default.
+// newFlagSet defines every flag of presenced, bound to o, with its default:
+// the one of the package that owns the setting (poller, presence, auth or
+// server), never a literal of its own, so that the binary and a server.New
+// with a zero Config agree.
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, the usage printed on request
 	cfg := &o.server
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "public WebSocket `address`; clients connect to ws://ADDR/ws")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:9090", "admin HTTP `address`: /healthz, /readyz, /metrics, /debug/pprof/ (keep it private)")
-	fs.StringVar(&cfg.Engine, "engine", poller.EngineEpoll, "I/O `engine`: epoll or netpoll")
+	fs.StringVar(&cfg.Addr, "addr", poller.DefaultAddr, "public WebSocket `address`; clients connect to ws://ADDR/ws")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP `address`: /healthz, /readyz, /metrics, /debug/pprof/ (keep it private)")
+	fs.StringVar(&cfg.Engine, "engine", poller.DefaultEngine, "I/O `engine`: epoll or netpoll")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` allowed to upgrade (https://app.example.com); empty allows all")
-	fs.IntVar(&cfg.MaxMessage, "max-message", 4096, fmt.Sprintf("largest client message in `bytes`, after reassembly; larger closes with 1009 (at least %d)", minMaxMessage))
+	fs.IntVar(&cfg.MaxMessage, "max-message", poller.DefaultMaxMessage, fmt.Sprintf("largest client message in `bytes`, after reassembly; larger closes with 1009 (at least %d)", minMaxMessage))
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "most connections held at once; beyond, upgrades get 503 (0 = no cap)")
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "most connections from one IP (0 = no cap)")
-	fs.IntVar(&cfg.Outbox, "outbox", 64<<10, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (at least %d)", minOutbox))
-	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed to complete the HTTP upgrade")
+	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (at least %d)", minOutbox))
+	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "time allowed to complete the HTTP upgrade")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 
 	pc := &cfg.Presence
 	fs.StringVar(&pc.Node, "node", "", "node `id` sent in welcome, 1-128 bytes of [A-Za-z0-9._:@/-] (default: random)")
-	durationFlag(fs, &pc.HeartbeatInterval, "hb-interval", 25*time.Second, "interval of server pings (hb)")
-	durationFlag(fs, &pc.HeartbeatTimeout, "hb-timeout", 10*time.Second, "a client silent for hb + this is closed with 4001")
-	durationFlag(fs, &pc.HelloTimeout, "hello-timeout", 10*time.Second, "time allowed to send hello; then close 4004")
-	durationFlag(fs, &pc.Tick, "tick", 100*time.Millisecond, "coalescing window: at most one diff per room per tick")
-	durationFlag(fs, &pc.LeaveGrace, "leave-grace", 5*time.Second, "how long a member whose connection was lost stays")
-	durationFlag(fs, &pc.TypingTTL, "typing-ttl", 6*time.Second, "typing ends this long after the last typing on")
-	fs.IntVar(&pc.ListLimit, "list-limit", 1000, "rooms with more `members` are sent partially")
-	fs.IntVar(&pc.MaxRooms, "max-rooms", 64, "most `rooms` one connection joins")
-	durationFlag(fs, &pc.SlowTimeout, "slow-timeout", 10*time.Second, "a connection whose outbox stays full this long is closed with 4002")
-	durationFlag(fs, &pc.AuthGrace, "auth-grace", 30*time.Second, "time to renew an expired token before close 4003")
-	durationFlag(fs, &cfg.Drain, "drain", 10*time.Second, "on SIGTERM, clients are told to reconnect spread over this window")
+	durationFlag(fs, &pc.HeartbeatInterval, "hb-interval", presence.DefaultHeartbeatInterval, "interval of server pings (hb)")
+	durationFlag(fs, &pc.HeartbeatTimeout, "hb-timeout", presence.DefaultHeartbeatTimeout, "a client silent for hb + this is closed with 4001")
+	durationFlag(fs, &pc.HelloTimeout, "hello-timeout", presence.DefaultHelloTimeout, "time allowed to send hello; then close 4004")
+	durationFlag(fs, &pc.Tick, "tick", presence.DefaultTick, "coalescing window: at most one diff per room per tick")
+	durationFlag(fs, &pc.LeaveGrace, "leave-grace", presence.DefaultLeaveGrace, "how long a member whose connection was lost stays")
+	durationFlag(fs, &pc.TypingTTL, "typing-ttl", presence.DefaultTypingTTL, "typing ends this long after the last typing on")
+	fs.IntVar(&pc.ListLimit, "list-limit", presence.DefaultListLimit, "rooms with more `members` are sent partially")
+	fs.IntVar(&pc.MaxRooms, "max-rooms", presence.DefaultMaxRooms, "most `rooms` one connection joins")
+	durationFlag(fs, &pc.SlowTimeout, "slow-timeout", presence.DefaultSlowTimeout, "a connection whose outbox stays full this long is closed with 4002")
+	durationFlag(fs, &pc.AuthGrace, "auth-grace", presence.DefaultAuthGrace, "time to renew an expired token before close 4003")
+	durationFlag(fs, &cfg.Drain, "drain", server.DefaultDrain, "on SIGTERM, clients are told to reconnect spread over this window")
 	fs.BoolVar(&pc.Insecure, "insecure", false, "accept hello with a user and no token (development only)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 `secret` of client tokens; visible in the process list: prefer -jwt-secret-file")
 	fs.StringVar(&o.jwtSecretFile, "jwt-secret-file", "", "`file` holding the HS256 secret of client tokens (surrounding whitespace trimmed)")
 	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or P-256 (ES256) public key of client tokens")
 	fs.StringVar(&cfg.JWT.Issuer, "jwt-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.JWT.Audience, "jwt-audience", "", "required aud of client tokens (empty: not checked)")
-	durationFlag(fs, &cfg.JWT.Leeway, "jwt-leeway", 5*time.Second, "clock skew allowed between the token issuer and this server on exp, nbf and iat")
+	durationFlag(fs, &cfg.JWT.Leeway, "jwt-leeway", auth.DefaultLeeway, "clock skew allowed between the token issuer and this server on exp, nbf and iat")
 	return fs
 }
 

@@ -27,16 +27,15 @@ var ErrExpired = fmt.Errorf("%w: expired", ErrInvalidToken)
 // Errors of New. They are not exported: a configuration error is fatal at
 // startup and its message is what an operator needs.
 var (
-	errNoKey          = errors.New("auth: no key: set HS256Secret or PublicKeyPEM")
-	errTwoKeys        = errors.New("auth: both HS256Secret and PublicKeyPEM set: set exactly one")
-	errEmptySecret    = errors.New("auth: HS256Secret is empty")
-	errNoPEM          = errors.New("auth: PublicKeyPEM holds no PEM block")
-	errPEMType        = errors.New("auth: unsupported PEM block type")
-	errParseKey       = errors.New("auth: cannot parse public key")
-	errKeyType        = errors.New("auth: unsupported public key type")
-	errCurve          = errors.New("auth: unsupported ECDSA curve: only P-256 (ES256)")
-	errRSASize        = errors.New("auth: RSA key too small")
-	errNegativeLeeway = errors.New("auth: negative Leeway")
+	errNoKey       = errors.New("auth: no key: set HS256Secret or PublicKeyPEM")
+	errTwoKeys     = errors.New("auth: both HS256Secret and PublicKeyPEM set: set exactly one")
+	errEmptySecret = errors.New("auth: HS256Secret is empty")
+	errNoPEM       = errors.New("auth: PublicKeyPEM holds no PEM block")
+	errPEMType     = errors.New("auth: unsupported PEM block type")
+	errParseKey    = errors.New("auth: cannot parse public key")
+	errKeyType     = errors.New("auth: unsupported public key type")
+	errCurve       = errors.New("auth: unsupported ECDSA curve: only P-256 (ES256)")
+	errRSASize     = errors.New("auth: RSA key too small")
 )
 
 // minRSABits is the smallest RSA modulus crypto/rsa verifies with (see the
@@ -67,13 +66,21 @@ type Config struct {
 	// aud is not checked.
 	Audience string
 
-	// Leeway is the clock skew allowed on exp, nbf and iat. Default 0: none.
-	// Negative is an error.
+	// Leeway is the clock skew allowed on exp, nbf and iat. Default 0:
+	// DefaultLeeway. NoLeeway (any negative value) allows none: the claims
+	// are checked against the clock exactly.
 	Leeway time.Duration
 
 	// Now is the clock. Default time.Now; tests set it.
 	Now func() time.Time
 }
+
+// DefaultLeeway is the clock skew a zero Config.Leeway allows. It is defined
+// here only: internal/server and the -jwt-leeway flag use it.
+const DefaultLeeway = 5 * time.Second
+
+// NoLeeway, as Config.Leeway, allows no clock skew at all.
+const NoLeeway time.Duration = -1
 
 // Verifier verifies tokens against one key and one pinned algorithm. It is
 // static after New and safe for concurrent use.
@@ -92,8 +99,12 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errTwoKeys
 	case !hasSecret && !hasPEM:
 		return nil, errNoKey
+	}
+	switch {
+	case cfg.Leeway == 0:
+		cfg.Leeway = DefaultLeeway
 	case cfg.Leeway < 0:
-		return nil, fmt.Errorf("%w: %v", errNegativeLeeway, cfg.Leeway)
+		cfg.Leeway = 0
 	}
 
 	v := &Verifier{}

@@ -120,7 +120,8 @@ func mustNew(t testing.TB, cfg Config) *Verifier {
 
 func TestVerify(t *testing.T) {
 	k := newKeys(t)
-	hs := mustNew(t, Config{HS256Secret: k.secret, Now: fixedNow})
+	hs := mustNew(t, Config{HS256Secret: k.secret, Leeway: NoLeeway, Now: fixedNow})
+	byDefault := mustNew(t, Config{HS256Secret: k.secret, Now: fixedNow}) // DefaultLeeway
 	rs := mustNew(t, Config{PublicKeyPEM: k.rsaPKIX, Now: fixedNow})
 	es := mustNew(t, Config{PublicKeyPEM: k.ecPKIX, Now: fixedNow})
 	scoped := mustNew(t, Config{HS256Secret: k.secret, Issuer: "https://login.example", Audience: "presenced", Now: fixedNow})
@@ -212,6 +213,12 @@ func TestVerify(t *testing.T) {
 			wantErr: ErrExpired, reason: "expired"},
 		{name: "expired within leeway", v: lenient, token: hsTok(jwt.MapClaims{"exp": testNow.Add(-30 * time.Second).Unix()}),
 			want: &Claims{Subject: "user-1", Expires: testNow.Add(-30 * time.Second)}},
+		{name: "expired within the default leeway", v: byDefault, token: hsTok(jwt.MapClaims{"exp": testNow.Add(-DefaultLeeway + time.Second).Unix()}),
+			want: &Claims{Subject: "user-1", Expires: testNow.Add(-DefaultLeeway + time.Second)}},
+		{name: "expired beyond the default leeway", v: byDefault, token: hsTok(jwt.MapClaims{"exp": testNow.Add(-DefaultLeeway - time.Second).Unix()}),
+			wantErr: ErrExpired, reason: "expired"},
+		{name: "iat in the future within the default leeway", v: byDefault, token: hsTok(jwt.MapClaims{"iat": testNow.Add(DefaultLeeway - time.Second).Unix()}),
+			want: &Claims{Subject: "user-1", Expires: exp}},
 		{name: "expired beyond leeway", v: lenient, token: hsTok(jwt.MapClaims{"exp": testNow.Add(-2 * time.Minute).Unix()}),
 			wantErr: ErrExpired, reason: "expired"},
 		{name: "expired and bad sub is not just expired", v: hs, token: hsTok(jwt.MapClaims{"exp": testNow.Add(-time.Second).Unix(), "sub": "a b"}),
@@ -355,6 +362,7 @@ func TestNew(t *testing.T) {
 		{name: "P-256 PKIX", cfg: Config{PublicKeyPEM: k.ecPKIX}, wantAlg: "ES256"},
 		{name: "P-256 certificate", cfg: Config{PublicKeyPEM: k.ecCert}, wantAlg: "ES256"},
 		{name: "PEM after text", cfg: Config{PublicKeyPEM: append([]byte("the key:\n"), k.ecPKIX...)}, wantAlg: "ES256"},
+		{name: "no leeway", cfg: Config{HS256Secret: k.secret, Leeway: NoLeeway}, wantAlg: "HS256"},
 		{name: "all options", cfg: Config{PublicKeyPEM: k.rsaPKIX, Issuer: "i", Audience: "a", Leeway: time.Second, Now: fixedNow}, wantAlg: "RS256"},
 
 		{name: "zero config", cfg: Config{}, wantErr: errNoKey},
@@ -369,7 +377,6 @@ func TestNew(t *testing.T) {
 		{name: "P-384 key", cfg: Config{PublicKeyPEM: pkixPEM(t, &p384.PublicKey)}, wantErr: errCurve},
 		{name: "Ed25519 key", cfg: Config{PublicKeyPEM: pkixPEM(t, edPub)}, wantErr: errKeyType},
 		{name: "RSA 512 bits", cfg: Config{PublicKeyPEM: smallPEM}, wantErr: errRSASize},
-		{name: "negative leeway", cfg: Config{HS256Secret: k.secret, Leeway: -time.Second}, wantErr: errNegativeLeeway},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,7 +11,8 @@
 //
 // A token is accepted when its signature verifies and its claims hold:
 //
-//   - exp is present and in the future (Config.Leeway of clock skew allowed);
+//   - exp is present and in the future (Config.Leeway of clock skew allowed,
+//     DefaultLeeway unless set);
 //   - nbf and iat, when present, are not in the future (same leeway);
 //   - sub is 1–128 bytes of [A-Za-z0-9._:@/-];
 //   - iss equals Config.Issuer and aud contains Config.Audience, when set;

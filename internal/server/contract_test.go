@@ -975,7 +975,8 @@ func TestContractCloseCodes(t *testing.T) {
 			name: "4101 expired token",
 			cfg:  withJWT,
 			act: func(t *testing.T, c *wsClient) {
-				c.send(map[string]any{"t": "hello", "v": 1, "token": signToken(t, "alice", time.Now().Add(-time.Second), nil)})
+				// Expired beyond the default leeway (auth.DefaultLeeway).
+				c.send(map[string]any{"t": "hello", "v": 1, "token": signToken(t, "alice", time.Now().Add(-time.Minute), nil)})
 			},
 			want:      wire.CloseUnauthorized,
 			helloFail: "unauthorized",

@@ -23,9 +23,9 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	if pc.Auth == nil && !pc.Insecure {
 		return nil, errNoAuth
 	}
-	pc.MaxMessage = cfg.MaxMessage
+	pc.MaxMessage = cfg.MaxMessage // announced in welcome: the limit the poller enforces
 	if pc.SyncBudget == 0 {
-		pc.SyncBudget = cfg.Outbox / 2 // a sync always fits an empty outbox
+		pc.SyncBudget = syncBudget(cfg.Outbox)
 	}
 	if pc.SyncBudget < 0 || pc.SyncBudget > cfg.Outbox-16 {
 		return nil, fmt.Errorf("server: Presence.SyncBudget %d does not fit the outbox (%d bytes) with its frame header: syncs could never be sent", pc.SyncBudget, cfg.Outbox)
@@ -42,6 +42,13 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	}
 	return h, nil
 }
+
+// syncBudget is the default Presence.SyncBudget for an outbox of outbox
+// bytes: half of it, so that a sync always fits an empty outbox and leaves
+// the other half for the frames around it. It is the only definition of
+// that default: presence cannot know the transport's outbox, so it has
+// none of its own.
+func syncBudget(outbox int) int { return outbox / 2 }
 
 // registerHubGauges exports the hub's gauges, read at scrape time.
 func (m *metrics) registerHubGauges(reg prometheus.Registerer, h *presence.Hub) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
@@ -156,6 +157,6 @@ func TestRegressJWTLeeway(t *testing.T) {
 		{name: "leeway 5s: nbf 2s ahead accepted", cfg: leeway(5 * time.Second), run: accepted("nbf", 2*time.Second)},
 		{name: "leeway 5s: iat 30s ahead refused", cfg: leeway(5 * time.Second), run: refused("iat", 30*time.Second)},
 		{name: "leeway 5s: nbf 30s ahead refused", cfg: leeway(5 * time.Second), run: refused("nbf", 30*time.Second)},
-		{name: "no leeway: iat 2s ahead refused", cfg: leeway(0), run: refused("iat", 2*time.Second)},
+		{name: "no leeway: iat 2s ahead refused", cfg: leeway(auth.NoLeeway), run: refused("iat", 2*time.Second)},
 	})
 }

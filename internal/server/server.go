@@ -20,8 +20,20 @@ import (
 	"github.com/presenced/presenced/presence"
 )
 
+// Defaults of the Config fields the server owns. The transport's defaults
+// are poller's (poller.DefaultAddr, poller.DefaultOutbox, ...), the
+// contract's are presence's (presence.DefaultTick, ...) and the JWT leeway
+// is auth.DefaultLeeway: the server and the flags of cmd/presenced use those
+// rather than their own.
+const (
+	DefaultAdminAddr            = "127.0.0.1:9090"
+	DefaultDrain                = 10 * time.Second
+	DefaultAdminShutdownTimeout = 5 * time.Second
+)
+
 // Config configures a Server. The zero value serves on 127.0.0.1:8080 with
-// the admin listener on 127.0.0.1:9090; each field documents its default.
+// the admin listener on 127.0.0.1:9090; each field documents its default,
+// which is the binary's too.
 type Config struct {
 	// Addr is the public listener; GET /ws upgrades to WebSocket.
 	// Default "127.0.0.1:8080".
@@ -53,11 +65,14 @@ type Config struct {
 	AdminShutdownTimeout time.Duration
 	// Presence configures the presence core: heartbeats, tick, grace, limits
 	// and Insecure. Its Frame, Logger and Metrics are set by the server;
-	// MaxMessage comes from the field above.
+	// its MaxMessage is always the MaxMessage above, the limit the poller
+	// enforces, so welcome announces exactly that. Its SyncBudget defaults
+	// to half of Outbox (see syncBudget).
 	Presence presence.Config
 	// JWT configures token verification. Set a key (HS256Secret or
 	// PublicKeyPEM) unless Presence.Insecure is set or Presence.Auth is
-	// given; without either the server refuses to start.
+	// given; without either the server refuses to start. A zero Leeway
+	// allows auth.DefaultLeeway (5 s) of clock skew; auth.NoLeeway none.
 	JWT auth.Config
 	// Drain is the window over which clients are told to come back when the
 	// server shuts down (bye.retry_ms is spread across it). Default 10 s.
@@ -74,28 +89,28 @@ type Config struct {
 // withDefaults fills the defaults on a copy and validates it.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:8080"
+		cfg.Addr = poller.DefaultAddr
 	}
 	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:9090"
+		cfg.AdminAddr = DefaultAdminAddr
 	}
 	if cfg.Engine == "" {
-		cfg.Engine = poller.EngineEpoll
+		cfg.Engine = poller.DefaultEngine
 	}
 	if cfg.MaxMessage == 0 {
-		cfg.MaxMessage = 4096
+		cfg.MaxMessage = poller.DefaultMaxMessage
 	}
 	if cfg.Outbox == 0 {
-		cfg.Outbox = 64 << 10
+		cfg.Outbox = poller.DefaultOutbox
 	}
 	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = 5 * time.Second
+		cfg.HandshakeTimeout = poller.DefaultHandshakeTimeout
 	}
 	if cfg.Drain == 0 {
-		cfg.Drain = 10 * time.Second
+		cfg.Drain = DefaultDrain
 	}
 	if cfg.AdminShutdownTimeout == 0 {
-		cfg.AdminShutdownTimeout = 5 * time.Second
+		cfg.AdminShutdownTimeout = DefaultAdminShutdownTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
