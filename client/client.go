@@ -206,13 +206,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c := newClient(cfg)
 	s, tok, err := c.connect(ctx, "")
 	if ce, ok := errors.AsType[*CloseError](err); ok && cfg.TokenFunc != nil &&
-		(ce.Code == wire.CloseTokenExpired || ce.Code == wire.CloseUnauthorized) {
+		(ce.Code == CloseTokenExpired || ce.Code == CloseUnauthorized) {
 		var fresh string
 		fresh, err = cfg.TokenFunc(ctx)
 		switch {
 		case err != nil:
 			err = fmt.Errorf("%w (new token: %w)", ce, err)
-		case ce.Code == wire.CloseUnauthorized && fresh == tok:
+		case ce.Code == CloseUnauthorized && fresh == tok:
 			err = ce
 		default:
 			s, _, err = c.connect(ctx, fresh)

@@ -99,7 +99,7 @@ func TestDialErrors(t *testing.T) {
 	refuse := func(tok string) fakeOpt {
 		return withHello(func(fc *fakeConn, h wire.Command) bool {
 			if h.Token == tok || tok == "" {
-				fc.closeWith(wire.CloseUnauthorized, "bad token")
+				fc.closeWith(CloseUnauthorized, "bad token")
 				return false
 			}
 			return true
@@ -111,14 +111,14 @@ func TestDialErrors(t *testing.T) {
 		name      string
 		opt       fakeOpt
 		cfg       func(*Config)
-		wantCode  wire.CloseCode // 0: no *CloseError
+		wantCode  CloseCode // 0: no *CloseError
 		wantErr   bool
 		wantConns int
 	}{
 		{
 			name:      "4101 without token func",
 			opt:       refuse(""),
-			wantCode:  wire.CloseUnauthorized,
+			wantCode:  CloseUnauthorized,
 			wantErr:   true,
 			wantConns: 1,
 		},
@@ -126,7 +126,7 @@ func TestDialErrors(t *testing.T) {
 			name:      "4101 with the same token again",
 			opt:       refuse("same"),
 			cfg:       func(c *Config) { c.TokenFunc = same },
-			wantCode:  wire.CloseUnauthorized,
+			wantCode:  CloseUnauthorized,
 			wantErr:   true,
 			wantConns: 1,
 		},
@@ -140,7 +140,7 @@ func TestDialErrors(t *testing.T) {
 			name:      "4101 twice",
 			opt:       refuse(""),
 			cfg:       fresh,
-			wantCode:  wire.CloseUnauthorized,
+			wantCode:  CloseUnauthorized,
 			wantErr:   true,
 			wantConns: 2,
 		},
@@ -212,7 +212,7 @@ func TestCommands(t *testing.T) {
 		{
 			name:     "join ack",
 			answer:   func(fc *fakeConn, id int64) { fc.send(string(wire.AppendAck(nil, id))) },
-			do:       func(ctx context.Context, c *Client) error { return c.Join(ctx, "r", &wire.State{Status: "busy"}) },
+			do:       func(ctx context.Context, c *Client) error { return c.Join(ctx, "r", &State{Status: "busy"}) },
 			wantType: wire.TJoin,
 			wantRoom: true,
 		},
@@ -237,7 +237,7 @@ func TestCommands(t *testing.T) {
 			answer: func(fc *fakeConn, id int64) {
 				fc.send(string(wire.AppendErr(nil, id, wire.ErrCodeNotJoined, "join first")))
 			},
-			do:       func(ctx context.Context, c *Client) error { return c.Set(ctx, "r", wire.State{Status: "away"}) },
+			do:       func(ctx context.Context, c *Client) error { return c.Set(ctx, "r", State{Status: "away"}) },
 			wantType: wire.TSet,
 			wantCode: wire.ErrCodeNotJoined,
 		},
@@ -306,7 +306,7 @@ func TestCommandIDsIncrease(t *testing.T) {
 	ctx := ctxT(t)
 	steps := []func() error{
 		func() error { return c.Join(ctx, "a", nil) },
-		func() error { return c.Set(ctx, "a", wire.State{Status: "away", Meta: json.RawMessage(`{"n":1}`)}) },
+		func() error { return c.Set(ctx, "a", State{Status: "away", Meta: json.RawMessage(`{"n":1}`)}) },
 		func() error { return c.Sync(ctx, "a") },
 		func() error { return c.Typing("a", true) },
 		func() error { return c.Leave(ctx, "a") },
@@ -380,7 +380,7 @@ func TestView(t *testing.T) {
 	check := func(room string, kind EventKind, w want) {
 		t.Helper()
 		ev := waitEvent(t, c, kind)
-		if ev.Room != room || ev.Diff == nil {
+		if ev.Room != room || (ev.Sync == nil) == (ev.Diff == nil) {
 			t.Fatalf("event = %+v", ev)
 		}
 		v, ok := c.Room(room)
@@ -517,10 +517,10 @@ func TestReconnectResume(t *testing.T) {
 	t.Parallel()
 	fs := newFakeServer(t, withAuto())
 	c, fc := dialServer(t, fs, testConfig(fs))
-	online := &wire.State{Status: "online", Meta: json.RawMessage(`{"name":"A"}`)}
+	online := &State{Status: "online", Meta: json.RawMessage(`{"name":"A"}`)}
 	joinSynced(t, c, "a", online)
 	joinSynced(t, c, "b", online)
-	joinSynced(t, c, "c", &wire.State{Status: "away"})
+	joinSynced(t, c, "c", &State{Status: "away"})
 	fc.send(`{"t":"diff","room":"a","from":"1.1","cur":"1.2","count":1}`)
 	eventually(t, waitTimeout, "diff applied", func() bool { v, _ := c.Room("a"); return v.Cursor == "1.2" })
 
@@ -562,7 +562,7 @@ func TestPendingCommandResent(t *testing.T) {
 	fs := newFakeServer(t)
 	c, fc := dialServer(t, fs, testConfig(fs))
 	errc := make(chan error, 1)
-	go func() { errc <- c.Join(ctxT(t), "r", &wire.State{Status: "busy"}) }()
+	go func() { errc <- c.Join(ctxT(t), "r", &State{Status: "busy"}) }()
 	join := fc.expect(t, wire.TJoin)
 	fc.drop()
 
@@ -587,15 +587,15 @@ func TestNoReconnect(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
-		code wire.CloseCode
+		code CloseCode
 	}{
-		{name: "normal", code: wire.CloseNormal},
-		{name: "protocol error", code: wire.CloseProtocolError},
-		{name: "invalid payload", code: wire.CloseInvalidPayload},
-		{name: "bad request", code: wire.CloseBadRequest},
-		{name: "unauthorized without token func", code: wire.CloseUnauthorized},
-		{name: "forbidden", code: wire.CloseForbidden},
-		{name: "token expired without token func", code: wire.CloseTokenExpired},
+		{name: "normal", code: CloseNormal},
+		{name: "protocol error", code: CloseProtocolError},
+		{name: "invalid payload", code: CloseInvalidPayload},
+		{name: "bad request", code: CloseBadRequest},
+		{name: "unauthorized without token func", code: CloseUnauthorized},
+		{name: "forbidden", code: CloseForbidden},
+		{name: "token expired without token func", code: CloseTokenExpired},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -638,7 +638,7 @@ func TestNoReconnect(t *testing.T) {
 
 func TestReconnectCodes(t *testing.T) {
 	t.Parallel()
-	for _, code := range []wire.CloseCode{wire.CloseHeartbeat, wire.CloseSlowConsumer, wire.CloseHelloTimeout, wire.CloseRateLimited, 1011} {
+	for _, code := range []CloseCode{CloseHeartbeat, CloseSlowConsumer, CloseHelloTimeout, CloseRateLimited, 1011} {
 		t.Run(code.String(), func(t *testing.T) {
 			t.Parallel()
 			fs := newFakeServer(t)
@@ -662,7 +662,7 @@ func TestBye(t *testing.T) {
 	if ev := waitEvent(t, c, EventBye); ev.RetryIn != 200*time.Millisecond {
 		t.Errorf("bye = %+v", ev)
 	}
-	fc.closeWith(wire.CloseGoingAway, "draining")
+	fc.closeWith(CloseGoingAway, "draining")
 	start := time.Now()
 	ev := waitEvent(t, c, EventDisconnected)
 	// retry_ms plus a jitter of at most MinBackoff (10ms).
@@ -719,7 +719,7 @@ func TestAuthCloseCodes(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name         string
-		code         wire.CloseCode
+		code         CloseCode
 		tokenFunc    func() func(context.Context) (string, error)
 		refuseSecond bool // the next hello is refused with code again
 		wantToken    string
@@ -727,19 +727,19 @@ func TestAuthCloseCodes(t *testing.T) {
 	}{
 		{
 			name:      "4003 reconnects with a new token",
-			code:      wire.CloseTokenExpired,
+			code:      CloseTokenExpired,
 			tokenFunc: func() func(context.Context) (string, error) { f, _ := tokens("t"); return f },
 			wantToken: "t2",
 		},
 		{
 			name:      "4101 retries once with a different token",
-			code:      wire.CloseUnauthorized,
+			code:      CloseUnauthorized,
 			tokenFunc: func() func(context.Context) (string, error) { f, _ := tokens("t"); return f },
 			wantToken: "t2",
 		},
 		{
 			name: "4101 with the same token is terminal",
-			code: wire.CloseUnauthorized,
+			code: CloseUnauthorized,
 			tokenFunc: func() func(context.Context) (string, error) {
 				return func(context.Context) (string, error) { return "same", nil }
 			},
@@ -747,7 +747,7 @@ func TestAuthCloseCodes(t *testing.T) {
 		},
 		{
 			name:         "4101 again after the retry is terminal",
-			code:         wire.CloseUnauthorized,
+			code:         CloseUnauthorized,
 			tokenFunc:    func() func(context.Context) (string, error) { f, _ := tokens("t"); return f },
 			refuseSecond: true,
 			wantToken:    "t2",
@@ -755,7 +755,7 @@ func TestAuthCloseCodes(t *testing.T) {
 		},
 		{
 			name:         "4003 again after the retry is terminal",
-			code:         wire.CloseTokenExpired,
+			code:         CloseTokenExpired,
 			tokenFunc:    func() func(context.Context) (string, error) { f, _ := tokens("t"); return f },
 			refuseSecond: true,
 			wantToken:    "t2",
@@ -935,7 +935,7 @@ func TestClose(t *testing.T) {
 	if !errors.Is(c.Err(), ErrClosed) || c.ConnState() != StateClosed {
 		t.Errorf("Err = %v, state %v", c.Err(), c.ConnState())
 	}
-	if err := c.Set(ctxT(t), "r", wire.State{}); !errors.Is(err, ErrClosed) {
+	if err := c.Set(ctxT(t), "r", State{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Set after Close = %v", err)
 	}
 	if err := c.Typing("r", true); !errors.Is(err, ErrClosed) {

@@ -60,11 +60,11 @@ type pending struct {
 // previous state when it was already joined). When ctx ends first Join
 // returns ctx.Err() and the join may still take effect: Leave to be sure.
 // The room's view fills when the server's sync arrives (View.Synced).
-func (c *Client) Join(ctx context.Context, room string, st *wire.State) error {
+func (c *Client) Join(ctx context.Context, room string, state *State) error {
 	if err := checkRoom(room); err != nil {
 		return err
 	}
-	st = cloneState(st)
+	st := wireState(state)
 	return c.do(ctx, cmdJoin, room, func(id int64) ([]byte, func()) {
 		r := c.rooms[room]
 		var rollback func()
@@ -113,11 +113,11 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 // state is remembered for resumes from the call on; an err answer restores
 // the previous one and returns a *CommandError (not_joined when the room
 // is not joined). A Set pending during a reconnect is re-sent.
-func (c *Client) Set(ctx context.Context, room string, st wire.State) error {
+func (c *Client) Set(ctx context.Context, room string, st State) error {
 	if err := checkRoom(room); err != nil {
 		return err
 	}
-	stp := cloneState(&st)
+	stp := wireState(&st)
 	return c.do(ctx, cmdSet, room, func(id int64) ([]byte, func()) {
 		var rollback func()
 		if r := c.rooms[room]; r != nil {
@@ -180,7 +180,7 @@ func (c *Client) Typing(room string, on bool) error {
 
 func checkRoom(room string) error {
 	if !wire.ValidID(room) {
-		return &CommandError{Code: wire.ErrCodeBadRequest, Msg: fmt.Sprintf("room %.140q is not 1-128 bytes of [A-Za-z0-9._:@/-]", room)}
+		return &CommandError{Code: ErrCodeBadRequest, Msg: fmt.Sprintf("room %.140q is not 1-128 bytes of [A-Za-z0-9._:@/-]", room)}
 	}
 	return nil
 }
@@ -242,7 +242,7 @@ func (c *Client) answer(id int64, cerr *CommandError) bool {
 	}
 	delete(c.pending, id)
 	var err error
-	if cerr != nil && !(p.kind == cmdLeave && cerr.Code == wire.ErrCodeNotJoined) {
+	if cerr != nil && !(p.kind == cmdLeave && cerr.Code == ErrCodeNotJoined) {
 		err = cerr
 		if p.rollback != nil {
 			p.rollback()

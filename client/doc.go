@@ -4,14 +4,13 @@
 // keeps a view of every joined room from the server's sync and diff
 // messages, answers heartbeats, renews its token, and survives connection
 // losses by reconnecting with jittered backoff and resuming its rooms.
-// cmd/presence-load, the load generator, is built on it.
+// Its Stats are meant for load generators and metrics.
 //
-// It imports internal/wire for the protocol and gobwas/ws for WebSocket
-// framing, and nothing of the server (deps_test.go at the module root
-// enforces it). The wire types of its API (wire.State, wire.CloseCode,
-// wire.Event) are aliased here as State, CloseCode and Message, with the
-// protocol's close and error codes, so that programs outside the module
-// can name them.
+// It uses gobwas/ws for WebSocket framing and imports nothing of the
+// server (deps_test.go at the module root enforces it). The types of its
+// API are its own (State, Member, Sync, Diff, CloseCode, the close and
+// error codes), converted from and to the protocol's messages, so that
+// programs outside the module can name them all.
 //
 // # Usage
 //
@@ -27,7 +26,7 @@
 //	go func() {
 //		for ev := range c.Events() { // closed when the client stops
 //			switch ev.Kind {
-//			case client.EventSynced, client.EventChanged:
+//			case client.EventSynced, client.EventChanged: // ev.Sync, ev.Diff
 //				v, _ := c.Room(ev.Room)
 //				render(v.Members, v.Typing, v.Count)
 //			case client.EventDisconnected:
@@ -69,7 +68,9 @@
 // # Events
 //
 // Events are delivered in order on the bounded channel returned by Events
-// (Config.EventBuffer, default 256). The client never blocks on it: when it
+// (Config.EventBuffer, default 256). A sync applied to a room is an
+// EventSynced carrying the Sync, a diff applied is an EventChanged
+// carrying the Diff; Room has the view they produced. The client never blocks on it: when it
 // is full the oldest event is dropped and Stats.DroppedEvents counts it, so
 // a slow application loses old notifications, never the room state, which
 // Room always has current. The channel closes when the client stops, after
@@ -84,7 +85,7 @@
 // attempt counter resets when a welcomed connection is lost after living at
 // least 30 s; a reconnect after a shorter connection keeps growing the
 // delay, so a server that welcomes and then kicks at once is not hammered.
-// The close code decides, per the contract's table (wire.Reconnect):
+// The close code decides, per the contract's table:
 //
 //   - 1000, 1002, 1003, 1007, 1009 and 4100–4199: no reconnect. The client
 //     stops: Err returns a *CloseError, Done closes, a terminal

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"strconv"
 	"time"
-
-	"github.com/presenced/presenced/internal/wire"
 )
 
 var (
@@ -29,7 +27,7 @@ var (
 
 // CommandError is the server's err answer to a command.
 type CommandError struct {
-	Code string // one of the wire.ErrCode constants, e.g. "not_joined"
+	Code string // one of the ErrCode constants, e.g. "not_joined"
 	Msg  string // human readable
 }
 
@@ -38,7 +36,7 @@ func (e *CommandError) Error() string { return "client: " + e.Code + ": " + e.Ms
 // CloseError is a close frame from the server: the reason of a disconnect,
 // or the terminal error of a client whose close code forbids reconnecting.
 type CloseError struct {
-	Code   wire.CloseCode
+	Code   CloseCode
 	Reason string
 }
 
@@ -65,7 +63,8 @@ const (
 	// lost without one), Err the reason, RetryIn the delay before the next
 	// attempt. Terminal means the client stopped and will not reconnect.
 	EventDisconnected
-	// EventSynced: a full sync of Room replaced its view. Diff is the sync.
+	// EventSynced: a full sync of Room replaced its view. Sync is the
+	// sync.
 	EventSynced
 	// EventChanged: a diff was applied to Room's view. Diff is the diff:
 	// who joined, updated, left, the typing set when it changed, the count.
@@ -106,15 +105,17 @@ type Event struct {
 	Kind EventKind
 	Room string // Synced, Changed; Error when about a room
 
-	// Diff is the server message, as decoded, for Synced (the sync) and
-	// Changed (the diff). It is shared: do not modify it.
-	Diff *wire.Event
+	// Sync (Synced) and Diff (Changed) are the server's message. The
+	// members' Meta bytes are shared with the client's view of the room:
+	// do not modify them.
+	Sync *Sync
+	Diff *Diff
 
 	Node, Conn, User string // Connected: from the welcome
 	Resumed          bool   // Connected: the hello carried resume
 
-	Close    wire.CloseCode // Disconnected: the close code, 0 without one
-	Err      error          // Disconnected, Error
-	RetryIn  time.Duration  // Disconnected: delay before the next attempt; Bye: retry_ms
-	Terminal bool           // Disconnected: the client stopped
+	Close    CloseCode     // Disconnected: the close code, 0 without one
+	Err      error         // Disconnected, Error
+	RetryIn  time.Duration // Disconnected: delay before the next attempt; Bye: retry_ms
+	Terminal bool          // Disconnected: the client stopped
 }

@@ -9,9 +9,7 @@ import (
 	"github.com/presenced/presenced/client"
 )
 
-// Compiled, not run: it needs a presenced server. Programs outside this
-// module name the protocol types through client's aliases (client.State,
-// client.CloseCode, client.ErrCode...), internal/wire being internal.
+// Compiled, not run: it needs a presenced server.
 func ExampleDial() {
 	ctx := context.Background()
 	c, err := client.Dial(ctx, client.Config{

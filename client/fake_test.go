@@ -211,7 +211,7 @@ func (fc *fakeConn) send(msg string) {
 }
 
 // closeWith sends a close frame; the handler ends when the client answers.
-func (fc *fakeConn) closeWith(code wire.CloseCode, reason string) {
+func (fc *fakeConn) closeWith(code CloseCode, reason string) {
 	fc.wmu.Lock()
 	defer fc.wmu.Unlock()
 	if fc.closeSent {
@@ -338,7 +338,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // joinSynced joins room through an auto server and waits for its sync.
-func joinSynced(t *testing.T, c *Client, room string, st *wire.State) {
+func joinSynced(t *testing.T, c *Client, room string, st *State) {
 	t.Helper()
 	if err := c.Join(ctxT(t), room, st); err != nil {
 		t.Fatalf("Join %s: %v", room, err)

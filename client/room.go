@@ -42,42 +42,35 @@ type roomState struct {
 }
 
 // applySync replaces the room's view with a full sync.
-func (r *roomState) applySync(ev *wire.Event) {
-	r.cursor = ev.Cur
-	r.count = ev.Count
-	r.partial = ev.Partial
+func (r *roomState) applySync(sy *Sync) {
+	r.cursor = sy.Cursor
+	r.count = sy.Count
+	r.partial = sy.Partial
 	r.synced = true
 	r.syncing = false
-	r.members = make(map[string]Member, len(ev.Members))
-	for _, m := range ev.Members {
-		r.members[m.U] = member(m)
+	r.members = make(map[string]Member, len(sy.Members))
+	for _, m := range sy.Members {
+		r.members[m.User] = m
 	}
-	r.typing = nil
-	if ev.Typing != nil {
-		r.typing = slices.Clone(*ev.Typing)
-	}
+	r.typing = slices.Clone(sy.Typing)
 }
 
 // applyDiff applies a diff whose from is the room's cursor.
-func (r *roomState) applyDiff(ev *wire.Event) {
-	for _, m := range ev.Join {
-		r.members[m.U] = member(m)
+func (r *roomState) applyDiff(d *Diff) {
+	for _, m := range d.Join {
+		r.members[m.User] = m
 	}
-	for _, m := range ev.Update {
-		r.members[m.U] = member(m)
+	for _, m := range d.Update {
+		r.members[m.User] = m
 	}
-	for _, u := range ev.Leave {
+	for _, u := range d.Leave {
 		delete(r.members, u)
 	}
-	if ev.Typing != nil {
-		r.typing = slices.Clone(*ev.Typing)
+	if d.TypingChanged {
+		r.typing = slices.Clone(d.Typing)
 	}
-	r.count = ev.Count
-	r.cursor = ev.Cur
-}
-
-func member(m wire.Member) Member {
-	return Member{User: m.U, Status: m.S, Meta: m.M}
+	r.count = d.Count
+	r.cursor = d.Cursor
 }
 
 // view copies the room into a View.
@@ -139,6 +132,15 @@ func stateOrDefault(st *wire.State) wire.State {
 }
 
 func cloneState(st *wire.State) *wire.State {
+	if st == nil {
+		return nil
+	}
+	return &wire.State{Status: st.Status, Meta: bytes.Clone(st.Meta)}
+}
+
+// wireState converts a State of the API to the protocol's, copying Meta
+// so that the caller may reuse its bytes.
+func wireState(st *State) *wire.State {
 	if st == nil {
 		return nil
 	}

@@ -71,12 +71,12 @@ func (c *Client) decide(l loss, attempt *int, authRetried *bool) (delay time.Dur
 			ce = &CloseError{Code: l.code}
 		}
 		switch l.code {
-		case wire.CloseTokenExpired, wire.CloseUnauthorized:
+		case CloseTokenExpired, CloseUnauthorized:
 			if c.cfg.TokenFunc == nil || *authRetried {
 				return 0, "", ce
 			}
 			*authRetried = true
-			if l.code == wire.CloseUnauthorized {
+			if l.code == CloseUnauthorized {
 				fresh, err := c.cfg.TokenFunc(c.ctx)
 				if err != nil {
 					return 0, "", fmt.Errorf("%w (new token: %w)", ce, err)
@@ -88,7 +88,7 @@ func (c *Client) decide(l loss, attempt *int, authRetried *bool) (delay time.Dur
 			}
 			return c.nextBackoff(attempt), tok, nil
 		}
-		if !wire.Reconnect(l.code) {
+		if !wire.Reconnect(wire.CloseCode(l.code)) {
 			return 0, "", ce
 		}
 	}
@@ -205,7 +205,7 @@ func (c *Client) finish() {
 		}
 	}
 	if !final {
-		c.emit(Event{Kind: EventDisconnected, Close: wire.CloseNormal, Err: ErrClosed, Terminal: true})
+		c.emit(Event{Kind: EventDisconnected, Close: CloseNormal, Err: ErrClosed, Terminal: true})
 	}
 	if c.events != nil {
 		c.evMu.Lock()

@@ -272,7 +272,7 @@ func (c *Client) hello(s *session) ([]byte, error) {
 // readError turns a read error into the reason of a disconnect.
 func readError(err error) error {
 	if ce, ok := errors.AsType[wsutil.ClosedError](err); ok {
-		return &CloseError{Code: wire.CloseCode(ce.Code), Reason: ce.Reason}
+		return &CloseError{Code: CloseCode(ce.Code), Reason: ce.Reason}
 	}
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		return ErrServerSilent
@@ -333,7 +333,7 @@ func (c *Client) adopt(s *session) bool {
 
 // loss is why a connection ended or an attempt failed.
 type loss struct {
-	code    wire.CloseCode // from the server's close frame; 0 without one
+	code    CloseCode // from the server's close frame; 0 without one
 	err     error
 	token   string // the token the connection used
 	byeSeen bool
@@ -394,9 +394,9 @@ func (c *Client) handle(s *session, msg []byte) {
 			c.emit(Event{Kind: EventError, Err: cerr})
 		}
 	case wire.TSync:
-		c.onSync(ev)
+		c.onSync(ev.Room, newSync(ev))
 	case wire.TDiff:
-		c.onDiff(s, ev)
+		c.onDiff(s, ev.Room, newDiff(ev))
 	case wire.TRefresh:
 		c.startRefresh(s)
 	case wire.TBye:
@@ -410,33 +410,33 @@ func (c *Client) handle(s *session, msg []byte) {
 	}
 }
 
-func (c *Client) onSync(ev *wire.Event) {
+func (c *Client) onSync(room string, sy *Sync) {
 	c.mu.Lock()
-	r := c.rooms[ev.Room]
+	r := c.rooms[room]
 	if r == nil {
 		c.mu.Unlock()
 		return
 	}
-	r.applySync(ev)
+	r.applySync(sy)
 	c.mu.Unlock()
 	c.stats.syncs.Add(1)
-	c.emit(Event{Kind: EventSynced, Room: ev.Room, Diff: ev})
+	c.emit(Event{Kind: EventSynced, Room: room, Sync: sy})
 }
 
 // onDiff applies a diff that continues the room's cursor chain; any other
 // diff is ignored and the room is synced again.
-func (c *Client) onDiff(s *session, ev *wire.Event) {
+func (c *Client) onDiff(s *session, room string, d *Diff) {
 	c.mu.Lock()
-	r := c.rooms[ev.Room]
+	r := c.rooms[room]
 	if r == nil {
 		c.mu.Unlock()
 		return
 	}
-	if r.synced && ev.From == r.cursor {
-		r.applyDiff(ev)
+	if r.synced && d.From == r.cursor {
+		r.applyDiff(d)
 		c.mu.Unlock()
 		c.stats.diffs.Add(1)
-		c.emit(Event{Kind: EventChanged, Room: ev.Room, Diff: ev})
+		c.emit(Event{Kind: EventChanged, Room: room, Diff: d})
 		return
 	}
 	c.stats.gaps.Add(1)
@@ -444,14 +444,14 @@ func (c *Client) onDiff(s *session, ev *wire.Event) {
 	if !r.syncing {
 		r.syncing = true
 		id := c.nextIDLocked()
-		p := &pending{id: id, kind: cmdGapSync, room: ev.Room, rollback: func() { r.syncing = false }}
-		p.msg = wire.AppendSyncRequest(nil, id, ev.Room)
+		p := &pending{id: id, kind: cmdGapSync, room: room, rollback: func() { r.syncing = false }}
+		p.msg = wire.AppendSyncRequest(nil, id, room)
 		c.pending[id] = p
 		msg = p.msg
 	}
 	cur := r.cursor
 	c.mu.Unlock()
-	c.log.Debug("client: cursor gap", logKeyRoom, ev.Room, "cursor", cur, "from", ev.From)
+	c.log.Debug("client: cursor gap", logKeyRoom, room, "cursor", cur, "from", d.From)
 	if msg != nil {
 		_ = s.write(msg)
 	}

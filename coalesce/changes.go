@@ -56,17 +56,6 @@ func (c *Changes[K, V]) Put(k K, old, new V) (merged bool) {
 	return false
 }
 
-// Get returns k's pending change. ok is false (and old and new are zero)
-// when k has no change in this window.
-func (c *Changes[K, V]) Get(k K) (old, new V, ok bool) {
-	i, ok := c.index[k]
-	if !ok {
-		return old, new, false
-	}
-	ch := &c.changes[i]
-	return ch.old, ch.new, true
-}
-
 // Len is the number of keys with a pending change.
 func (c *Changes[K, V]) Len() int { return len(c.changes) }
 

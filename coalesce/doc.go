@@ -40,9 +40,9 @@
 //	sched.Mark(r.id)
 //
 // Concurrency: Changes is not safe for concurrent use; its owner guards it.
-// Scheduler.Mark and Scheduler.Pending are safe for concurrent use, also
-// from within flush. Ticks never overlap: Run's ticks and FlushNow are
-// serialized, and a tick returns only when every flush of it has returned.
+// Scheduler.Mark is safe for concurrent use, also from within flush. Ticks
+// never overlap: Run runs them one after the other, and a tick ends only
+// when every flush of it has returned.
 // Within one tick, flush runs concurrently for different keys (never for
 // the same key) on up to Workers goroutines; all get the same now.
 //
@@ -50,9 +50,7 @@
 // goroutine calling Run is the last flusher) and joins them before it
 // returns. Nothing else in the package starts a goroutine.
 //
-// Lock order (outermost first): Scheduler.tickMu (held for a whole tick),
-// then Scheduler.mu (held only inside Mark, Pending and the swap at the
-// start of a tick, never while calling flush). The caller's own locks,
-// taken in flush, nest inside tickMu and outside mu (flush may call Mark
-// while holding them).
+// Locks: Scheduler.mu is held only inside Mark and the swap at the start
+// of a tick, never while calling flush. The caller's own locks, taken in
+// flush, nest outside it (flush may call Mark while holding them).
 package coalesce

@@ -1,7 +1,9 @@
 package coalesce_test
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/presenced/presenced/coalesce"
@@ -37,21 +39,26 @@ func ExampleChanges() {
 }
 
 func ExampleScheduler() {
-	s := coalesce.NewScheduler(coalesce.SchedulerConfig{}, func(room string, now time.Time) (again bool) {
+	var flushed sync.WaitGroup
+	flushed.Add(2)
+	s := coalesce.NewScheduler(coalesce.SchedulerConfig{Tick: 10 * time.Millisecond, Workers: 1}, func(room string, now time.Time) (again bool) {
 		fmt.Println("flush", room)
+		flushed.Done()
 		return false
 	})
 	s.Mark("lobby")
 	s.Mark("lobby") // coalesced with the first Mark
 	s.Mark("room-42")
-	fmt.Println("pending:", s.Pending())
 
-	// Run(ctx) would flush them at the next tick; FlushNow does it at once.
-	s.FlushNow()
-	fmt.Println("pending:", s.Pending())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }() // flushes both rooms at the first tick
+	flushed.Wait()
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Println(err)
+	}
 	// Output:
-	// pending: 2
 	// flush lobby
 	// flush room-42
-	// pending: 0
 }

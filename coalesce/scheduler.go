@@ -29,8 +29,8 @@ const defaultTick = 100 * time.Millisecond
 // Scheduler calls a flush function for marked keys once per tick, on a
 // bounded number of goroutines, not one per key.
 //
-// Mark and Pending are safe for concurrent use. Ticks (Run's and
-// FlushNow's) never overlap.
+// Mark is safe for concurrent use. Ticks never overlap: Run runs them one
+// after the other.
 type Scheduler[K comparable] struct {
 	tick    time.Duration                   // static after construction
 	workers int                             // static after construction, ≥ 1
@@ -38,11 +38,9 @@ type Scheduler[K comparable] struct {
 
 	ran atomic.Bool // set by the first Run
 
-	// tickMu serializes ticks: it is held by the goroutine running one (Run
-	// or FlushNow's caller) for the whole tick.
-	tickMu sync.Mutex
-	spare  keySet[K] // guarded by tickMu; empty between ticks, swapped in as the next pending set
-	batch  batch[K]  // guarded by tickMu; helpers read it between their receive from work and batch.wg.Done
+	// Owned by the goroutine running Run, which runs the ticks.
+	spare keySet[K] // empty between ticks, swapped in as the next pending set
+	batch batch[K]  // helpers read it between their receive from work and batch.wg.Done
 
 	mu      sync.Mutex
 	pending keySet[K] // guarded by mu: keys marked for the next tick
@@ -52,9 +50,8 @@ type Scheduler[K comparable] struct {
 // for each key marked since the previous tick. If flush returns true the
 // key stays marked for the next tick (e.g. it has timers pending). flush
 // must not block for long; it may call Mark (for any key, including k): a
-// Mark of k during its own flush makes it flushed again next tick. flush
-// must not call FlushNow. A panic in flush is not recovered: it crashes
-// the program (or, in FlushNow, unwinds the caller's stack).
+// Mark of k during its own flush makes it flushed again next tick. A panic
+// in flush is not recovered: it crashes the program.
 //
 // NewScheduler panics if flush is nil.
 func NewScheduler[K comparable](cfg SchedulerConfig, flush func(k K, now time.Time) (again bool)) *Scheduler[K] {
@@ -79,18 +76,9 @@ func (s *Scheduler[K]) Mark(k K) {
 	s.mu.Unlock()
 }
 
-// Pending is the number of keys marked for the next tick (for metrics and
-// tests).
-func (s *Scheduler[K]) Pending() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.pending.keys)
-}
-
 // Run ticks until ctx is done, then returns nil (ctx.Err() is not an
 // error). It must be called once: later calls return ErrRunTwice at once.
-// Keys still marked when Run returns are not flushed; call FlushNow
-// afterwards to flush them.
+// Keys still marked when Run returns are not flushed.
 //
 // Goroutines: Run starts Workers-1 long-lived helper goroutines and joins
 // them before it returns; the goroutine calling Run is the Workers-th
@@ -132,20 +120,10 @@ func (s *Scheduler[K]) Run(ctx context.Context) error {
 	}
 }
 
-// FlushNow runs one tick synchronously on the calling goroutine (tests and
-// shutdown), with time.Now() as the tick's time. It waits for a tick of
-// Run in progress to finish first. It must not be called from flush.
-func (s *Scheduler[K]) FlushNow() {
-	s.runTick(time.Now(), nil)
-}
-
 // runTick swaps out the pending set and flushes its keys with now, on the
-// calling goroutine plus up to Workers-1 helpers woken through work (none
-// if work is nil). It returns when every flush of the tick has returned.
+// calling goroutine (Run's) plus up to Workers-1 helpers woken through
+// work. It returns when every flush of the tick has returned.
 func (s *Scheduler[K]) runTick(now time.Time, work chan<- struct{}) {
-	s.tickMu.Lock()
-	defer s.tickMu.Unlock()
-
 	s.mu.Lock()
 	cur := s.pending
 	s.pending, s.spare = s.spare, keySet[K]{}
@@ -155,10 +133,7 @@ func (s *Scheduler[K]) runTick(now time.Time, work chan<- struct{}) {
 		b := &s.batch
 		b.keys, b.now = cur.keys, now
 		b.next.Store(0)
-		helpers := 0
-		if work != nil {
-			helpers = min(n, s.workers) - 1
-		}
+		helpers := min(n, s.workers) - 1
 		b.wg.Add(helpers)
 		for range helpers {
 			work <- struct{}{}

@@ -350,13 +350,18 @@ func TestSchedulerWorkers(t *testing.T) {
 	}
 }
 
-func TestSchedulerFlushNow(t *testing.T) {
+// TestSchedulerTickOrder checks one tick of a single worker: it flushes
+// the marked keys once each, in the order they were first marked, with the
+// tick's time, and leaves marked for the next tick the keys whose flush
+// returned true or that were marked during the tick.
+func TestSchedulerTickOrder(t *testing.T) {
+	const tick = 100 * time.Millisecond
 	tests := []struct {
 		name        string
 		marks       []string
 		flush       func(s *Scheduler[string], k string) (again bool)
-		want        []string // flushed by FlushNow, in Mark order (one worker)
-		wantPending int      // after FlushNow
+		want        []string // flushed by the first tick, in order
+		wantPending int      // after the first tick
 	}{
 		{
 			name:  "nothing marked",
@@ -392,7 +397,7 @@ func TestSchedulerFlushNow(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var log flushLog
 				var s *Scheduler[string]
-				s = NewScheduler(SchedulerConfig{Workers: 4}, func(k string, now time.Time) bool {
+				s = NewScheduler(SchedulerConfig{Tick: tick, Workers: 1}, func(k string, now time.Time) bool {
 					log.add(k, now)
 					return tt.flush(s, k)
 				})
@@ -400,31 +405,34 @@ func TestSchedulerFlushNow(t *testing.T) {
 					s.Mark(k)
 				}
 				if p := s.Pending(); p != len(tt.want) {
-					t.Errorf("Pending before FlushNow = %d, want %d", p, len(tt.want))
+					t.Errorf("Pending before the tick = %d, want %d", p, len(tt.want))
 				}
-				time.Sleep(time.Hour) // FlushNow is not tied to Tick
-				now := time.Now()
-				s.FlushNow()
+				start := time.Now()
+				stop := startRun(t, s)
+				defer stop()
+				time.Sleep(tick + tick/2) // between the first tick and the second
+				synctest.Wait()
 				var got []string
 				for _, c := range log.take() {
 					got = append(got, c.k)
-					if !c.now.Equal(now) {
-						t.Errorf("flush(%s) now = %v, want time.Now() of FlushNow %v", c.k, c.now, now)
+					if want := start.Add(tick); !c.now.Equal(want) {
+						t.Errorf("flush(%s) now = +%v, want +%v", c.k, c.now.Sub(start), want.Sub(start))
 					}
 				}
 				if !slices.Equal(got, tt.want) {
-					t.Errorf("FlushNow flushed %v, want %v", got, tt.want)
+					t.Errorf("the tick flushed %v, want %v", got, tt.want)
 				}
 				if p := s.Pending(); p != tt.wantPending {
-					t.Errorf("Pending after FlushNow = %d, want %d", p, tt.wantPending)
+					t.Errorf("Pending after the tick = %d, want %d", p, tt.wantPending)
 				}
 			})
 		})
 	}
 }
 
-// TestSchedulerFlushNowAfterRun flushes at shutdown what Run left marked.
-func TestSchedulerFlushNowAfterRun(t *testing.T) {
+// TestSchedulerRunLeavesLateMarks: a key marked after the last tick is
+// still marked, not flushed, when Run returns.
+func TestSchedulerRunLeavesLateMarks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var log flushLog
 		s := NewScheduler(SchedulerConfig{Tick: time.Second}, func(k string, now time.Time) bool {
@@ -436,11 +444,10 @@ func TestSchedulerFlushNowAfterRun(t *testing.T) {
 		s.Mark("late")
 		stop()
 		if got := log.take(); len(got) != 0 {
-			t.Errorf("flushed %v before FlushNow, want nothing", got)
+			t.Errorf("flushed %v, want nothing", got)
 		}
-		s.FlushNow()
-		if got := log.take(); len(got) != 1 || got[0].k != "late" {
-			t.Errorf("FlushNow flushed %v, want [late]", got)
+		if p := s.Pending(); p != 1 {
+			t.Errorf("Pending after Run = %d, want 1", p)
 		}
 	})
 }
@@ -630,18 +637,19 @@ func TestNewSchedulerNilFlush(t *testing.T) {
 }
 
 func TestSchedulerSteadyStateAllocs(t *testing.T) {
-	s := NewScheduler(SchedulerConfig{}, func(k int, now time.Time) bool { return false })
+	s := NewScheduler(SchedulerConfig{Workers: 1}, func(k int, now time.Time) bool { return false })
+	now := time.Now()
 	round := func() {
 		for k := range 100 {
 			s.Mark(k)
 		}
-		s.FlushNow()
+		s.tickNow(now)
 	}
 	for range 3 {
 		round()
 	}
 	if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
-		t.Errorf("allocs per Mark×100 + FlushNow = %v, want 0", allocs)
+		t.Errorf("allocs per Mark×100 + tick = %v, want 0", allocs)
 	}
 }
 
@@ -679,15 +687,17 @@ func BenchmarkSchedulerMark(b *testing.B) {
 	})
 }
 
-func BenchmarkSchedulerFlushNow(b *testing.B) {
+// BenchmarkSchedulerTick marks keys and runs a tick of one worker.
+func BenchmarkSchedulerTick(b *testing.B) {
 	for _, keys := range []int{16, 1024} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
-			s := NewScheduler(SchedulerConfig{}, func(k int, now time.Time) bool { return false })
+			s := NewScheduler(SchedulerConfig{Workers: 1}, func(k int, now time.Time) bool { return false })
+			now := time.Now()
 			tick := func() {
 				for k := range keys {
 					s.Mark(k)
 				}
-				s.FlushNow()
+				s.tickNow(now)
 			}
 			tick() // grow both key sets to the steady size
 			tick()

@@ -138,9 +138,6 @@ func (h *Hub) Drain(window time.Duration) {
 	}
 }
 
-// Draining reports whether Drain was called.
-func (h *Hub) Draining() bool { return h.draining.Load() }
-
 // room returns the live room named name, creating it if needed, with its
 // lock held.
 func (h *Hub) lockRoom(name string) *room {

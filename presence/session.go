@@ -564,6 +564,3 @@ func (s *Session) bye(window time.Duration) {
 	s.send(wire.AppendBye(a[:0], "draining", retry))
 	s.sink.Close(wire.CloseGoingAway, "draining")
 }
-
-// User is the session's user id, "" before hello.
-func (s *Session) User() string { return s.user }

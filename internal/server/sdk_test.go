@@ -29,7 +29,6 @@ import (
 	"github.com/presenced/presenced/client"
 	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/internal/server"
-	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
 )
@@ -357,7 +356,7 @@ func TestSDKPresence(t *testing.T) {
 			// Alice joined first: bob's join reaches her as a diff.
 			aliceEv.wait(t, "alice: Changed with bob's join", func(ev client.Event) bool {
 				return ev.Kind == client.EventChanged && ev.Room == room &&
-					slices.ContainsFunc(ev.Diff.Join, func(m wire.Member) bool { return m.U == "bob" })
+					slices.ContainsFunc(ev.Diff.Join, func(m client.Member) bool { return m.User == "bob" })
 			})
 
 			// Set merges: the meta Alice did not send is kept.
@@ -373,7 +372,7 @@ func TestSDKPresence(t *testing.T) {
 			}
 			bobEv.wait(t, "bob: Changed with alice's update", func(ev client.Event) bool {
 				return ev.Kind == client.EventChanged && ev.Room == room &&
-					slices.ContainsFunc(ev.Diff.Update, func(m wire.Member) bool { return m.U == "alice" && m.S == "away" })
+					slices.ContainsFunc(ev.Diff.Update, func(m client.Member) bool { return m.User == "alice" && m.Status == "away" })
 			})
 
 			typing := func(want ...string) func() error {
@@ -468,7 +467,7 @@ func TestSDKResumeAfterDrop(t *testing.T) {
 		if ev.Diff == nil {
 			continue
 		}
-		if ev.Kind == client.EventChanged && slices.ContainsFunc(ev.Diff.Join, func(m wire.Member) bool { return m.U == "alice" }) {
+		if ev.Kind == client.EventChanged && slices.ContainsFunc(ev.Diff.Join, func(m client.Member) bool { return m.User == "alice" }) {
 			joins++
 		}
 		if slices.Contains(ev.Diff.Leave, "alice") {
