@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -322,6 +323,26 @@ func TestCloseWithFirstWins(t *testing.T) {
 		}
 		if got := s.HandleClose(ConnEnd{Cause: EndClosed, Code: codes[0]}); got != want {
 			t.Fatalf("HandleClose after close %d = %v, want %v", codes[0], got, want)
+		}
+	}
+}
+
+// TestBadRequestMessage: the err message of a refused command never needs
+// the error to be a *wire.Error (an unchecked assertion on the event loop
+// would panic on any other type).
+func TestBadRequestMessage(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{&wire.Error{Code: wire.ErrCodeBadRequest, Msg: "join needs room"}, "join needs room"},
+		{fmt.Errorf("wrapped: %w", &wire.Error{Code: wire.ErrCodeBadRequest, Msg: "join needs id"}), "join needs id"},
+		{errors.New("some other error"), "bad request"},
+		{wire.ErrSyntax, "bad request"},
+	}
+	for _, tt := range tests {
+		if got := badRequest(tt.err); got != tt.want {
+			t.Errorf("badRequest(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
 }

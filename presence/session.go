@@ -101,6 +101,15 @@ func (s *Session) fail(id int64, code, msg string) {
 	s.send(wire.AppendErr(a[:0], id, code, msg))
 }
 
+// badRequest is the err message for a command DecodeCommand refused: the
+// *wire.Error's, or a generic one should another error type reach it.
+func badRequest(err error) string {
+	if we, ok := errors.AsType[*wire.Error](err); ok {
+		return we.Msg
+	}
+	return "bad request"
+}
+
 func (s *Session) helloFailed(code wire.CloseCode, reason CloseReason, text, label string) {
 	s.hub.cfg.Metrics.HelloFailures.Inc(label)
 	s.closeWith(code, reason, text)
@@ -129,7 +138,7 @@ func (s *Session) HandleText(msg []byte) {
 		case c.V != wire.Version:
 			s.helloFailed(wire.CloseVersion, CloseProtocol, "unsupported protocol version", "version")
 		case err != nil:
-			s.helloFailed(wire.CloseBadRequest, CloseProtocol, err.(*wire.Error).Msg, "bad_request")
+			s.helloFailed(wire.CloseBadRequest, CloseProtocol, badRequest(err), "bad_request")
 		default:
 			s.hello(&c, now)
 		}
@@ -154,10 +163,11 @@ func (s *Session) HandleText(msg []byte) {
 		return
 	}
 	if err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) {
-			s.fail(c.ID, we.Code, we.Msg)
+		code := wire.ErrCodeBadRequest
+		if we, ok := errors.AsType[*wire.Error](err); ok {
+			code = we.Code
 		}
+		s.fail(c.ID, code, badRequest(err))
 		return
 	}
 	s.applyHeld(now, interval)

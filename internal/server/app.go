@@ -98,6 +98,11 @@ type jwtAuth struct {
 
 var _ presence.Authenticator = jwtAuth{}
 
+// Authenticate refuses every token Verify refuses: Verify checks the token
+// against keys held in memory, so each of its errors is the token's fault
+// (they all wrap auth.ErrInvalidToken), never a verifier failure. Presence's
+// "verifier failed" handling (err internal; 1011 at hello) is for
+// Authenticators that can fail, given as Config.Presence.Auth.
 func (a jwtAuth) Authenticate(token string) (presence.Identity, error) {
 	c, err := a.v.Verify(token)
 	if err != nil {
