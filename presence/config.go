@@ -60,10 +60,16 @@ type Observer interface{ Observe(float64) }
 // LabeledCounter counts events by a label value (a CounterVec adapter).
 type LabeledCounter interface{ Inc(label string) }
 
+// CloseCounter counts ended connections by reason. An adapter typically
+// holds one counter per CloseReasons value, created up front, indexed by
+// the reason.
+type CloseCounter interface{ Inc(CloseReason) }
+
 // Metrics receives presence's measurements. Nil fields are not recorded.
 // Gauges (rooms, members, sessions) are read with Hub.Stats.
 type Metrics struct {
 	HelloFailures   LabeledCounter // by reason: timeout, bad_request, unauthorized, version, internal
+	Closes          CloseCounter   // connections ended (HandleClose), by CloseReason
 	Joins           Counter        // members that joined a room (users, not connections)
 	Leaves          Counter        // members that left a room
 	Updates         Counter        // member state changes
@@ -245,6 +251,10 @@ func (nopCounter) Add(float64)     {}
 func (nopCounter) Observe(float64) {}
 func (nopCounter) Inc(string)      {}
 
+type nopCloses struct{}
+
+func (nopCloses) Inc(CloseReason) {}
+
 func (m Metrics) withDefaults() Metrics {
 	for _, c := range []*Counter{&m.Joins, &m.Leaves, &m.Updates, &m.TypingEvents, &m.Diffs,
 		&m.FramesSent, &m.SendFailures, &m.BytesSent, &m.Coalesced, &m.DroppedDiffs, &m.SlowCloses,
@@ -260,6 +270,9 @@ func (m Metrics) withDefaults() Metrics {
 	}
 	if m.HelloFailures == nil {
 		m.HelloFailures = nopCounter{}
+	}
+	if m.Closes == nil {
+		m.Closes = nopCloses{}
 	}
 	return m
 }

@@ -11,7 +11,7 @@
 //	s := hub.Open(sink)           // on upgrade
 //	s.HandleText(msg)             // on each text message
 //	s.HandleDeadline()            // when the deadline s asked for passes
-//	s.HandleClose(cleanByPeer)    // once, when the connection is gone
+//	s.HandleClose(end)            // once, when the connection is gone
 //
 // Members are users, not connections: a user is a member of a room while at
 // least one of its connections has joined it (or during the leave grace of
@@ -20,6 +20,12 @@
 // and handed as the same bytes to every subscriber. A subscriber whose
 // outbox is full misses diffs and gets a full sync once it drains; one that
 // stays full for Config.SlowTimeout is closed with 4002.
+//
+// Every close a session starts (hello failures, 4001, 4002, 4003, 4029,
+// 41xx, 1003, 1007, the drain's 1001) goes through one path that records
+// its code and CloseReason, first close wins. HandleClose combines that
+// record with what the transport saw (a ConnEnd) into the connection's
+// CloseReason and the leave mode of its members.
 //
 // It declares the interfaces it consumes (Sink, Authenticator, the metric
 // interfaces; later the cluster bus) and never imports the poller, netpoll,
@@ -31,8 +37,8 @@
 // Hub methods are safe for concurrent use. A Session's Handle methods must
 // not run concurrently with each other (the poller calls them from one
 // connection's callbacks, which never overlap); room flushers, running on
-// the Hub's scheduler goroutines, only use a Session's sink and its atomic
-// slow-consumer state. Goroutines: Hub.Run runs Config.Workers flushers and
+// the Hub's scheduler goroutines, only use a Session's sink, its atomic
+// slow-consumer state and its close path (closeWith, first close wins). Goroutines: Hub.Run runs Config.Workers flushers and
 // joins them before returning; the flush of a room with 4,096 subscribers or
 // more hands its diff to the sinks on up to Config.Workers goroutines,
 // joined before that flush returns. Nothing else starts goroutines.

@@ -205,7 +205,7 @@ func BenchmarkHandleJoinLeave(b *testing.B) {
 		s.HandleText(join)
 		s.HandleText(leave)
 	}
-	s.HandleClose(true)
+	s.HandleClose(endNormal)
 }
 
 // TestConcurrentSessions drives sessions from several goroutines (each
@@ -258,7 +258,7 @@ func TestConcurrentSessions(t *testing.T) {
 				}
 			}
 			for _, s := range ss {
-				s.HandleClose(rng.IntN(2) == 0)
+				s.HandleClose(endOf(rng.IntN(2) == 0))
 			}
 		})
 	}

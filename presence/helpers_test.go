@@ -111,6 +111,20 @@ func (f *fakeSink) getDeadline() time.Time {
 	return f.deadline
 }
 
+// Ends a test's transport reports to HandleClose.
+var (
+	endNormal = ConnEnd{Cause: EndPeer, Code: wire.CloseNormal} // the client closed with 1000
+	endLost   = ConnEnd{Cause: EndLost}                         // the connection dropped
+)
+
+// endOf is endNormal if clean, else endLost.
+func endOf(clean bool) ConnEnd {
+	if clean {
+		return endNormal
+	}
+	return endLost
+}
+
 // nopSink accepts every frame and keeps none (benchmarks, allocation tests).
 type nopSink struct {
 	mu    sync.Mutex

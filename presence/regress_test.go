@@ -64,7 +64,7 @@ func TestRegressFarExpiry(t *testing.T) {
 				if tt.auth != "" && refreshes.value() != 1 {
 					t.Errorf("Refreshes = %v, want 1", refreshes.value())
 				}
-				c.s.HandleClose(true)
+				c.s.HandleClose(endNormal)
 			})
 		})
 	}
@@ -161,7 +161,7 @@ func TestRegressResumeBound(t *testing.T) {
 				alice.events()
 				bob.events()
 				saved := bob.views["r"].cur
-				bob.s.HandleClose(false) // he stays for the grace: alice, bob and one visitor at most
+				bob.s.HandleClose(endLost) // he stays for the grace: alice, bob and one visitor at most
 				for i := range tt.visitors {
 					v := dial(t, e.h, fmt.Sprintf("v%d", i))
 					v.join("r", 1, "")
@@ -309,7 +309,7 @@ func TestRegressGraceSeveralConnections(t *testing.T) {
 				b.events()
 
 				lost := time.Now()
-				a.s.HandleClose(false)
+				a.s.HandleClose(endLost)
 				var got [][]string
 				var leftAt time.Duration
 				for range 50 { // 5 s
@@ -484,7 +484,7 @@ func TestRegressFloodWindowAtHubStart(t *testing.T) {
 				case tt.wantClose && closedAfter < floodSeconds*time.Second:
 					t.Errorf("closed 4029 %v after the first refusal, want no sooner than %ds", closedAfter, floodSeconds)
 				}
-				c.s.HandleClose(false)
+				c.s.HandleClose(endLost)
 			})
 		})
 	}

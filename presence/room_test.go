@@ -603,7 +603,7 @@ func TestLeaveGrace(t *testing.T) {
 	tests := []struct {
 		name      string
 		lose      func(c *client) // how bob's connection ends; HandleClose follows
-		clean     bool            // HandleClose's cleanByPeer
+		clean     bool            // the client closed with 1000 (else the connection is lost)
 		wantClose wire.CloseCode  // the code bob's session closed with, 0 if none
 		rejoin    string          // "" none; else the state (or "{}") of a new connection of bob within the grace
 		wantObs   [][]string      // the observer's diffs, in order, over 5 s
@@ -681,7 +681,7 @@ func TestLeaveGrace(t *testing.T) {
 					t.Errorf("bob's close = %v, want %v", got, tt.wantClose)
 				}
 				lost := time.Now()
-				bob.s.HandleClose(tt.clean)
+				bob.s.HandleClose(endOf(tt.clean))
 				obs.events() // a drain's bye
 
 				var got [][]string
@@ -799,13 +799,13 @@ func TestModel(t *testing.T) {
 									resume = append(resume, fmt.Sprintf("%q:%q", r, v.cur))
 								}
 							}
-							c.s.HandleClose(false)
+							c.s.HandleClose(endLost)
 							nc := open(t, e.h, c.name)
 							nc.views = c.views
 							nc.send(`{"t":"hello","v":1,"user":%q,"resume":{%s}}`, c.name, strings.Join(resume, ","))
 							live[i] = nc
 						default:
-							c.s.HandleClose(rng.IntN(2) == 0)
+							c.s.HandleClose(endOf(rng.IntN(2) == 0))
 							live = slices.Delete(live, i, i+1)
 						}
 					}
@@ -834,7 +834,7 @@ func TestModel(t *testing.T) {
 					t.Errorf("resumes: none of %v with a diff", attempts.value())
 				}
 				for _, c := range live {
-					c.s.HandleClose(true)
+					c.s.HandleClose(endNormal)
 				}
 				e.sleep(time.Second)
 				if s := e.h.Stats(); s != (Stats{}) {
@@ -980,7 +980,7 @@ func TestResume(t *testing.T) {
 				alice.events()
 				bob.events()
 				saved := bob.views["r"].cur
-				bob.s.HandleClose(tt.cleanClose)
+				bob.s.HandleClose(endOf(tt.cleanClose))
 				tt.between(e, alice)
 				alice.events()
 
@@ -1096,7 +1096,7 @@ func TestResumeListLimit(t *testing.T) {
 				e.tick()
 				bob.events()
 				saved := bob.views["r"].cur
-				bob.s.HandleClose(false)
+				bob.s.HandleClose(endLost)
 				for i, c := range others {
 					switch {
 					case i >= tt.before-1 && i < tt.after-1:
@@ -1337,7 +1337,7 @@ func TestBackpressure(t *testing.T) {
 				t.Errorf("SlowCloses = %v, closes %v; want one", x.slowClose.value(), x.alice.sink.closeCodes())
 			}
 			// 4002 invites a reconnect: the member stays for the grace.
-			x.alice.s.HandleClose(false)
+			x.alice.s.HandleClose(endLost)
 			x.e.tick()
 			x.bob.expectNone()
 			if s := x.e.h.Stats(); s.Members != 2 {
@@ -1381,15 +1381,15 @@ func TestStats(t *testing.T) {
 		if s := e.h.Stats(); s != (Stats{Rooms: 3, Members: 4, Sessions: 4}) {
 			t.Errorf("Stats = %+v, want 3 rooms, 4 members, 4 sessions", s)
 		}
-		a1.s.HandleClose(true)
+		a1.s.HandleClose(endNormal)
 		b.send(`{"t":"leave","id":3,"room":"r3"}`)
 		e.tick()
 		if s := e.h.Stats(); s != (Stats{Rooms: 2, Members: 2, Sessions: 3}) {
 			t.Errorf("Stats = %+v, want 2 rooms (alice in r1, bob in r2), 2 members, 3 sessions", s)
 		}
-		a2.s.HandleClose(false) // alice stays in r1 for the grace
-		b.s.HandleClose(true)
-		pending.s.HandleClose(false)
+		a2.s.HandleClose(endLost) // alice stays in r1 for the grace
+		b.s.HandleClose(endNormal)
+		pending.s.HandleClose(endLost)
 		e.tick()
 		if s := e.h.Stats(); s != (Stats{Rooms: 1, Members: 1}) {
 			t.Errorf("Stats = %+v, want 1 room, 1 member (grace), no session", s)
@@ -1430,8 +1430,8 @@ func TestMetrics(t *testing.T) {
 		bob.send(`{"t":"ping","ts":1}`)
 		e.tick()
 		e.sleep(2 * time.Second)
-		alice.s.HandleClose(true)
-		bob.s.HandleClose(true)
+		alice.s.HandleClose(endNormal)
+		bob.s.HandleClose(endNormal)
 		e.tick()
 
 		sent, size := 0, 0

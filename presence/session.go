@@ -16,13 +16,13 @@ type sessionState uint8
 const (
 	awaitingHello sessionState = iota // opened, no hello yet
 	active                            // welcomed
-	closing                           // Close was called or the connection is gone
+	ended                             // HandleClose ran: the connection is gone
 )
 
 // Session is the protocol v1 state machine of one connection. The
 // transport calls its Handle methods, never two at once for one Session
 // (the poller's per-connection guarantee); the room flushers only use sink
-// and the close path.
+// and closeWith.
 type Session struct {
 	hub    *Hub   // static
 	sink   Sink   // static
@@ -43,11 +43,9 @@ type Session struct {
 	lim       limiter
 	heldRoom  string // the room of a typing the rate limit held back; "" if none
 
-	state     sessionState   // owned by the Handle methods
-	heldOn    bool           // owned by the Handle methods: the held typing's on
-	closeCode wire.CloseCode // owned by the Handle methods: the code this side closed with, 0 if none
-
-	slowClosedTmp atomic.Bool
+	state  sessionState  // owned by the Handle methods
+	heldOn bool          // owned by the Handle methods: the held typing's on
+	closed atomic.Uint32 // the closeRecord of the first close this side started (closeWith), 0 if none
 
 	prev, next *Session // guarded by the hub's session shard mu
 }
@@ -84,23 +82,23 @@ func (s *Session) fail(id int64, code, msg string) {
 	s.send(wire.AppendErr(a[:0], id, code, msg))
 }
 
-func (s *Session) close(code wire.CloseCode, reason string) {
-	if s.state == closing {
-		return
+// badRequest is the err message for a command DecodeCommand refused: the
+// *wire.Error's, or a generic one should another error type reach it.
+func badRequest(err error) string {
+	if we, ok := errors.AsType[*wire.Error](err); ok {
+		return we.Msg
 	}
-	s.state = closing
-	s.closeCode = code
-	s.sink.Close(code, reason)
+	return "bad request"
 }
 
-func (s *Session) helloFailed(code wire.CloseCode, reason, label string) {
+func (s *Session) helloFailed(code wire.CloseCode, reason CloseReason, text, label string) {
 	s.hub.cfg.Metrics.HelloFailures.Inc(label)
-	s.close(code, reason)
+	s.closeWith(code, reason, text)
 }
 
 // HandleText processes one client message.
 func (s *Session) HandleText(msg []byte) {
-	if s.state == closing {
+	if s.closing() {
 		return
 	}
 	now := s.hub.now()
@@ -111,17 +109,17 @@ func (s *Session) HandleText(msg []byte) {
 		if s.state == awaitingHello {
 			s.hub.cfg.Metrics.HelloFailures.Inc("bad_request")
 		}
-		s.close(wire.CloseInvalidPayload, "invalid JSON")
+		s.closeWith(wire.CloseInvalidPayload, CloseProtocol, "invalid JSON")
 		return
 	}
 	if s.state == awaitingHello {
 		switch {
 		case c.T != wire.THello:
-			s.helloFailed(wire.CloseBadRequest, "hello must come first", "bad_request")
+			s.helloFailed(wire.CloseBadRequest, CloseProtocol, "hello must come first", "bad_request")
 		case c.V != wire.Version:
-			s.helloFailed(wire.CloseVersion, "unsupported protocol version", "version")
+			s.helloFailed(wire.CloseVersion, CloseProtocol, "unsupported protocol version", "version")
 		case err != nil:
-			s.helloFailed(wire.CloseBadRequest, err.(*wire.Error).Msg, "bad_request")
+			s.helloFailed(wire.CloseBadRequest, CloseProtocol, badRequest(err), "bad_request")
 		default:
 			s.hello(&c, now)
 		}
@@ -135,7 +133,7 @@ func (s *Session) HandleText(msg []byte) {
 		if s.lim.allow(now, interval, s.hub.cfg.Burst) {
 			s.pong(c.TS, now)
 		} else if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
-			s.close(wire.CloseRateLimited, "rate limited")
+			s.closeWith(wire.CloseRateLimited, CloseRate, "rate limited")
 		}
 		return
 	}
@@ -146,10 +144,11 @@ func (s *Session) HandleText(msg []byte) {
 		return
 	}
 	if err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) {
-			s.fail(c.ID, we.Code, we.Msg)
+		code := wire.ErrCodeBadRequest
+		if we, ok := errors.AsType[*wire.Error](err); ok {
+			code = we.Code
 		}
+		s.fail(c.ID, code, badRequest(err))
 		return
 	}
 	s.applyHeld(now, interval)
@@ -162,7 +161,7 @@ func (s *Session) HandleText(msg []byte) {
 func (s *Session) limited(c *wire.Command, valid bool, now int64) {
 	s.hub.cfg.Metrics.RateLimited.Add(1)
 	if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
-		s.close(wire.CloseRateLimited, "rate limited")
+		s.closeWith(wire.CloseRateLimited, CloseRate, "rate limited")
 		return
 	}
 	if valid && c.T == wire.TTyping {
@@ -218,21 +217,21 @@ func (s *Session) hello(c *wire.Command, now int64) {
 			// The verifier failed, not the token: the client may retry.
 			cfg.Logger.Warn("presence: token verification failed", "err", err)
 			s.fail(0, wire.ErrCodeInternal, "token verification failed")
-			s.helloFailed(wire.CloseInternalError, "internal error", "internal")
+			s.helloFailed(wire.CloseInternalError, CloseInternal, "internal error", "internal")
 			return
 		}
 		if err != nil {
-			s.helloFailed(wire.CloseUnauthorized, "invalid token", "unauthorized")
+			s.helloFailed(wire.CloseUnauthorized, CloseAuth, "invalid token", "unauthorized")
 			return
 		}
 	case c.User != "" && cfg.Insecure:
 		id = Identity{User: c.User}
 	default:
-		s.helloFailed(wire.CloseUnauthorized, "a token is required", "unauthorized")
+		s.helloFailed(wire.CloseUnauthorized, CloseAuth, "a token is required", "unauthorized")
 		return
 	}
 	if !wire.ValidID(id.User) {
-		s.helloFailed(wire.CloseUnauthorized, "the token's subject is not a valid user id", "unauthorized")
+		s.helloFailed(wire.CloseUnauthorized, CloseAuth, "the token's subject is not a valid user id", "unauthorized")
 		return
 	}
 	s.state = active
@@ -397,7 +396,7 @@ func (s *Session) auth(token string, id, now int64) {
 	case errors.Is(err, ErrUnauthorized):
 		m.RefreshFailures.Add(1)
 		s.fail(id, wire.ErrCodeUnauthorized, "invalid token")
-		s.close(wire.CloseUnauthorized, "invalid token")
+		s.closeWith(wire.CloseUnauthorized, CloseAuth, "invalid token")
 		return
 	case err != nil:
 		m.RefreshFailures.Add(1)
@@ -407,7 +406,7 @@ func (s *Session) auth(token string, id, now int64) {
 	case ident.User != s.user:
 		m.RefreshFailures.Add(1)
 		s.fail(id, wire.ErrCodeForbidden, "the token is for another user")
-		s.close(wire.CloseForbidden, "the token is for another user")
+		s.closeWith(wire.CloseForbidden, CloseAuth, "the token is for another user")
 		return
 	}
 	m.Refreshes.Add(1)
@@ -463,7 +462,7 @@ func (s *Session) pong(ts, now int64) {
 // HandleDeadline runs the session's timers: hello timeout, heartbeats,
 // token refresh and expiry, held typing.
 func (s *Session) HandleDeadline() {
-	if s.state == closing {
+	if s.closing() {
 		return
 	}
 	cfg := &s.hub.cfg
@@ -471,18 +470,18 @@ func (s *Session) HandleDeadline() {
 	s.deadline = 0
 	if s.state == awaitingHello {
 		if now >= s.opened+int64(cfg.HelloTimeout) {
-			s.helloFailed(wire.CloseHelloTimeout, "no hello", "timeout")
+			s.helloFailed(wire.CloseHelloTimeout, CloseHelloTimeout, "no hello", "timeout")
 			return
 		}
 		s.rearm()
 		return
 	}
 	if now >= s.lastSeen+int64(cfg.HeartbeatInterval+cfg.HeartbeatTimeout) {
-		s.close(wire.CloseHeartbeat, "heartbeat timeout")
+		s.closeWith(wire.CloseHeartbeat, CloseHeartbeat, "heartbeat timeout")
 		return
 	}
 	if s.expires != 0 && now >= s.expires+int64(cfg.AuthGrace) {
-		s.close(wire.CloseTokenExpired, "token expired")
+		s.closeWith(wire.CloseTokenExpired, CloseTokenExpired, "token expired")
 		return
 	}
 	if now >= s.nextPing {
@@ -504,7 +503,7 @@ func (s *Session) HandleDeadline() {
 
 // rearm gives the sink the earliest of the session's timers.
 func (s *Session) rearm() {
-	if s.state == closing {
+	if s.closing() {
 		return
 	}
 	cfg := &s.hub.cfg
@@ -531,31 +530,38 @@ func (s *Session) rearm() {
 
 // HandleBinary closes the connection with 1003: the protocol is text only.
 func (s *Session) HandleBinary() {
-	s.close(wire.CloseUnsupported, "binary messages are not supported")
+	s.closeWith(wire.CloseUnsupported, CloseProtocol, "binary messages are not supported")
 }
 
-// HandleClose ends the session once the connection is gone. final is true
-// when the client will not come back: it closed with 1000, or the transport
-// closed it for a protocol violation (1002, 1007, 1009); its members leave
-// at once, as they do when the session itself closed for good (1003, 1007,
-// 41xx). Connections lost any other way (reset, heartbeat timeout, drain,
-// a close that invites a reconnect) leave after Config.LeaveGrace.
-func (s *Session) HandleClose(final bool) {
+// HandleClose ends the session once the connection is gone; end is what
+// the transport saw. It returns why the connection ended (also counted in
+// Config.Metrics.Closes) and decides the leave mode of its rooms (see
+// ending): members leave at once when the client closed with 1000, broke
+// the protocol, or the session closed with a code that forbids a reconnect
+// (1003, 1007, 41xx); otherwise (a lost connection, heartbeat timeout,
+// slow consumer, token expiry, flood, drain, shutdown, internal error) they
+// stay for Config.LeaveGrace.
+func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
-	grace := !final && (s.closeCode == 0 || wire.Reconnect(s.closeCode))
-	s.state = closing
+	reason, grace := ending(end, closeRecord(s.closed.Load()))
+	s.state = ended
 	for len(s.subs) > 0 {
 		s.dropSub(s.subs[len(s.subs)-1], grace, now)
 	}
 	s.subs = nil
 	s.hub.unregister(s)
+	s.hub.cfg.Metrics.Closes.Inc(reason)
 	s.hub.cfg.Metrics.ConnLifetime.Observe(float64(now-s.opened) / 1e9)
+	return reason
 }
 
 // bye tells the client this node is draining, with a retry_ms drawn from
-// [0, window), then closes 1001. Safe from any goroutine: it only uses the
-// sink.
+// [0, window), then closes 1001, unless the session already closed. Safe
+// from any goroutine: it only uses the sink and closeWith's record.
 func (s *Session) bye(window time.Duration) {
+	if !s.claimClose(wire.CloseGoingAway, CloseDrain) {
+		return
+	}
 	var retry int64
 	if ms := window.Milliseconds(); ms > 0 {
 		retry = rand.Int64N(ms)

@@ -229,7 +229,7 @@ func TestHello(t *testing.T) {
 					t.Errorf("pong ts = %d, want 5", e.TS)
 				}
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			if s := h.Stats(); s != (Stats{}) {
 				t.Errorf("Stats after close = %+v, want zero", s)
 			}
@@ -280,8 +280,8 @@ func TestHelloTimeout(t *testing.T) {
 		if got := onTime.sink.closeCodes(); len(got) != 0 {
 			t.Errorf("a welcomed session was closed: %v", got)
 		}
-		late.s.HandleClose(false)
-		onTime.s.HandleClose(true)
+		late.s.HandleClose(endLost)
+		onTime.s.HandleClose(endNormal)
 		if s := e.h.Stats(); s.Sessions != 0 {
 			t.Errorf("Sessions = %d, want 0", s.Sessions)
 		}
@@ -306,7 +306,7 @@ func TestHelloTwice(t *testing.T) {
 	if got := c.sink.closeCodes(); len(got) != 0 {
 		t.Errorf("closes = %v, want none", got)
 	}
-	c.s.HandleClose(true)
+	c.s.HandleClose(endNormal)
 }
 
 // TestCommandErrors: commands the server refuses get err with their id; the
@@ -441,7 +441,7 @@ func TestCommandErrors(t *testing.T) {
 			if got := c.sink.closeCodes(); len(got) != 0 {
 				t.Errorf("closes = %v, want none", got)
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 		})
 	}
 }
@@ -480,7 +480,7 @@ func TestHeartbeat(t *testing.T) {
 			// pings come every hb, and the RTTs are observed.
 			c := cs[0]
 			for _, o := range cs[1:] {
-				o.s.HandleClose(true)
+				o.s.HandleClose(endNormal)
 			}
 			var pings []time.Time
 			for range 5 {
@@ -534,7 +534,7 @@ func TestHeartbeat(t *testing.T) {
 			if n := len(rtt.values()); n != 5 {
 				t.Errorf("HeartbeatRTT has %d values after bogus pongs, want 5", n)
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 		})
 	})
 
@@ -564,7 +564,7 @@ func TestHeartbeat(t *testing.T) {
 				t.Errorf("%d pings before the close, want 1 or 2", pings)
 			}
 			// 4001 invites a reconnect: the member stays for the grace.
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			if s := e.h.Stats(); s.Members != 1 {
 				t.Errorf("Members after 4001 = %d, want 1 (leave grace)", s.Members)
 			}
@@ -583,7 +583,7 @@ func TestHeartbeat(t *testing.T) {
 			if got := c.sink.closeCodes(); len(got) != 0 {
 				t.Errorf("closes = %v, want none", got)
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 		})
 	})
 
@@ -599,7 +599,7 @@ func TestHeartbeat(t *testing.T) {
 				t.Errorf("pong ts = %d, want %d", e.TS, ts)
 			}
 		}
-		c.s.HandleClose(true)
+		c.s.HandleClose(endNormal)
 	})
 }
 
@@ -669,7 +669,7 @@ func TestTokenRefresh(t *testing.T) {
 			if m.refreshes.value() != 1 || m.failures.value() != 0 {
 				t.Errorf("Refreshes, RefreshFailures = %v, %v; want 1, 0", m.refreshes.value(), m.failures.value())
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 		})
 	})
 
@@ -684,7 +684,7 @@ func TestTokenRefresh(t *testing.T) {
 			if at := time.Since(exp); at != authGrace {
 				t.Errorf("closed %v after exp, want %v", at, authGrace)
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			if s := e.h.Stats(); s.Members != 1 {
 				t.Errorf("Members after 4003 = %d, want 1 (leave grace)", s.Members)
 			}
@@ -710,7 +710,7 @@ func TestTokenRefresh(t *testing.T) {
 			if got := c.lastClose(); got != wire.CloseTokenExpired || time.Since(exp) != authGrace {
 				t.Errorf("close %v %v after exp, want 4003 after %v", got, time.Since(exp), authGrace)
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 		})
 	})
 
@@ -719,7 +719,7 @@ func TestTokenRefresh(t *testing.T) {
 		token       string
 		wantCode    string
 		wantClose   wire.CloseCode // 0: stays open
-		wantMembers int64          // right after HandleClose(false)
+		wantMembers int64          // right after HandleClose(endLost)
 	}{
 		{name: "token for another user", token: "bob", wantCode: wire.ErrCodeForbidden, wantClose: wire.CloseForbidden},
 		{name: "refused token", token: "bad", wantCode: wire.ErrCodeUnauthorized, wantClose: wire.CloseUnauthorized},
@@ -745,7 +745,7 @@ func TestTokenRefresh(t *testing.T) {
 					c.expect("pong")
 				}
 				// A close for good removes the member at once.
-				c.s.HandleClose(false)
+				c.s.HandleClose(endLost)
 				if s := e.h.Stats(); s.Members != tt.wantMembers {
 					t.Errorf("Members right after the close = %d, want %d", s.Members, tt.wantMembers)
 				}
@@ -790,7 +790,7 @@ func TestRateLimit(t *testing.T) {
 			if got := c.sink.closeCodes(); len(got) != 0 {
 				t.Errorf("closes = %v, want none", got)
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 		})
 	})
 
@@ -824,8 +824,8 @@ func TestRateLimit(t *testing.T) {
 			if ev.Typing == nil || fmt.Sprint(*ev.Typing) != "[alice]" {
 				t.Errorf("diff typing = %v, want [alice]", ev.Typing)
 			}
-			c.s.HandleClose(true)
-			obs.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
+			obs.s.HandleClose(endNormal)
 		})
 	})
 
@@ -848,7 +848,7 @@ func TestRateLimit(t *testing.T) {
 			if closedAt < 3*time.Second || closedAt > 5*time.Second {
 				t.Errorf("closed after %v of flood, want between 3s and 5s", closedAt)
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			_ = e
 		})
 	})
@@ -868,7 +868,7 @@ func TestRateLimit(t *testing.T) {
 			if limited.value() == 0 {
 				t.Errorf("RateLimited = 0, want some refusals")
 			}
-			c.s.HandleClose(true)
+			c.s.HandleClose(endNormal)
 			_ = e
 		})
 	})
@@ -897,7 +897,7 @@ func TestRateLimit(t *testing.T) {
 			if got := c.lastClose(); got != wire.CloseRateLimited {
 				t.Errorf("close = %v, want 4029", got)
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			_ = e
 		})
 	})
@@ -923,7 +923,7 @@ func TestRateLimit(t *testing.T) {
 			if got := c.lastClose(); got != wire.CloseRateLimited {
 				t.Errorf("close after a pong flood = %v, want 4029", got)
 			}
-			c.s.HandleClose(false)
+			c.s.HandleClose(endLost)
 			_ = e
 		})
 	})
@@ -1131,7 +1131,7 @@ func TestDrain(t *testing.T) {
 
 			// 1001 keeps members for the leave grace.
 			for _, c := range append(cs, lates...) {
-				c.s.HandleClose(false)
+				c.s.HandleClose(endLost)
 			}
 			if s := e.h.Stats(); s.Sessions != 0 || s.Members != 3 || s.Rooms != 1 {
 				t.Errorf("Stats after the drain = %+v, want 0 sessions, 3 members in 1 room (grace)", s)

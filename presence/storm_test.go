@@ -21,7 +21,7 @@ func BenchmarkRejoinStorm(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				for _, s := range sessions {
-					s.HandleClose(false) // lost: grace
+					s.HandleClose(endLost) // lost: grace
 				}
 				b.StartTimer()
 				for i := range sessions {
@@ -114,7 +114,7 @@ func TestGraceAndTypingIndexes(t *testing.T) {
 			s := conns[u][0]
 			conns[u] = conns[u][1:]
 			r.mu.Unlock()
-			s.HandleClose(rng.IntN(2) == 0)
+			s.HandleClose(endOf(rng.IntN(2) == 0))
 			r.mu.Lock()
 		case op == 2 && m != nil:
 			r.typingLocked(m, true, now)

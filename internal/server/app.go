@@ -14,12 +14,10 @@ import (
 )
 
 // presenceApp connects the poller's callbacks to the presence hub: each
-// connection's Session lives in its Conn value.
+// connection's Session lives in its Conn value. handler calls it.
 type presenceApp struct {
 	hub *presence.Hub // static
 }
-
-var _ poller.Handler = presenceApp{}
 
 func (a presenceApp) OnOpen(c *poller.Conn) {
 	c.SetValue(a.hub.Open((*connSink)(c)))
@@ -38,12 +36,38 @@ func (presenceApp) OnDeadline(c *poller.Conn) {
 	c.Value().(*presence.Session).HandleDeadline()
 }
 
-func (presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) {
-	// The client will not come back after closing with 1000, or after a
-	// protocol violation the transport closed it for.
-	final := info.Reason == poller.ClosePeer && info.Code == ws.StatusNormalClosure ||
-		info.Reason == poller.CloseProtocol
-	c.Value().(*presence.Session).HandleClose(final)
+// OnClose ends the session and returns why the connection ended, as
+// presence decided (and counted) it.
+func (presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) presence.CloseReason {
+	return c.Value().(*presence.Session).HandleClose(connEnd(info))
+}
+
+// connEnd says what the poller saw when a connection ended, in presence's
+// terms: presence decides the reason and the leave mode.
+func connEnd(info poller.CloseInfo) presence.ConnEnd {
+	end := presence.ConnEnd{Code: wire.CloseCode(info.Code)}
+	switch info.Reason {
+	case poller.CloseServer:
+		end.Cause = presence.EndClosed
+	case poller.ClosePeer:
+		end.Cause = presence.EndPeer
+	case poller.CloseReset:
+		end.Cause = presence.EndLost
+	case poller.CloseProtocol:
+		end.Cause = presence.EndProtocol
+	case poller.CloseTimeout:
+		end.Cause = presence.EndTimeout
+	case poller.CloseShutdown:
+		end.Cause = presence.EndShutdown
+	default:
+		// A handler panic (the poller closed with 1011), or a reason
+		// this glue does not know: a connection lost.
+		end.Cause = presence.EndLost
+		if info.Code == ws.StatusInternalServerError {
+			end.Cause = presence.EndFailed
+		}
+	}
+	return end
 }
 
 // connSink is a poller.Conn seen as a presence.Sink. The conversion from
@@ -74,6 +98,11 @@ type jwtAuth struct {
 
 var _ presence.Authenticator = jwtAuth{}
 
+// Authenticate refuses every token Verify refuses: Verify checks the token
+// against keys held in memory, so each of its errors is the token's fault
+// (they all wrap auth.ErrInvalidToken), never a verifier failure. Presence's
+// "verifier failed" handling (err internal; 1011 at hello) is for
+// Authenticators that can fail, given as Config.Presence.Auth.
 func (a jwtAuth) Authenticate(token string) (presence.Identity, error) {
 	c, err := a.v.Verify(token)
 	if err != nil {

@@ -66,10 +66,10 @@ func TestInteropPython(t *testing.T) {
 			wantCode:   "1000",
 			wantClosed: 2,
 		},
-		{scenario: "binary", want: []string{"closed: 1003"}, wantLabel: "server", wantCode: "1003", wantClosed: 1},
+		{scenario: "binary", want: []string{"closed: 1003"}, wantLabel: "protocol", wantCode: "1003", wantClosed: 1},
 		{scenario: "too-big", want: []string{"closed: 1009"}, wantLabel: "protocol", wantCode: "1009", wantClosed: 1},
-		{scenario: "invalid-json", want: []string{"closed: 1007"}, wantLabel: "server", wantCode: "1007", wantClosed: 1},
-		{scenario: "version", want: []string{"closed: 4105"}, wantLabel: "server", wantCode: "4105", wantClosed: 1},
+		{scenario: "invalid-json", want: []string{"closed: 1007"}, wantLabel: "protocol", wantCode: "1007", wantClosed: 1},
+		{scenario: "version", want: []string{"closed: 4105"}, wantLabel: "protocol", wantCode: "4105", wantClosed: 1},
 	}
 	for _, engine := range engines {
 		for _, tc := range cases {

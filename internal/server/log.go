@@ -14,6 +14,7 @@ const (
 	keyRemote     = "remote"
 	keyReason     = "reason"
 	keyCode       = "code"
+	keyTransport  = "transport"
 	keyErr        = "err"
 	keySuppressed = "suppressed"
 	keyNode       = "node"

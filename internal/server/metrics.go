@@ -18,8 +18,8 @@ type metrics struct {
 	framesSent   prometheus.Counter
 	bytesSent    prometheus.Counter
 	sendFull     prometheus.Counter
-	closed       labelled // by poller.CloseReason
-	handshakeErr labelled // by poller.RejectReason
+	closed       closeCounts // by presence.CloseReason
+	handshakeErr labelled    // by poller.RejectReason
 	presence     presence.Metrics
 }
 
@@ -40,13 +40,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_connections_closed_total",
-		Help: "WebSocket connections closed, by reason (peer, reset, protocol, timeout, server, shutdown).",
+		Help: "WebSocket connections closed, by reason (peer, reset, heartbeat, hello_timeout, slow, token_expired, auth, rate, protocol, drain, shutdown, internal).",
 	}, []string{"reason"})
 	handshakeErr := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_handshake_failures_total",
 		Help: "Connections that failed before the WebSocket upgrade completed, by reason.",
 	}, []string{"reason"})
-	m.closed = newLabelled(closed, func(i int) string { return poller.CloseReason(i).String() })
+	m.closed = newCloseCounts(closed)
 	m.handshakeErr = newLabelled(handshakeErr, func(i int) string { return poller.RejectReason(i).String() })
 
 	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull}
@@ -85,6 +85,30 @@ func (l labelled) inc(value int, name string) {
 	l.vec.WithLabelValues(name).Inc()
 }
 
+// closeCounts is presence.Metrics.Closes: one counter per
+// presence.CloseReason, created up front so every label appears at 0 and
+// counting costs no label lookup. Static after construction.
+type closeCounts []prometheus.Counter // index: presence.CloseReason
+
+var _ presence.CloseCounter = closeCounts(nil)
+
+func newCloseCounts(vec *prometheus.CounterVec) closeCounts {
+	var c closeCounts
+	for r := range presence.CloseReasons() {
+		for len(c) <= int(r) {
+			c = append(c, nil)
+		}
+		c[r] = vec.WithLabelValues(r.String())
+	}
+	return c
+}
+
+func (c closeCounts) Inc(r presence.CloseReason) {
+	if int(r) < len(c) && c[r] != nil {
+		c[r].Inc()
+	}
+}
+
 // newPresenceMetrics fills m.presence and returns its collectors.
 func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.Counter) []prometheus.Collector {
 	hist := func(name, help string, buckets []float64) prometheus.Histogram {
@@ -100,6 +124,7 @@ func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.
 	seconds := []float64{.001, .0025, .005, .01, .025, .05, .1, .15, .2, .3, .5, 1, 2.5, 5, 10}
 	p := presence.Metrics{
 		HelloFailures:   counterVec{helloFailures},
+		Closes:          m.closed,
 		Joins:           counter("presenced_joins_total", "Members that joined a room (users, not connections)."),
 		Leaves:          counter("presenced_leaves_total", "Members that left a room."),
 		Updates:         counter("presenced_updates_total", "Member state changes published."),

@@ -299,8 +299,8 @@ func (s *Server) awaitSessions(pollDone <-chan struct{}, max time.Duration) {
 // each on to the application. It runs on the poller's goroutines and does
 // bounded work.
 type handler struct {
-	s   *Server        // static
-	app poller.Handler // static
+	s   *Server     // static
+	app presenceApp // static
 }
 
 var _ poller.Handler = (*handler)(nil)
@@ -318,18 +318,20 @@ func (h *handler) OnMessage(c *poller.Conn, op ws.OpCode, msg []byte) {
 
 func (h *handler) OnDeadline(c *poller.Conn) { h.app.OnDeadline(c) }
 
+// OnClose ends the session; presence counts the close by its reason
+// (presenced_connections_closed_total).
 func (h *handler) OnClose(c *poller.Conn, info poller.CloseInfo) {
 	h.s.metrics.active.Dec()
-	h.s.metrics.closed.inc(int(info.Reason), info.Reason.String())
-	h.app.OnClose(c, info)
-	h.s.logClose(c, info)
+	reason := h.app.OnClose(c, info)
+	h.s.logClose(c, info, reason)
 }
 
-// logClose logs the end of a connection: protocol violations at Info,
-// everything else at Debug, both rate-limited.
-func (s *Server) logClose(c *poller.Conn, info poller.CloseInfo) {
+// logClose logs the end of a connection with presence's reason, the close
+// code and the poller's view: protocol violations at Info, everything else
+// at Debug, both rate-limited.
+func (s *Server) logClose(c *poller.Conn, info poller.CloseInfo, reason presence.CloseReason) {
 	level := slog.LevelDebug
-	if info.Reason == poller.CloseProtocol {
+	if reason == presence.CloseProtocol {
 		level = slog.LevelInfo
 	}
 	ctx := context.Background()
@@ -343,8 +345,9 @@ func (s *Server) logClose(c *poller.Conn, info poller.CloseInfo) {
 	attrs := []slog.Attr{
 		slog.Uint64(keyConn, c.ID()),
 		slog.String(keyRemote, c.RemoteAddr().String()),
-		slog.String(keyReason, info.Reason.String()),
+		slog.String(keyReason, reason.String()),
 		slog.Int(keyCode, int(info.Code)),
+		slog.String(keyTransport, info.Reason.String()),
 	}
 	if info.Err != nil {
 		attrs = append(attrs, slog.String(keyErr, info.Err.Error()))

@@ -179,13 +179,13 @@ func TestCloseReasons(t *testing.T) {
 			hello:     true,
 			send:      func(t *testing.T, c net.Conn) { writeFrames(t, c, ws.OpBinary, "\x00\x01") },
 			wantCode:  ws.StatusUnsupportedData,
-			wantLabel: "server",
+			wantLabel: "protocol",
 		},
 		{
 			name:      "binary message before hello closes with 1003",
 			send:      func(t *testing.T, c net.Conn) { writeFrames(t, c, ws.OpBinary, "\x00\x01") },
 			wantCode:  ws.StatusUnsupportedData,
-			wantLabel: "server",
+			wantLabel: "protocol",
 		},
 		{
 			name:  "fragmented message over max closes with 1009",
@@ -220,7 +220,7 @@ func TestCloseReasons(t *testing.T) {
 			hello:     true,
 			send:      func(t *testing.T, c net.Conn) { writeFrames(t, c, ws.OpText, `{"t":"join",`) },
 			wantCode:  ws.StatusInvalidFramePayloadData,
-			wantLabel: "server",
+			wantLabel: "protocol",
 		},
 		{
 			name:      "unmasked frame closes with 1002",
@@ -233,7 +233,7 @@ func TestCloseReasons(t *testing.T) {
 			name:      "join before hello closes with 4100",
 			send:      func(t *testing.T, c net.Conn) { writeFrames(t, c, ws.OpText, `{"t":"join","id":1,"room":"r"}`) },
 			wantCode:  4100,
-			wantLabel: "server",
+			wantLabel: "protocol",
 		},
 		{
 			name:      "client close 1000 is echoed",
@@ -536,10 +536,10 @@ func TestShutdown(t *testing.T) {
 				t.Fatal("Run did not return")
 			}
 			// The drain closes from the application (bye, then 1001).
-			if got := metric(t, n.reg, "presenced_connections_closed_total", "reason", "server"); got != 2 {
-				t.Errorf(`closed_total{reason="server"} = %v, want 2`, got)
+			if got := metric(t, n.reg, "presenced_connections_closed_total", "reason", "drain"); got != 2 {
+				t.Errorf(`closed_total{reason="drain"} = %v, want 2`, got)
 			}
-			if n.logs.find("msg", "connection closed", "reason", "server", "code", "1001") == nil {
+			if n.logs.find("msg", "connection closed", "reason", "drain", "code", "1001") == nil {
 				t.Error("no log of a close with code 1001")
 			}
 			if _, err := net.DialTimeout("tcp", n.AdminAddr().String(), time.Second); err == nil {
