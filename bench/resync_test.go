@@ -37,8 +37,9 @@ import (
 //	go test ./bench -run '^$' -bench ResyncLoopLatency -benchtime 1x
 func BenchmarkResyncLoopLatency(b *testing.B) {
 	cfg := resyncConfig{
-		n: envInt(os.Getenv, envResyncConns, 10000),
-		d: envDurationOr(envResyncTime, 10*time.Second),
+		n:    envInt(os.Getenv, envResyncConns, 10000),
+		d:    envDurationOr(envResyncTime, 10*time.Second),
+		tick: envDurationOr(envResyncTick, 100*time.Millisecond),
 	}
 	for _, engine := range engines {
 		b.Run(engine, func(b *testing.B) {
@@ -65,6 +66,7 @@ func TestResyncLoopSmall(t *testing.T) {
 const (
 	envResyncConns = "PRESENCED_BENCH_RESYNC_CONNS" // BenchmarkResyncLoopLatency: subscribers; default 10000
 	envResyncTime  = "PRESENCED_BENCH_RESYNC_TIME"  // BenchmarkResyncLoopLatency: measured window; default 10s
+	envResyncTick  = "PRESENCED_BENCH_RESYNC_TICK"  // BenchmarkResyncLoopLatency: Presence.Tick; default 100ms
 )
 
 // The resync experiment's fixed settings.
