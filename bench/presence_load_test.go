@@ -107,6 +107,8 @@ func runPresenceLoad(mode string, getenv func(string) string, stdin io.Reader, s
 	case modeChanger:
 		return loadChanger(addr, local, getenv(envRoom), getenv(envChanger), envInt(getenv, envRate, 100),
 			envInt(getenv, envPad, 0), in, stdout)
+	case modeResync:
+		return loadResync(resyncLoadConfig(getenv, addr, local), in, stdout) // resync_load_test.go
 	case modeSlow:
 		return loadSlow(addr, local, getenv(envRoom), envInt(getenv, envRcvBuf, 2048), envInt(getenv, envMSS, 1460), in, stdout)
 	}
