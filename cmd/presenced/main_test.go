@@ -871,6 +871,9 @@ func TestRunAuth(t *testing.T) {
 			}
 			c.send(`{"t":"join","id":1,"room":"r"}`)
 			c.expect(wire.TAck)
+			// The join is published at the next tick: its sync follows
+			// then, always before the drain below.
+			c.expect(wire.TSync)
 
 			for _, hello := range []string{
 				`{"t":"hello","v":1,"token":"` + tc.bad + `"}`,
