@@ -230,7 +230,8 @@ func (c *Conn) armCloseTimeoutLocked() {
 
 // beginBatch is called by the reader before it delivers callbacks; Sends
 // then queue without writing until endBatch, so one turn's frames go out
-// in one writev.
+// in one writev. Callers pair them with a defer (processBatch,
+// deadlineBatch), so that a batch ends even if a panic unwinds through it.
 func (c *Conn) beginBatch() {
 	c.mu.Lock()
 	c.batching = true
@@ -245,6 +246,22 @@ func (c *Conn) endBatch() (done bool) {
 	c.batching = false
 	empty := c.flushLocked()
 	return empty && c.doneLocked()
+}
+
+// processBatch runs the protocol code on data inside one batch. It returns
+// the bytes used and whether the connection should be finished.
+func (c *Conn) processBatch(data []byte) (n int, done bool) {
+	c.beginBatch()
+	defer func() { done = c.endBatch() || done }()
+	return c.process(data), false
+}
+
+// deadlineBatch runs an expired deadline (see onDeadline) inside one batch
+// and reports whether the connection should be finished, with info.
+func (c *Conn) deadlineBatch(slot *atomic.Int64, d int64) (done bool, info CloseInfo) {
+	c.beginBatch()
+	defer func() { done = c.endBatch() || done }()
+	return c.onDeadline(slot, d)
 }
 
 // onWritable is called by the engine's goroutine when the socket can take
@@ -291,7 +308,7 @@ func (c *Conn) onDeadline(slot *atomic.Int64, d int64) (done bool, info CloseInf
 	case stateHandshake, stateRejecting:
 		return true, CloseInfo{}
 	case stateOpen:
-		c.sh.handler.OnDeadline(c)
+		c.callDeadline()
 		return false, CloseInfo{}
 	case stateClosing:
 		return true, CloseInfo{Reason: CloseTimeout}
@@ -329,7 +346,7 @@ func (c *Conn) finish(fallback CloseInfo) {
 	c.rd.release()
 	c.sh.limits.release(c.remote, c.admitted())
 	if opened {
-		c.sh.handler.OnClose(c, info)
+		c.callClose(info)
 	} else if reject != 0 && c.sh.cfg.OnReject != nil {
 		c.sh.cfg.OnReject(reject)
 	}

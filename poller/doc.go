@@ -27,6 +27,10 @@
 // Conn.OutboxLen are safe for concurrent use. Handler callbacks for one
 // connection never overlap and must not block.
 //
+// Panics: a panic in a Handler callback is recovered on both engines. It
+// is logged with its stack, reported to Config.OnPanic, and closes that
+// connection with 1011 (ClosePanic); the other connections are unaffected.
+//
 // Goroutines: Run starts them (the acceptor, the epoll loops or the
 // netpoll sweep and write retrier) and joins them before it returns.
 // netpoll's own poller goroutines live as long as the process.

@@ -262,9 +262,7 @@ func (l *loop) sweep(now int64) {
 		if c == nil || c.eng != connEngine(l) {
 			continue
 		}
-		c.beginBatch()
-		done, info := c.onDeadline(&dl[fd], d)
-		if c.endBatch() || done {
+		if done, info := c.deadlineBatch(&dl[fd], d); done {
 			c.finish(info)
 		}
 	}

@@ -164,9 +164,7 @@ func (fc *fakeConn) finish(info CloseInfo) {
 func (fc *fakeConn) end() {
 	t := fc.eng.t
 	if d := fc.eng.deadline.Load(); !fc.finished && d != 0 {
-		fc.c.beginBatch()
-		done, info := fc.c.onDeadline(&fc.eng.deadline, d)
-		if fc.c.endBatch() || done {
+		if done, info := fc.c.deadlineBatch(&fc.eng.deadline, d); done {
 			fc.finish(info)
 		}
 	}

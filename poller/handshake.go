@@ -111,7 +111,7 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 	c.eng.setDeadline(c, 0)
 	c.enqueueLocked(hio.w.Bytes())
 	c.mu.Unlock()
-	c.sh.handler.OnOpen(c)
+	c.callOpen()
 	return n, true
 }
 

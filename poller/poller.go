@@ -18,6 +18,14 @@ import (
 // order: OnOpen, then any number of OnMessage and OnDeadline, then OnClose
 // exactly once. Callbacks must return quickly and never block: they run on
 // the event loop.
+//
+// A panic in a callback is recovered by the poller, on both engines: it is
+// logged with its stack (Config.Logger, level Error, rate-limited), reported
+// to Config.OnPanic, and the connection whose callback panicked is closed
+// with 1011 (CloseInfo.Reason ClosePanic; a panic in OnClose closes nothing,
+// the connection is gone). Every other connection keeps being served. The
+// poller cannot undo what the callback left half done: a handler that holds
+// its own locks across code that may panic must release them in defers.
 type Handler interface {
 	// OnOpen is called once the WebSocket upgrade has been sent.
 	OnOpen(c *Conn)
@@ -81,8 +89,14 @@ type Config struct {
 	// handshake and close timeouts): they are checked by a sweep this often.
 	// Default 100 ms.
 	Tick time.Duration
-	// Logger receives rare, rate-limited diagnostics. Default: discard.
+	// Logger receives rare, rate-limited diagnostics, and each recovered
+	// handler panic with its stack (at most one per second; the next record
+	// counts those left out). Default: discard.
 	Logger *slog.Logger
+	// OnPanic, if set, is called with the value of every panic recovered
+	// from a Handler callback (see Handler), after it is logged. It is
+	// called on the goroutine of the callback and must not block.
+	OnPanic func(v any)
 	// OnReject, if set, is called when a connection fails before OnOpen (bad
 	// or refused upgrade, handshake timeout, caps). It may be called from any
 	// poller goroutine and must not block.
@@ -204,6 +218,9 @@ const (
 	CloseServer
 	// CloseShutdown: the server stopped (1001).
 	CloseShutdown
+	// ClosePanic: a Handler callback of the connection panicked; the server
+	// sent 1011 (CloseInfo.Err holds the panic value).
+	ClosePanic
 )
 
 func (r CloseReason) String() string {
@@ -220,6 +237,8 @@ func (r CloseReason) String() string {
 		return "server"
 	case CloseShutdown:
 		return "shutdown"
+	case ClosePanic:
+		return "panic"
 	}
 	return "unknown"
 }

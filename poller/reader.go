@@ -48,9 +48,7 @@ func (c *Conn) feed(in []byte) (done bool) {
 		c.rd.buf = append(c.rd.buf, in...)
 		data = c.rd.buf
 	}
-	c.beginBatch()
-	n := c.process(data)
-	done = c.endBatch()
+	n, done := c.processBatch(data)
 	rest := data[n:]
 	switch {
 	case done || len(rest) == 0:
@@ -183,7 +181,7 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
 			if op == ws.OpText && !utf8.Valid(payload) {
 				return c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 			}
-			c.sh.handler.OnMessage(c, op, payload)
+			c.callMessage(op, payload)
 			return false
 		}
 		c.rd.msgOp = op
@@ -198,7 +196,7 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
 	}
 	msg, mop := c.rd.msg, c.rd.msgOp
 	c.rd.msg, c.rd.msgOp = nil, 0
-	c.sh.handler.OnMessage(c, mop, msg)
+	c.callMessage(mop, msg)
 	return false
 }
 

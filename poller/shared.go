@@ -17,6 +17,7 @@ type shared struct {
 	upgrader ws.Upgrader // static after construction
 	limits   limits
 	ids      atomic.Uint64
+	panics   panicLog
 }
 
 func newShared(cfg Config, h Handler) *shared {
