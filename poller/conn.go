@@ -31,6 +31,11 @@ type connEngine interface {
 	// wantWrite asks to be told (via Conn.onWritable) when the socket can
 	// take more bytes; off cancels it. Called with c.mu held.
 	wantWrite(c *Conn, on bool)
+	// pauseRead stops reading the socket (on) or starts again (off), where
+	// the engine can: the reader holds input back until the outbox has
+	// room (Config.ReplyReserve). Called with c.mu held, from the goroutine
+	// that reads c.
+	pauseRead(c *Conn, on bool)
 	// setDeadline stores c's deadline (unix nanoseconds, 0 = none) for the
 	// engine's sweep.
 	setDeadline(c *Conn, unixNano int64)
@@ -58,6 +63,7 @@ type Conn struct {
 	opened     bool     // OnOpen was delivered
 	batching   bool     // the reader is inside a callback; Sends wait for endBatch
 	writeArmed bool     // the engine will call onWritable
+	readPaused bool     // the reader holds input back until the outbox has ReplyReserve free; written by the reader only
 	peerClosed bool     // a close frame arrived
 	sentClose  bool     // a close frame is queued or written
 	out        [][]byte // queued frames not yet taken by the kernel; out[0] is trimmed as written
@@ -179,7 +185,10 @@ func (c *Conn) flushLocked() bool {
 	}
 	if c.outLen == 0 {
 		c.out = nil // an idle connection holds no buffer
-		if c.writeArmed {
+		// A paused reader resumes from onWritable: keep asking for it, even
+		// when a flush outside onWritable (a deadline's batch) drained the
+		// outbox.
+		if c.writeArmed && !c.readPaused {
 			c.writeArmed = false
 			c.eng.wantWrite(c, false)
 		}
@@ -264,16 +273,46 @@ func (c *Conn) deadlineBatch(slot *atomic.Int64, d int64) (done bool, info Close
 	return c.onDeadline(slot, d)
 }
 
-// onWritable is called by the engine's goroutine when the socket can take
-// more bytes. It reports whether the connection should now be finished.
+// onWritable is called by the goroutine that reads c when the socket can
+// take more bytes. A paused reader resumes once the outbox has room again.
+// It reports whether the connection should now be finished.
 func (c *Conn) onWritable() (done bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state == stateClosed {
+		c.mu.Unlock()
 		return false
 	}
 	empty := c.flushLocked()
-	return empty && c.doneLocked()
+	done = empty && c.doneLocked()
+	resume := !done && c.readPaused && c.roomLocked()
+	c.mu.Unlock()
+	if resume {
+		return c.resume()
+	}
+	return done
+}
+
+// roomLocked reports whether the reader may hand the handler a message:
+// the outbox has Config.ReplyReserve free, or the connection is no longer
+// open (data is then discarded, and control frames must get through).
+func (c *Conn) roomLocked() bool {
+	return c.state != stateOpen || c.outLen+c.sh.cfg.ReplyReserve <= c.sh.cfg.Outbox
+}
+
+// setReadPausedLocked records whether the reader holds input back and
+// tells the engine. Called by the reader only. While paused, the write
+// interest stays armed (see flushLocked), so onWritable is sure to come
+// and resume the reader.
+func (c *Conn) setReadPausedLocked(on bool) {
+	if c.readPaused == on {
+		return
+	}
+	c.readPaused = on
+	if !on && c.outLen == 0 && c.writeArmed {
+		c.writeArmed = false
+		c.eng.wantWrite(c, false)
+	}
+	c.eng.pauseRead(c, on)
 }
 
 // doneLocked: every byte is written and nothing more is expected.

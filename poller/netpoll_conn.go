@@ -153,6 +153,11 @@ func (w *npConn) wantWrite(_ *Conn, on bool) {
 	}
 }
 
+// pauseRead does nothing: netpoll reads whatever arrives and OnRequest
+// must consume it, so the shared reader keeps input of a paused connection
+// itself (bounded by shared.maxBacklog). It resumes from the write retrier.
+func (w *npConn) pauseRead(*Conn, bool) {}
+
 func (w *npConn) setDeadline(_ *Conn, unixNano int64) { w.deadline.Store(unixNano) }
 
 // closeSocket closes the netpoll connection. netpoll closes the fd once no

@@ -221,7 +221,7 @@ func TestPanicLogRateLimited(t *testing.T) {
 	sh := newShared(cfg, h)
 	for i := range 3 {
 		c := sh.newConn(7, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i)), &fakeEngine{t: t})
-		c.state, c.opened = stateOpen, true
+		c.state, c.opened, c.rd.upgraded = stateOpen, true, true
 		h.recorder.conns[c.RemoteAddr()] = &connLog{conn: c}
 		if c.feed(maskedText("panic")) {
 			t.Fatal("connection finished at once")

@@ -78,6 +78,21 @@ type Config struct {
 	// Outbox bounds the bytes queued for one connection and not yet taken by
 	// the kernel. Send reports ErrFull beyond it. Default 64 KiB.
 	Outbox int
+	// ReplyReserve is the outbox space, in bytes, that must be free before a
+	// received message is handed to OnMessage, so that the replies to one
+	// message always fit: set it to at least the largest reply (all frames
+	// Sent from one OnMessage). While less is free the connection is paused:
+	// the unprocessed input is kept, and processing resumes, in order, once
+	// the peer has read enough of the outbox. Sends from other goroutines
+	// are not held back and may take the reserve between the check and the
+	// callback. The epoll engine stops reading a paused socket, so TCP
+	// pushes back on the client and the input kept is at most one read
+	// (64 KiB) plus one incomplete frame. The netpoll engine cannot stop
+	// reading: it keeps what arrives and closes the connection with 1008
+	// (CloseProtocol) once more than max(64 KiB, 2*MaxMessage) is kept, so a
+	// client that sends without reading cannot grow server memory.
+	// Default 1 KiB, or Outbox/2 if smaller; at most Outbox/2.
+	ReplyReserve int
 	// HandshakeTimeout closes connections that have not completed the HTTP
 	// upgrade in time. Default 5 s.
 	HandshakeTimeout time.Duration
@@ -127,6 +142,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Outbox <= 0 {
 		cfg.Outbox = 64 << 10
+	}
+	if cfg.ReplyReserve <= 0 {
+		cfg.ReplyReserve = min(1<<10, cfg.Outbox/2)
+	}
+	if cfg.ReplyReserve > cfg.Outbox/2 {
+		return cfg, fmt.Errorf("poller: ReplyReserve %d exceeds half the Outbox (%d)", cfg.ReplyReserve, cfg.Outbox)
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
@@ -210,7 +231,8 @@ const (
 	// CloseReset: the TCP connection ended without a close frame (EOF, reset).
 	CloseReset
 	// CloseProtocol: the peer broke RFC 6455 or a limit; the server sent
-	// CloseInfo.Code (1002, 1007, 1009).
+	// CloseInfo.Code (1002, 1007, 1009; 1008 when the netpoll engine kept
+	// more unprocessed input than it allows, see Config.ReplyReserve).
 	CloseProtocol
 	// CloseTimeout: the closing handshake did not finish in time.
 	CloseTimeout
