@@ -20,6 +20,7 @@ func (discardEngine) writev(c *Conn, bufs [][]byte) (n int, _ error) {
 	return n, nil
 }
 func (discardEngine) wantWrite(*Conn, bool)    {}
+func (discardEngine) pauseRead(*Conn, bool)    {}
 func (discardEngine) setDeadline(*Conn, int64) {}
 func (discardEngine) closeSocket(*Conn)        {}
 
@@ -37,7 +38,7 @@ func openConn(tb testing.TB, h Handler) *Conn {
 		tb.Fatal(err)
 	}
 	c := newShared(cfg, h).newConn(7, netip.MustParseAddrPort("127.0.0.1:1"), discardEngine{})
-	c.state, c.opened = stateOpen, true
+	c.state, c.opened, c.rd.upgraded = stateOpen, true, true
 	return c
 }
 

@@ -12,7 +12,7 @@ import (
 // nothing written leaves the outbox.
 func openFakeConn(t *testing.T, cfg Config) *fakeConn {
 	fc := newFakeConn(t, cfg)
-	fc.c.state, fc.c.opened, fc.h.opened = stateOpen, true, 1
+	fc.c.state, fc.c.opened, fc.c.rd.upgraded, fc.h.opened = stateOpen, true, true, 1
 	fc.eng.full = true
 	return fc
 }

@@ -31,6 +31,11 @@ type connEngine interface {
 	// wantWrite asks to be told (via Conn.onWritable) when the socket can
 	// take more bytes; off cancels it. Called with c.mu held.
 	wantWrite(c *Conn, on bool)
+	// pauseRead stops reading the socket (on) or starts again (off), where
+	// the engine can: the reader holds input back until the outbox has
+	// room (Config.ReplyReserve). Called with c.mu held, from the goroutine
+	// that reads c.
+	pauseRead(c *Conn, on bool)
 	// setDeadline stores c's deadline (unix nanoseconds, 0 = none) for the
 	// engine's sweep.
 	setDeadline(c *Conn, unixNano int64)
@@ -58,6 +63,7 @@ type Conn struct {
 	opened     bool     // OnOpen was delivered
 	batching   bool     // the reader is inside a callback; Sends wait for endBatch
 	writeArmed bool     // the engine will call onWritable
+	readPaused bool     // the reader holds input back until the outbox has ReplyReserve free; written by the reader only
 	peerClosed bool     // a close frame arrived
 	sentClose  bool     // a close frame is queued or written
 	out        [][]byte // queued frames not yet taken by the kernel; out[0] is trimmed as written
@@ -179,7 +185,10 @@ func (c *Conn) flushLocked() bool {
 	}
 	if c.outLen == 0 {
 		c.out = nil // an idle connection holds no buffer
-		if c.writeArmed {
+		// A paused reader resumes from onWritable: keep asking for it, even
+		// when a flush outside onWritable (a deadline's batch) drained the
+		// outbox.
+		if c.writeArmed && !c.readPaused {
 			c.writeArmed = false
 			c.eng.wantWrite(c, false)
 		}
@@ -230,7 +239,8 @@ func (c *Conn) armCloseTimeoutLocked() {
 
 // beginBatch is called by the reader before it delivers callbacks; Sends
 // then queue without writing until endBatch, so one turn's frames go out
-// in one writev.
+// in one writev. Callers pair them with a defer (processBatch,
+// deadlineBatch), so that a batch ends even if a panic unwinds through it.
 func (c *Conn) beginBatch() {
 	c.mu.Lock()
 	c.batching = true
@@ -247,16 +257,62 @@ func (c *Conn) endBatch() (done bool) {
 	return empty && c.doneLocked()
 }
 
-// onWritable is called by the engine's goroutine when the socket can take
-// more bytes. It reports whether the connection should now be finished.
+// processBatch runs the protocol code on data inside one batch. It returns
+// the bytes used and whether the connection should be finished.
+func (c *Conn) processBatch(data []byte) (n int, done bool) {
+	c.beginBatch()
+	defer func() { done = c.endBatch() || done }()
+	return c.process(data), false
+}
+
+// deadlineBatch runs an expired deadline (see onDeadline) inside one batch
+// and reports whether the connection should be finished, with info.
+func (c *Conn) deadlineBatch(slot *atomic.Int64, d int64) (done bool, info CloseInfo) {
+	c.beginBatch()
+	defer func() { done = c.endBatch() || done }()
+	return c.onDeadline(slot, d)
+}
+
+// onWritable is called by the goroutine that reads c when the socket can
+// take more bytes. A paused reader resumes once the outbox has room again.
+// It reports whether the connection should now be finished.
 func (c *Conn) onWritable() (done bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state == stateClosed {
+		c.mu.Unlock()
 		return false
 	}
 	empty := c.flushLocked()
-	return empty && c.doneLocked()
+	done = empty && c.doneLocked()
+	resume := !done && c.readPaused && c.roomLocked()
+	c.mu.Unlock()
+	if resume {
+		return c.resume()
+	}
+	return done
+}
+
+// roomLocked reports whether the reader may hand the handler a message:
+// the outbox has Config.ReplyReserve free, or the connection is no longer
+// open (data is then discarded, and control frames must get through).
+func (c *Conn) roomLocked() bool {
+	return c.state != stateOpen || c.outLen+c.sh.cfg.ReplyReserve <= c.sh.cfg.Outbox
+}
+
+// setReadPausedLocked records whether the reader holds input back and
+// tells the engine. Called by the reader only. While paused, the write
+// interest stays armed (see flushLocked), so onWritable is sure to come
+// and resume the reader.
+func (c *Conn) setReadPausedLocked(on bool) {
+	if c.readPaused == on {
+		return
+	}
+	c.readPaused = on
+	if !on && c.outLen == 0 && c.writeArmed {
+		c.writeArmed = false
+		c.eng.wantWrite(c, false)
+	}
+	c.eng.pauseRead(c, on)
 }
 
 // doneLocked: every byte is written and nothing more is expected.
@@ -291,7 +347,7 @@ func (c *Conn) onDeadline(slot *atomic.Int64, d int64) (done bool, info CloseInf
 	case stateHandshake, stateRejecting:
 		return true, CloseInfo{}
 	case stateOpen:
-		c.sh.handler.OnDeadline(c)
+		c.callDeadline()
 		return false, CloseInfo{}
 	case stateClosing:
 		return true, CloseInfo{Reason: CloseTimeout}
@@ -329,7 +385,7 @@ func (c *Conn) finish(fallback CloseInfo) {
 	c.rd.release()
 	c.sh.limits.release(c.remote, c.admitted())
 	if opened {
-		c.sh.handler.OnClose(c, info)
+		c.callClose(info)
 	} else if reject != 0 && c.sh.cfg.OnReject != nil {
 		c.sh.cfg.OnReject(reject)
 	}

@@ -27,6 +27,22 @@
 // Conn.OutboxLen are safe for concurrent use. Handler callbacks for one
 // connection never overlap and must not block.
 //
+// Replies are not dropped for lack of room: the reader hands OnMessage a
+// message only while the connection's outbox has Config.ReplyReserve free
+// (default 1 KiB). Otherwise the connection is paused: its unprocessed
+// input is kept and processed, in order, once the peer has read enough.
+// The epoll engine stops reading a paused socket (TCP pushes back on the
+// client; at most one 64 KiB read and one incomplete frame are kept). The
+// netpoll engine cannot stop reading: it keeps what arrives, up to
+// max(64 KiB, 2*MaxMessage) — room for a burst of commands and two whole
+// messages — and beyond that closes with 1008. Deadlines, and close frames
+// sent by the server, work while paused; the peer's own frames (a ping, a
+// close) are handled in their turn.
+//
+// Panics: a panic in a Handler callback is recovered on both engines. It
+// is logged with its stack, reported to Config.OnPanic, and closes that
+// connection with 1011 (ClosePanic); the other connections are unaffected.
+//
 // Goroutines: Run starts them (the acceptor, the epoll loops or the
 // netpoll sweep and write retrier) and joins them before it returns.
 // netpoll's own poller goroutines live as long as the process.

@@ -212,7 +212,15 @@ func (l *loop) event(ev unix.EpollEvent) {
 	if c == nil || c.eng != connEngine(l) {
 		return
 	}
-	if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	switch {
+	case c.rd.held:
+		// Reading is paused (no EPOLLIN or EPOLLRDHUP in the interest set),
+		// but epoll always reports a reset or an error: the peer is gone.
+		if ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.finish(CloseInfo{Reason: CloseReset})
+			return
+		}
+	case ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0:
 		if l.read(c) {
 			return
 		}
@@ -233,7 +241,7 @@ func (l *loop) read(c *Conn) (finished bool) {
 				c.finish(CloseInfo{})
 				return true
 			}
-			if n < len(l.scratch) {
+			if n < len(l.scratch) || c.rd.held { // held: stop reading until onWritable resumes
 				return false
 			}
 		case n == 0:
@@ -262,9 +270,7 @@ func (l *loop) sweep(now int64) {
 		if c == nil || c.eng != connEngine(l) {
 			continue
 		}
-		c.beginBatch()
-		done, info := c.onDeadline(&dl[fd], d)
-		if c.endBatch() || done {
+		if done, info := c.deadlineBatch(&dl[fd], d); done {
 			c.finish(info)
 		}
 	}
@@ -302,9 +308,20 @@ func (l *loop) writev(c *Conn, bufs [][]byte) (int, error) {
 	return n, nil
 }
 
-func (l *loop) wantWrite(c *Conn, on bool) {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if on {
+func (l *loop) wantWrite(c *Conn, on bool) { l.interest(c, !c.readPaused, on) }
+
+func (l *loop) pauseRead(c *Conn, on bool) { l.interest(c, !on, c.writeArmed) }
+
+// interest sets the events epoll reports for c. Epoll is level-triggered:
+// a paused connection drops EPOLLIN and EPOLLRDHUP, or a readable socket
+// (or a peer's FIN) would be reported again at every epoll_wait.
+func (l *loop) interest(c *Conn, read, write bool) {
+	var ev unix.EpollEvent
+	ev.Fd = int32(c.fd)
+	if read {
+		ev.Events = unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if write {
 		ev.Events |= unix.EPOLLOUT
 	}
 	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, c.fd, &ev)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"unicode/utf8"
@@ -23,9 +24,11 @@ type fakeEngine struct {
 	t        testing.TB
 	maxWrite int  // bytes a write takes per call; 0 = all
 	full     bool // writes take nothing (EAGAIN), like a full socket buffer
+	budget   int  // when > 0, the bytes writes take before full is set; otherwise no limit
 	out      []byte
 	deadline atomic.Int64
 	want     bool // a writability notification is wanted
+	paused   bool // reading is paused
 	closed   int  // closeSocket calls
 }
 
@@ -46,9 +49,15 @@ func (e *fakeEngine) writev(c *Conn, bufs [][]byte) (int, error) {
 		if e.maxWrite > 0 {
 			b = b[:min(len(b), e.maxWrite-n)]
 		}
+		if e.budget > 0 {
+			b = b[:min(len(b), e.budget)]
+			if e.budget -= len(b); e.budget == 0 {
+				e.full = true
+			}
+		}
 		e.out = append(e.out, b...)
 		n += len(b)
-		if e.maxWrite > 0 && n == e.maxWrite {
+		if e.maxWrite > 0 && n == e.maxWrite || e.full {
 			break
 		}
 	}
@@ -57,6 +66,7 @@ func (e *fakeEngine) writev(c *Conn, bufs [][]byte) (int, error) {
 
 func (e *fakeEngine) write(c *Conn, p []byte) (int, error) { return e.writev(c, [][]byte{p}) }
 func (e *fakeEngine) wantWrite(c *Conn, on bool)           { e.want = on }
+func (e *fakeEngine) pauseRead(c *Conn, on bool)           { e.paused = on }
 func (e *fakeEngine) setDeadline(c *Conn, unixNano int64)  { e.deadline.Store(unixNano) }
 func (e *fakeEngine) closeSocket(c *Conn)                  { e.closed++ }
 
@@ -164,9 +174,7 @@ func (fc *fakeConn) finish(info CloseInfo) {
 func (fc *fakeConn) end() {
 	t := fc.eng.t
 	if d := fc.eng.deadline.Load(); !fc.finished && d != 0 {
-		fc.c.beginBatch()
-		done, info := fc.c.onDeadline(&fc.eng.deadline, d)
-		if fc.c.endBatch() || done {
+		if done, info := fc.c.deadlineBatch(&fc.eng.deadline, d); done {
 			fc.finish(info)
 		}
 	}
@@ -257,16 +265,46 @@ func FuzzFrames(f *testing.F) {
 		f.Add(in, []byte{})
 		f.Add(in, []byte{0})       // byte by byte
 		f.Add(in, []byte{2, 0, 6}) // 3, 1, 7, 3, 1, 7, ...
+		f.Add(in, []byte{0, 1})    // byte by byte, to a socket that fills
 	}
+	var burst []byte // replies beyond the outbox: the reader pauses
+	for range 20 {
+		burst = append(burst, maskedText(strings.Repeat("r", 100))...)
+	}
+	f.Add(slices.Concat(burst, maskedFrame(ws.OpPing, nil), maskedFrame(ws.OpClose, []byte{3, 232})), []byte{255, 1})
 	req := []byte(upgradeRequest("/ws", testKey))
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
-		fc := newFakeConn(t, fuzzConfig)
+		cfg := fuzzConfig
+		stall := len(cuts) > 1 && cuts[1]%2 == 1
+		if stall { // a small outbox on a socket that fills: the reader pauses
+			cfg.Outbox = 1024
+		}
+		fc := newFakeConn(t, cfg)
 		if len(cuts) > 0 {
 			fc.eng.maxWrite = int(cuts[0] % 8) // 0: writev takes everything
+		}
+		if stall {
+			fc.eng.budget = 200 + 4*int(cuts[1])
 		}
 		fc.feed(slices.Concat(req, data), cuts)
 		if fc.h.opened != 1 {
 			t.Fatalf("the upgrade failed")
+		}
+		if n := fc.c.OutboxLen(); n > cfg.Outbox+256 { // a close frame may exceed it
+			t.Fatalf("outbox %d > %d", n, cfg.Outbox)
+		}
+		// The peer reads everything: a paused reader resumes.
+		fc.eng.full, fc.eng.budget = false, 0
+		for i := 0; !fc.finished && fc.eng.want; i++ {
+			if i == 100 {
+				t.Fatal("onWritable keeps being wanted with a socket that takes everything")
+			}
+			if fc.c.onWritable() {
+				fc.finish(CloseInfo{})
+			}
+		}
+		if !fc.finished && (fc.c.rd.held || fc.eng.paused) {
+			t.Fatal("still paused after the outbox drained")
 		}
 		fc.end()
 		resp, rest := splitResponse(t, fc.eng.out)

@@ -108,10 +108,11 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 	c.mu.Lock()
 	c.state = stateOpen
 	c.opened = true
+	c.rd.upgraded = true
 	c.eng.setDeadline(c, 0)
 	c.enqueueLocked(hio.w.Bytes())
 	c.mu.Unlock()
-	c.sh.handler.OnOpen(c)
+	c.callOpen()
 	return n, true
 }
 

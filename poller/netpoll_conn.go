@@ -50,7 +50,7 @@ func (w *npConn) onRequest(_ context.Context, nc netpoll.Connection) error {
 	}
 	in, err := r.Peek(n) // n bytes are buffered: Peek does not wait
 	w.mu.Lock()
-	defer w.mu.Unlock() // gopool recovers a panicking handler; keep mu usable
+	defer w.mu.Unlock() // handler panics are recovered below us; a poller bug's is by gopool
 	var done bool
 	var info CloseInfo
 	if err != nil {
@@ -91,11 +91,8 @@ func (w *npConn) fireDeadline(now int64) {
 	if d == 0 || d > now {
 		return
 	}
-	c := w.c
-	c.beginBatch()
-	done, info := c.onDeadline(&w.deadline, d)
-	if c.endBatch() || done {
-		c.finish(info)
+	if done, info := w.c.deadlineBatch(&w.deadline, d); done {
+		w.c.finish(info)
 	}
 }
 
@@ -155,6 +152,11 @@ func (w *npConn) wantWrite(_ *Conn, on bool) {
 		w.e.queueWrite(w)
 	}
 }
+
+// pauseRead does nothing: netpoll reads whatever arrives and OnRequest
+// must consume it, so the shared reader keeps input of a paused connection
+// itself (bounded by shared.maxBacklog). It resumes from the write retrier.
+func (w *npConn) pauseRead(*Conn, bool) {}
 
 func (w *npConn) setDeadline(_ *Conn, unixNano int64) { w.deadline.Store(unixNano) }
 

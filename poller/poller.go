@@ -18,6 +18,14 @@ import (
 // order: OnOpen, then any number of OnMessage and OnDeadline, then OnClose
 // exactly once. Callbacks must return quickly and never block: they run on
 // the event loop.
+//
+// A panic in a callback is recovered by the poller, on both engines: it is
+// logged with its stack (Config.Logger, level Error, rate-limited), reported
+// to Config.OnPanic, and the connection whose callback panicked is closed
+// with 1011 (CloseInfo.Reason ClosePanic; a panic in OnClose closes nothing,
+// the connection is gone). Every other connection keeps being served. The
+// poller cannot undo what the callback left half done: a handler that holds
+// its own locks across code that may panic must release them in defers.
 type Handler interface {
 	// OnOpen is called once the WebSocket upgrade has been sent.
 	OnOpen(c *Conn)
@@ -85,6 +93,21 @@ type Config struct {
 	// Outbox bounds the bytes queued for one connection and not yet taken by
 	// the kernel. Send reports ErrFull beyond it. Default 64 KiB.
 	Outbox int
+	// ReplyReserve is the outbox space, in bytes, that must be free before a
+	// received message is handed to OnMessage, so that the replies to one
+	// message always fit: set it to at least the largest reply (all frames
+	// Sent from one OnMessage). While less is free the connection is paused:
+	// the unprocessed input is kept, and processing resumes, in order, once
+	// the peer has read enough of the outbox. Sends from other goroutines
+	// are not held back and may take the reserve between the check and the
+	// callback. The epoll engine stops reading a paused socket, so TCP
+	// pushes back on the client and the input kept is at most one read
+	// (64 KiB) plus one incomplete frame. The netpoll engine cannot stop
+	// reading: it keeps what arrives and closes the connection with 1008
+	// (CloseProtocol) once more than max(64 KiB, 2*MaxMessage) is kept, so a
+	// client that sends without reading cannot grow server memory.
+	// Default 1 KiB, or Outbox/2 if smaller; at most Outbox/2.
+	ReplyReserve int
 	// HandshakeTimeout closes connections that have not completed the HTTP
 	// upgrade in time. Default 5 s.
 	HandshakeTimeout time.Duration
@@ -96,8 +119,14 @@ type Config struct {
 	// handshake and close timeouts): they are checked by a sweep this often.
 	// Default 100 ms.
 	Tick time.Duration
-	// Logger receives rare, rate-limited diagnostics. Default: discard.
+	// Logger receives rare, rate-limited diagnostics, and each recovered
+	// handler panic with its stack (at most one per second; the next record
+	// counts those left out). Default: discard.
 	Logger *slog.Logger
+	// OnPanic, if set, is called with the value of every panic recovered
+	// from a Handler callback (see Handler), after it is logged. It is
+	// called on the goroutine of the callback and must not block.
+	OnPanic func(v any)
 	// OnReject, if set, is called when a connection fails before OnOpen (bad
 	// or refused upgrade, handshake timeout, caps). It may be called from any
 	// poller goroutine and must not block.
@@ -128,6 +157,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Outbox <= 0 {
 		cfg.Outbox = DefaultOutbox
+	}
+	if cfg.ReplyReserve <= 0 {
+		cfg.ReplyReserve = min(1<<10, cfg.Outbox/2)
+	}
+	if cfg.ReplyReserve > cfg.Outbox/2 {
+		return cfg, fmt.Errorf("poller: ReplyReserve %d exceeds half the Outbox (%d)", cfg.ReplyReserve, cfg.Outbox)
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -211,7 +246,8 @@ const (
 	// CloseReset: the TCP connection ended without a close frame (EOF, reset).
 	CloseReset
 	// CloseProtocol: the peer broke RFC 6455 or a limit; the server sent
-	// CloseInfo.Code (1002, 1007, 1009).
+	// CloseInfo.Code (1002, 1007, 1009; 1008 when the netpoll engine kept
+	// more unprocessed input than it allows, see Config.ReplyReserve).
 	CloseProtocol
 	// CloseTimeout: the closing handshake did not finish in time.
 	CloseTimeout
@@ -219,6 +255,9 @@ const (
 	CloseServer
 	// CloseShutdown: the server stopped (1001).
 	CloseShutdown
+	// ClosePanic: a Handler callback of the connection panicked; the server
+	// sent 1011 (CloseInfo.Err holds the panic value).
+	ClosePanic
 )
 
 func (r CloseReason) String() string {
@@ -235,6 +274,8 @@ func (r CloseReason) String() string {
 		return "server"
 	case CloseShutdown:
 		return "shutdown"
+	case ClosePanic:
+		return "panic"
 	}
 	return "unknown"
 }

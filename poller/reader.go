@@ -9,15 +9,24 @@ import (
 )
 
 // reader is the receive side of one connection, owned by the engine
-// goroutine that reads it. An idle connection holds no buffer: buf and msg
-// are nil unless a frame, a fragmented message or an HTTP request is
-// partially received.
+// goroutine that reads it (netpoll: whoever holds npConn.mu). An idle
+// connection holds no buffer: buf and msg are nil unless a frame, a
+// fragmented message or an HTTP request is partially received, or input
+// is held back.
 type reader struct {
-	buf      []byte    // bytes carried between reads: an incomplete frame or request
+	buf      []byte    // bytes carried between reads: an incomplete frame or request, or input held back
 	msg      []byte    // fragments of the message being reassembled
 	msgOp    ws.OpCode // opcode of that message; 0 when none is in progress
 	utf8     utf8State // validation state across the fragments of a text message
 	admitted bool      // counted by the connection caps
+	upgraded bool      // the upgrade completed: the connection is open or closing
+	// held: buf starts with a message the handler has not been given
+	// because the outbox lacked Config.ReplyReserve (Conn.readPaused is
+	// set); resume processes it.
+	held bool
+	// full is set by frames when it stops before a message for lack of
+	// outbox room; run clears it before each batch.
+	full bool
 }
 
 func (r *reader) release() { *r = reader{admitted: r.admitted} }
@@ -36,6 +45,7 @@ var (
 	errCloseLength   = errors.New("poller: close frame with a 1-byte payload")
 	errCloseCode     = errors.New("poller: invalid close code")
 	errCloseReasonU8 = errors.New("poller: close reason is not valid UTF-8")
+	errBacklog       = errors.New("poller: input kept for a paused connection beyond its bound")
 )
 
 // feed handles bytes read from the socket. in may be the engine's scratch
@@ -48,10 +58,80 @@ func (c *Conn) feed(in []byte) (done bool) {
 		c.rd.buf = append(c.rd.buf, in...)
 		data = c.rd.buf
 	}
-	c.beginBatch()
-	n := c.process(data)
-	done = c.endBatch()
-	rest := data[n:]
+	if c.rd.held && !c.holdMore(data, fromBuf) {
+		return false
+	}
+	n, done := c.run(data)
+	c.keep(data[n:], fromBuf, done)
+	return done
+}
+
+// resume processes the input held back since the outbox lacked room. It
+// is called, by the goroutine that reads c, once the outbox has room
+// again, and reports whether the connection should be finished.
+func (c *Conn) resume() (done bool) {
+	data := c.rd.buf
+	n, done := c.run(data)
+	c.keep(data[n:], true, done)
+	return done
+}
+
+// run processes data, one batch of callbacks at a time: when it stops
+// before a message for lack of outbox room, the batch's flush may have
+// made room, and it goes on; otherwise the reader is paused (held) until
+// onWritable resumes it. It returns the bytes used.
+func (c *Conn) run(data []byte) (used int, done bool) {
+	for {
+		c.rd.full = false
+		n, done := c.processBatch(data[used:])
+		used += n
+		if done {
+			return used, true
+		}
+		if !c.rd.full {
+			break
+		}
+		c.mu.Lock()
+		room := c.roomLocked()
+		if !room {
+			c.setReadPausedLocked(true)
+		}
+		c.mu.Unlock()
+		if !room {
+			c.rd.held = true
+			return used, false
+		}
+	}
+	if c.rd.held {
+		c.rd.held = false
+		c.mu.Lock()
+		c.setReadPausedLocked(false)
+		c.mu.Unlock()
+	}
+	return used, false
+}
+
+// holdMore keeps input that arrived while the reader holds input back:
+// only an engine that cannot stop reading (netpoll) gets here. Beyond
+// shared.maxBacklog the connection is closed with 1008. It reports
+// whether the input should be processed now: the outbox has room again
+// (or the connection is closing).
+func (c *Conn) holdMore(data []byte, fromBuf bool) (process bool) {
+	if !fromBuf { // all of data is in
+		c.rd.buf = append(make([]byte, 0, len(data)+64), data...)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.rd.buf) > c.sh.maxBacklog && c.state == stateOpen {
+		code := ws.StatusPolicyViolation
+		c.startCloseLocked(CloseInfo{Reason: CloseProtocol, Code: code, Err: errBacklog}, closeFrame(code, "too many unread replies"))
+	}
+	return c.roomLocked()
+}
+
+// keep carries rest, the input not used, to the next read; fromBuf says
+// whether it lies in c.rd.buf.
+func (c *Conn) keep(rest []byte, fromBuf, done bool) {
 	switch {
 	case done || len(rest) == 0:
 		c.rd.buf = nil
@@ -62,34 +142,30 @@ func (c *Conn) feed(in []byte) (done bool) {
 	default:
 		c.rd.buf = c.rd.buf[:copy(c.rd.buf, rest)]
 	}
-	return done
 }
 
 // process consumes what it can of data and returns how many bytes it used;
 // the rest is an incomplete frame or request.
 func (c *Conn) process(data []byte) int {
 	used := 0
-	for {
+	if !c.rd.upgraded { // only the reader leaves the handshake: after it, frames
 		c.mu.Lock()
 		st := c.state
 		c.mu.Unlock()
-		switch st {
-		case stateHandshake:
-			n, ok := c.handshake(data)
-			if !ok {
-				return n
-			}
-			used, data = used+n, data[n:]
-		case stateOpen, stateClosing:
-			n, stop := c.frames(data)
-			if stop {
-				return used + len(data)
-			}
-			return used + n
-		default: // rejecting or closed: the rest is discarded
-			return used + len(data)
+		if st != stateHandshake { // rejecting: the rest is discarded
+			return len(data)
 		}
+		n, ok := c.handshake(data)
+		if !ok {
+			return n
+		}
+		used, data = n, data[n:]
 	}
+	n, stop := c.frames(data)
+	if stop {
+		return used + len(data)
+	}
+	return used + n
 }
 
 // frames handles complete frames at the start of data. It returns the
@@ -144,21 +220,27 @@ func (c *Conn) frames(data []byte) (used int, stop bool) {
 		if len(data) < end {
 			return used, false
 		}
+		c.mu.Lock()
+		open := c.state == stateOpen
+		room := c.roomLocked()
+		c.mu.Unlock()
+		if fin && !op.IsControl() && !room { // a message the replies may not fit: hold it back
+			c.rd.full = true
+			return used, false
+		}
 		payload := data[hdr:end]
 		ws.Cipher(payload, [4]byte(data[hdr-4:hdr]), 0)
 		used, data = used+end, data[end:]
-		if stop := c.frame(fin, op, payload); stop {
+		if stop := c.frame(fin, op, payload, open); stop {
 			return used, true
 		}
 	}
 	return used, false
 }
 
-// frame handles one complete, unmasked frame.
-func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
-	c.mu.Lock()
-	open := c.state == stateOpen
-	c.mu.Unlock()
+// frame handles one complete, unmasked frame; open says whether the
+// connection was open when the frame was read.
+func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte, open bool) (stop bool) {
 	switch op {
 	case ws.OpPing:
 		// A pong is answered only when it fits in the outbox: a peer that
@@ -183,7 +265,7 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
 			if op == ws.OpText && !utf8.Valid(payload) {
 				return c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 			}
-			c.sh.handler.OnMessage(c, op, payload)
+			c.callMessage(op, payload)
 			return false
 		}
 		c.rd.msgOp = op
@@ -198,7 +280,7 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte) (stop bool) {
 	}
 	msg, mop := c.rd.msg, c.rd.msgOp
 	c.rd.msg, c.rd.msgOp = nil, 0
-	c.sh.handler.OnMessage(c, mop, msg)
+	c.callMessage(mop, msg)
 	return false
 }
 

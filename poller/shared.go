@@ -17,6 +17,11 @@ type shared struct {
 	upgrader ws.Upgrader // static after construction
 	limits   limits
 	ids      atomic.Uint64
+	panics   panicLog
+
+	// maxBacklog bounds the input kept for a paused connection by an engine
+	// that cannot stop reading (netpoll); static after construction.
+	maxBacklog int
 }
 
 func newShared(cfg Config, h Handler) *shared {
@@ -25,6 +30,8 @@ func newShared(cfg Config, h Handler) *shared {
 		handler:  h,
 		upgrader: newUpgrader(cfg),
 		limits:   limits{maxTotal: int64(cfg.MaxConns), maxPerIP: int32(cfg.MaxConnsPerIP)},
+		// Room for a burst of small commands and for two whole messages.
+		maxBacklog: max(64<<10, 2*cfg.MaxMessage),
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	framesSent   prometheus.Counter
 	bytesSent    prometheus.Counter
 	sendFull     prometheus.Counter
+	panics       prometheus.Counter
 	closed       closeCounts // by presence.CloseReason
 	handshakeErr labelled    // by poller.RejectReason
 	presence     presence.Metrics
@@ -37,6 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		framesSent: counter("presenced_frames_sent_total", "Frames the application queued to clients."),
 		bytesSent:  counter("presenced_bytes_sent_total", "Bytes of the frames the application queued to clients."),
 		sendFull:   counter("presenced_send_full_total", "Frames not queued because the connection's outbox was full (or it was closing)."),
+		panics:     counter("presenced_handler_panics_total", "Panics recovered from a connection's callbacks; each closed its connection with 1011."),
 	}
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_connections_closed_total",
@@ -49,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.closed = newCloseCounts(closed)
 	m.handshakeErr = newLabelled(handshakeErr, func(i int) string { return poller.RejectReason(i).String() })
 
-	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull}
+	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics}
 	cs = append(cs, m.newPresenceMetrics(counter)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

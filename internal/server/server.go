@@ -195,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 		OnReject: func(r poller.RejectReason) {
 			m.handshakeErr.inc(int(r), r.String())
 		},
+		OnPanic: func(any) { m.panics.Inc() },
 	}, &handler{s: s, app: presenceApp{hub: s.hub}})
 	if err != nil {
 		s.adminLn.Close()

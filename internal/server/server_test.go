@@ -400,6 +400,7 @@ func TestAdmin(t *testing.T) {
 			"presenced_frames_sent_total 0",
 			"presenced_bytes_sent_total 0",
 			"presenced_send_full_total 0",
+			"presenced_handler_panics_total 0",
 			`presenced_hello_failures_total{reason="timeout"} 0`,
 			`presenced_hello_failures_total{reason="bad_request"} 0`,
 			`presenced_hello_failures_total{reason="unauthorized"} 0`,
