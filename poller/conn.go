@@ -105,6 +105,27 @@ func (c *Conn) Send(frame []byte) error {
 	return nil
 }
 
+// Offer queues frame like Send, but only if Config.ReplyReserve of the
+// outbox stays free after it; otherwise it returns ErrFull, queuing
+// nothing. It is for frames that may be dropped and made up for later
+// (presence's diffs and syncs): however many of them other goroutines
+// offer, the room the reader checked for a message's replies stays free.
+func (c *Conn) Offer(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return ErrClosed
+	}
+	if len(frame) == 0 {
+		return nil
+	}
+	if c.outLen+len(frame)+c.sh.cfg.ReplyReserve > c.sh.cfg.Outbox {
+		return ErrFull
+	}
+	c.enqueueLocked(frame)
+	return nil
+}
+
 // Close starts the closing handshake with code and reason (at most 123
 // bytes, truncated otherwise). OnClose follows once the peer answers or
 // Config.CloseTimeout passes. Close on a closing connection does nothing.

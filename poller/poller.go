@@ -98,15 +98,16 @@ type Config struct {
 	// message always fit: set it to at least the largest reply (all frames
 	// Sent from one OnMessage). While less is free the connection is paused:
 	// the unprocessed input is kept, and processing resumes, in order, once
-	// the peer has read enough of the outbox. Sends from other goroutines
-	// are not held back and may take the reserve between the check and the
-	// callback. The epoll engine stops reading a paused socket, so TCP
-	// pushes back on the client and the input kept is at most one read
-	// (64 KiB) plus one incomplete frame. The netpoll engine cannot stop
-	// reading: it keeps what arrives and closes the connection with 1008
-	// (CloseProtocol) once more than max(64 KiB, 2*MaxMessage) is kept, so a
-	// client that sends without reading cannot grow server memory.
-	// Default 1 KiB, or Outbox/2 if smaller; at most Outbox/2.
+	// the peer has read enough of the outbox. Conn.Offer never takes this
+	// room, so frames that other goroutines Offer (fan-outs) cannot crowd
+	// out the replies; a frame Sent from outside a callback can. The epoll
+	// engine stops reading a paused socket, so TCP pushes back on the client
+	// and the input kept is at most one read (64 KiB) plus one incomplete
+	// frame. The netpoll engine cannot stop reading: it keeps what arrives
+	// and closes the connection with 1008 (CloseProtocol) once more than
+	// max(64 KiB, 2*MaxMessage) is kept, so a client that sends without
+	// reading cannot grow server memory.
+	// Default DefaultReplyReserve(Outbox); at most Outbox/2.
 	ReplyReserve int
 	// HandshakeTimeout closes connections that have not completed the HTTP
 	// upgrade in time. Default 5 s.
@@ -132,6 +133,10 @@ type Config struct {
 	// poller goroutine and must not block.
 	OnReject func(r RejectReason)
 }
+
+// DefaultReplyReserve is the ReplyReserve of an outbox of outbox bytes
+// when Config leaves it zero: 1 KiB, or half the outbox if that is less.
+func DefaultReplyReserve(outbox int) int { return min(1<<10, outbox/2) }
 
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Addr == "" {
@@ -159,7 +164,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Outbox = DefaultOutbox
 	}
 	if cfg.ReplyReserve <= 0 {
-		cfg.ReplyReserve = min(1<<10, cfg.Outbox/2)
+		cfg.ReplyReserve = DefaultReplyReserve(cfg.Outbox)
 	}
 	if cfg.ReplyReserve > cfg.Outbox/2 {
 		return cfg, fmt.Errorf("poller: ReplyReserve %d exceeds half the Outbox (%d)", cfg.ReplyReserve, cfg.Outbox)

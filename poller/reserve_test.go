@@ -467,3 +467,32 @@ func TestReplyReserveConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestOfferKeepsReplyReserve: frames offered by other goroutines (a
+// fan-out) fill the outbox only up to the reply reserve, so a message
+// handled next still has room for its reply; Send may use the reserve.
+func TestOfferKeepsReplyReserve(t *testing.T) {
+	const outbox, reserve = 4096, 1024
+	fc := openFakeConn(t, Config{Outbox: outbox, ReplyReserve: reserve})
+	diff := bytes.Repeat([]byte("d"), 500)
+	offered := 0
+	for fc.c.Offer(diff) == nil {
+		offered++
+	}
+	if got := fc.c.OutboxLen(); got > outbox-reserve || got+len(diff) <= outbox-reserve {
+		t.Fatalf("offers stopped at %d queued bytes, want the last one within %d of the reserve", got, len(diff))
+	}
+	if err := fc.c.Offer(diff); err != ErrFull {
+		t.Fatalf("Offer into the reserve = %v, want ErrFull", err)
+	}
+	// The reserve is free: a message is handled and its echo fits.
+	msg := "000" + strings.Repeat("x", replySize-3)
+	before := fc.c.OutboxLen()
+	fc.feed(maskedText(msg), nil)
+	if got, want := fc.c.OutboxLen()-before, len(AppendFrame(nil, ws.OpText, []byte(msg))); len(fc.h.msgs) != 1 || got != want {
+		t.Fatalf("after %d offers: %d messages handled, outbox grew by %d; want 1 and the %d-byte echo", offered, len(fc.h.msgs), got, want)
+	}
+	if err := fc.c.Send(bytes.Repeat([]byte("r"), reserve-replySize)); err != nil {
+		t.Fatalf("Send into the reserve: %v", err)
+	}
+}

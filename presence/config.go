@@ -19,7 +19,13 @@ type Sink interface {
 	// Send queues one frame (as built by Config.Frame); the sink keeps a
 	// reference to it, so it is never modified afterwards. An error means the
 	// frame was not queued (the outbox is full, or the connection is closing).
+	// Presence Sends replies and session frames (welcome, ack, err, pong,
+	// ping, refresh, bye).
 	Send(frame []byte) error
+	// Offer is Send for room frames (diffs and syncs), which may be dropped
+	// and made up for with a sync: it must leave the room the transport
+	// keeps for a message's replies, so fan-outs never crowd them out.
+	Offer(frame []byte) error
 	// Close starts closing the connection with code.
 	Close(code wire.CloseCode, reason string)
 	// SetDeadline asks for one HandleDeadline call once t passes; the zero t

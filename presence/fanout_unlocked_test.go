@@ -14,6 +14,8 @@ type gateSink struct {
 	release chan struct{}
 }
 
+func (g *gateSink) Offer(frame []byte) error { return g.Send(frame) }
+
 func (g *gateSink) Send(frame []byte) error {
 	if g.armed.CompareAndSwap(true, false) {
 		<-g.release

@@ -56,6 +56,9 @@ func (f *fakeSink) Send(frame []byte) error {
 	return nil
 }
 
+// Offer is Send: the fake sink keeps no reply reserve.
+func (f *fakeSink) Offer(frame []byte) error { return f.Send(frame) }
+
 func (f *fakeSink) Close(code wire.CloseCode, reason string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -137,6 +140,7 @@ func (n *nopSink) Send([]byte) error {
 	n.mu.Unlock()
 	return nil
 }
+func (n *nopSink) Offer(frame []byte) error   { return n.Send(frame) }
 func (*nopSink) Close(wire.CloseCode, string) {}
 func (*nopSink) SetDeadline(time.Time)        {}
 func (*nopSink) Buffered() int                { return 0 }

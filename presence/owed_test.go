@@ -107,6 +107,8 @@ type lockProbeSink struct {
 	sends   *atomic.Int32 // Sends made while probing
 }
 
+func (p *lockProbeSink) Offer(frame []byte) error { return p.Send(frame) }
+
 func (p *lockProbeSink) Send(frame []byte) error {
 	if p.probing.Load() {
 		p.sends.Add(1)
@@ -197,5 +199,62 @@ func TestIdleSizes(t *testing.T) {
 		if tt.size != tt.want {
 			t.Errorf("%s is %d bytes, want %d", tt.name, tt.size, tt.want)
 		}
+	}
+}
+
+// panicSink panics in Send once armed, as a bug under a room lock would.
+type panicSink struct {
+	fakeSink
+	armed atomic.Bool
+}
+
+func (p *panicSink) Send(frame []byte) error {
+	if p.armed.Load() {
+		panic("boom")
+	}
+	return p.fakeSink.Send(frame)
+}
+
+func (p *panicSink) Offer(frame []byte) error { return p.Send(frame) }
+
+// TestPanicUnderRoomLock: a command that panics while it holds a room's
+// lock (the transport recovers it and closes that connection with 1011)
+// leaves the room usable by every other connection.
+func TestPanicUnderRoomLock(t *testing.T) {
+	for _, cmd := range []string{
+		`{"t":"sync","id":5,"room":"r"}`,
+		`{"t":"join","id":5,"room":"r"}`,
+		`{"t":"join","id":5,"room":"other"}`,
+	} {
+		t.Run(cmd, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := startHub(t, Config{Insecure: true})
+				ps := &panicSink{}
+				victim := &client{t: t, name: "victim", sink: &ps.fakeSink, s: e.h.Open(ps), views: map[string]*view{}}
+				victim.send(`{"t":"hello","v":1,"user":"victim"}`)
+				victim.expect("welcome")
+				victim.join("r", 1, "")
+				e.tick()
+				ps.armed.Store(true)
+				func() {
+					defer func() {
+						if recover() == nil {
+							t.Fatal("the command did not panic")
+						}
+					}()
+					victim.send(cmd)
+				}()
+				for _, name := range []string{"r", "other"} {
+					if r := e.h.lookupRoom(name); r != nil {
+						if !r.mu.TryLock() {
+							t.Fatalf("room %s is still locked after the panic", name)
+						}
+						r.mu.Unlock()
+					}
+				}
+				bob := dial(t, e.h, "bob")
+				bob.join("r", 1, "")
+			})
+		})
 	}
 }

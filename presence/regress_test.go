@@ -501,6 +501,8 @@ type slowSink struct {
 	slow atomic.Bool
 }
 
+func (s *slowSink) Offer(frame []byte) error { return s.Send(frame) }
+
 func (s *slowSink) Send(frame []byte) error {
 	if s.slow.Load() {
 		time.Sleep(s.d)

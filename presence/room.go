@@ -201,6 +201,34 @@ func applyState(dst *memberState, st *wire.State) {
 	}
 }
 
+// leave removes sb (see leaveLocked).
+func (r *room) leave(sb *sub, grace bool, now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.leaveLocked(sb, grace, now)
+}
+
+// set applies st to user's state, if user is a member.
+func (r *room) set(user string, st *wire.State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.members[user]; m != nil {
+		r.setStateLocked(m, st)
+	}
+}
+
+// setTyping marks user typing or not, if user is a member; it reports whether
+// it was applied.
+func (r *room) setTyping(user string, on bool, now int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.members[user]
+	if m != nil {
+		r.typingLocked(m, on, now)
+	}
+	return m != nil
+}
+
 // leaveLocked removes sb. With grace (a lost connection) its member stays
 // for Config.LeaveGrace after its last connection is gone; without (an
 // explicit leave), it goes at once unless an earlier loss's grace is still

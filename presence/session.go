@@ -55,7 +55,7 @@ type Session struct {
 // sink. A frame not taken leaves its subscription owed a sync (the room
 // tracks how long: see room.settleLocked).
 func (s *Session) deliver(frame []byte) bool {
-	if s.sink.Send(frame) == nil {
+	if s.sink.Offer(frame) == nil {
 		return true
 	}
 	s.hub.cfg.Metrics.SendFailures.Add(1)
@@ -275,21 +275,16 @@ func (s *Session) findSub(room string) *sub {
 	return nil
 }
 
+// Every room lock a Session takes is released by a defer: a panic in a
+// command (which the transport recovers, closing that connection with
+// 1011) must not leave a room locked for every other connection.
+
 // join adds the connection to room (or, if it is in already, applies st
 // and sends a fresh sync). Resumed rooms (id 0) continue from cursor when
 // the room's history allows, else get a sync.
 func (s *Session) join(room string, st *wire.State, id int64, cursor string, resuming bool, now int64) {
 	if sb := s.findSub(room); sb != nil {
-		r := sb.r
-		r.mu.Lock()
-		if m := r.members[s.user]; m != nil {
-			r.setStateLocked(m, st)
-		}
-		if id > 0 {
-			s.ack(id)
-		}
-		r.syncLocked(sb, now)
-		r.mu.Unlock()
+		s.rejoin(sb, st, id, now)
 		return
 	}
 	if s.rooms != nil && !s.rooms.Allows(room) {
@@ -301,6 +296,7 @@ func (s *Session) join(room string, st *wire.State, id int64, cursor string, res
 		return
 	}
 	r := s.hub.lockRoom(room)
+	defer r.mu.Unlock()
 	sb := r.joinLocked(s, st)
 	s.subs = append(s.subs, sb)
 	if id > 0 {
@@ -317,7 +313,21 @@ func (s *Session) join(room string, st *wire.State, id int64, cursor string, res
 	} else {
 		r.syncLocked(sb, now)
 	}
-	r.mu.Unlock()
+}
+
+// rejoin is a join of a room the connection is in: it applies st and
+// sends a fresh sync.
+func (s *Session) rejoin(sb *sub, st *wire.State, id, now int64) {
+	r := sb.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.members[s.user]; m != nil {
+		r.setStateLocked(m, st)
+	}
+	if id > 0 {
+		s.ack(id)
+	}
+	r.syncLocked(sb, now)
 }
 
 // leave is idempotent: leaving a room the connection is not in is acked.
@@ -329,10 +339,7 @@ func (s *Session) leave(room string, id, now int64) {
 }
 
 func (s *Session) dropSub(sb *sub, grace bool, now int64) {
-	r := sb.r
-	r.mu.Lock()
-	r.leaveLocked(sb, grace, now)
-	r.mu.Unlock()
+	sb.r.leave(sb, grace, now)
 	if i := slices.Index(s.subs, sb); i >= 0 {
 		s.subs = slices.Delete(s.subs, i, i+1)
 	}
@@ -344,12 +351,7 @@ func (s *Session) set(room string, st *wire.State, id int64) {
 		s.fail(id, wire.ErrCodeNotJoined, "join "+room+" before set")
 		return
 	}
-	r := sb.r
-	r.mu.Lock()
-	if m := r.members[s.user]; m != nil {
-		r.setStateLocked(m, st)
-	}
-	r.mu.Unlock()
+	sb.r.set(s.user, st)
 	s.ack(id)
 }
 
@@ -360,13 +362,9 @@ func (s *Session) typing(room string, on bool, now int64) {
 	if sb == nil {
 		return
 	}
-	r := sb.r
-	r.mu.Lock()
-	if m := r.members[s.user]; m != nil {
-		r.typingLocked(m, on, now)
+	if sb.r.setTyping(s.user, on, now) {
 		s.hub.cfg.Metrics.TypingEvents.Add(1)
 	}
-	r.mu.Unlock()
 }
 
 func (s *Session) syncRoom(room string, id, now int64) {
@@ -377,9 +375,9 @@ func (s *Session) syncRoom(room string, id, now int64) {
 	}
 	r := sb.r
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	s.ack(id)
 	r.syncLocked(sb, now)
-	r.mu.Unlock()
 }
 
 // auth renews the token. A refused token gets err then 4101; a token for

@@ -59,9 +59,11 @@ func connEnd(info poller.CloseInfo) presence.ConnEnd {
 		end.Cause = presence.EndTimeout
 	case poller.CloseShutdown:
 		end.Cause = presence.EndShutdown
+	case poller.ClosePanic:
+		end.Cause = presence.EndFailed
 	default:
-		// A handler panic (the poller closed with 1011), or a reason
-		// this glue does not know: a connection lost.
+		// A reason this glue does not know: a connection lost, unless the
+		// poller said the server failed.
 		end.Cause = presence.EndLost
 		if info.Code == ws.StatusInternalServerError {
 			end.Cause = presence.EndFailed
@@ -79,6 +81,8 @@ var _ presence.Sink = (*connSink)(nil)
 func (c *connSink) conn() *poller.Conn { return (*poller.Conn)(c) }
 
 func (c *connSink) Send(frame []byte) error { return c.conn().Send(frame) }
+
+func (c *connSink) Offer(frame []byte) error { return c.conn().Offer(frame) }
 
 func (c *connSink) Close(code wire.CloseCode, reason string) {
 	c.conn().Close(ws.StatusCode(code), reason)

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -27,8 +28,10 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	if pc.SyncBudget == 0 {
 		pc.SyncBudget = syncBudget(cfg.Outbox)
 	}
-	if pc.SyncBudget < 0 || pc.SyncBudget > cfg.Outbox-16 {
-		return nil, fmt.Errorf("server: Presence.SyncBudget %d does not fit the outbox (%d bytes) with its frame header: syncs could never be sent", pc.SyncBudget, cfg.Outbox)
+	// A sync is offered (poller.Conn.Offer): it must fit an empty outbox
+	// with its frame header and the reply reserve kept free.
+	if room := cfg.Outbox - poller.DefaultReplyReserve(cfg.Outbox) - 16; pc.SyncBudget < 0 || pc.SyncBudget > room {
+		return nil, fmt.Errorf("server: Presence.SyncBudget %d does not fit the outbox (%d bytes) beside its frame header and the reply reserve (at most %d): syncs could never be sent", pc.SyncBudget, cfg.Outbox, room)
 	}
 	pc.Frame = frame
 	pc.Logger = cfg.Logger
