@@ -88,22 +88,23 @@ func (c CloseCode) String() string { return wire.CloseCode(c).String() }
 
 // Close codes of the protocol (see the contract's table).
 const (
-	CloseNormal         CloseCode = 1000 // the client closed; no reconnect
-	CloseGoingAway      CloseCode = 1001 // the server is draining: reconnect after the bye's retry_ms
-	CloseProtocolError  CloseCode = 1002
-	CloseUnsupported    CloseCode = 1003 // a binary frame
-	CloseInvalidPayload CloseCode = 1007 // invalid UTF-8 or JSON
-	CloseTooBig         CloseCode = 1009
-	CloseInternalError  CloseCode = 1011 // the server failed: reconnect with backoff
-	CloseHeartbeat      CloseCode = 4001 // no client message for hb + hb_timeout
-	CloseSlowConsumer   CloseCode = 4002 // the client did not read fast enough
-	CloseTokenExpired   CloseCode = 4003 // the token expired and was not renewed in time
-	CloseHelloTimeout   CloseCode = 4004 // no hello in time
-	CloseRateLimited    CloseCode = 4029 // far over the command rate for seconds
-	CloseBadRequest     CloseCode = 4100 // a bad hello, or a message other than hello first
-	CloseUnauthorized   CloseCode = 4101 // bad or expired token
-	CloseForbidden      CloseCode = 4103
-	CloseVersion        CloseCode = 4105 // unsupported protocol version
+	CloseNormal          CloseCode = 1000 // the client closed; no reconnect
+	CloseGoingAway       CloseCode = 1001 // the server is draining: reconnect after the bye's retry_ms
+	CloseProtocolError   CloseCode = 1002
+	CloseUnsupported     CloseCode = 1003 // a binary frame
+	CloseInvalidPayload  CloseCode = 1007 // invalid UTF-8 or JSON
+	ClosePolicyViolation CloseCode = 1008 // the client sent far more than it read: reconnect with backoff
+	CloseTooBig          CloseCode = 1009
+	CloseInternalError   CloseCode = 1011 // the server failed: reconnect with backoff
+	CloseHeartbeat       CloseCode = 4001 // no client message for hb + hb_timeout
+	CloseSlowConsumer    CloseCode = 4002 // the client did not read fast enough
+	CloseTokenExpired    CloseCode = 4003 // the token expired and was not renewed in time
+	CloseHelloTimeout    CloseCode = 4004 // no hello in time
+	CloseRateLimited     CloseCode = 4029 // far over the command rate for seconds
+	CloseBadRequest      CloseCode = 4100 // a bad hello, or a message other than hello first
+	CloseUnauthorized    CloseCode = 4101 // bad or expired token
+	CloseForbidden       CloseCode = 4103
+	CloseVersion         CloseCode = 4105 // unsupported protocol version
 )
 
 // Error codes of err answers (CommandError.Code).

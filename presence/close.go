@@ -198,7 +198,7 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 	case wire.CloseGoingAway:
 		return CloseShutdown
 	case wire.CloseProtocolError, wire.CloseUnsupported, wire.CloseInvalidPayload, wire.CloseTooBig,
-		wire.CloseBadRequest, wire.CloseVersion:
+		wire.ClosePolicyViolation, wire.CloseBadRequest, wire.CloseVersion:
 		return CloseProtocol
 	case wire.CloseInternalError:
 		return CloseInternal
@@ -221,12 +221,10 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 // closeWith is the one way a session closes its connection: the first
 // close wins and records code and reason for HandleClose; later ones do
 // nothing. Safe from any goroutine (room flushers close slow consumers).
-func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) (first bool) {
-	if !s.claimClose(code, reason) {
-		return false
+func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) {
+	if s.claimClose(code, reason) {
+		s.sink.Close(code, text)
 	}
-	s.sink.Close(code, text)
-	return true
 }
 
 // claimClose records code and reason if no close was started, and reports

@@ -80,13 +80,13 @@ type Metrics struct {
 	Leaves          Counter        // members that left a room
 	Updates         Counter        // member state changes
 	TypingEvents    Counter        // typing commands applied
-	Diffs           Counter        // room diffs published (encoded once each)
+	Diffs           Counter        // room diffs published (encoded once each); a version sent to the whole room as a sync is not one
 	FramesSent      Counter        // frames handed to connections
 	SendFailures    Counter        // frames a connection did not take (outbox full, or closing)
 	BytesSent       Counter        // bytes of those frames
 	Coalesced       Counter        // changes merged into a later one within a tick
 	DroppedDiffs    Counter        // diffs not delivered to a full connection
-	SlowCloses      Counter        // connections closed with 4002
+	SlowCloses      Counter        // connections that ended (HandleClose) closed with 4002
 	ResumeAttempts  Counter        // rooms a hello asked to resume
 	ResumeSuccesses Counter        // rooms resumed with a diff rather than a sync
 	Refreshes       Counter        // auth commands that renewed a token
@@ -153,8 +153,9 @@ type Config struct {
 	// (internal/server passes the one it gives the poller). Default 0:
 	// welcome says max 0, "not stated".
 	MaxMessage int
-	// SlowTimeout closes a connection whose outbox stays full this long with
-	// 4002. Default 10 s.
+	// SlowTimeout closes with 4002 a connection one of whose subscriptions
+	// has been owed a sync (its outbox could not take a room frame) this
+	// long without the sync getting through. Default 10 s.
 	SlowTimeout time.Duration
 	// AuthGrace: a connection whose token expired and was not renewed within
 	// this is closed with 4003. Default 30 s.

@@ -37,8 +37,8 @@
 // Hub methods are safe for concurrent use. A Session's Handle methods must
 // not run concurrently with each other (the poller calls them from one
 // connection's callbacks, which never overlap); room flushers, running on
-// the Hub's scheduler goroutines, only use a Session's sink, its atomic
-// slow-consumer state and its close path (closeWith, first close wins). Goroutines: Hub.Run runs Config.Workers flushers and
+// the Hub's scheduler goroutines, only use a Session's sink and its close
+// path (closeWith, first close wins). Goroutines: Hub.Run runs Config.Workers flushers and
 // joins them before returning; the flush of a room with 4,096 subscribers or
 // more hands its diff to the sinks on up to Config.Workers goroutines,
 // joined before that flush returns. Nothing else starts goroutines.

@@ -81,6 +81,7 @@ func TestOwedSyncIsPerRoom(t *testing.T) {
 				if took < slow || took > slow+e.h.cfg.Tick {
 					t.Errorf("closed 4002 after %v of debt, want within [%v, %v]", took, slow, slow+e.h.cfg.Tick)
 				}
+				alice.s.HandleClose(ConnEnd{Cause: EndClosed, Code: wire.CloseSlowConsumer}) // the transport reports the close
 				if slowCloses.value() != 1 {
 					t.Errorf("SlowCloses = %v, want 1", slowCloses.value())
 				}
@@ -145,8 +146,11 @@ func TestFlushSendsWithoutRoomLock(t *testing.T) {
 			cs[1].send(`{"t":"set","id":5,"room":"r","state":{"meta":{"bio":%q}}}`, strings.Repeat("y", 500))
 		}},
 		{name: "owed sync", act: func(e *env, cs []*client) {
-			cs[2].send(`{"t":"sync","id":5,"room":"r"}`)
-			cs[0].send(`{"t":"set","id":6,"room":"r","state":{"status":"away"}}`) // pending: the sync waits for the flush
+			cs[0].send(`{"t":"set","id":6,"room":"r","state":{"status":"away"}}`)
+			cs[2].send(`{"t":"sync","id":5,"room":"r"}`) // a change is pending: the sync is owed to the flush
+			if !isOwed(cs[2].s.findSub("r")) {
+				e.t.Fatal("the sync is not owed: the case tests nothing")
+			}
 		}},
 	}
 	for _, tt := range tests {
@@ -256,5 +260,138 @@ func TestPanicUnderRoomLock(t *testing.T) {
 				bob.join("r", 1, "")
 			})
 		})
+	}
+}
+
+// stallSink stalls its first Offer once armed, until released, telling
+// the test when it got there.
+type stallSink struct {
+	fakeSink
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (p *stallSink) Offer(frame []byte) error {
+	if p.armed.CompareAndSwap(true, false) {
+		close(p.entered)
+		<-p.release
+	}
+	return p.fakeSink.Offer(frame)
+}
+
+// TestNoRoomFrameAfterLeaveAck: a leave that races with the fan-out of a
+// diff to the same connection never gets the diff after its ack: the
+// client "stops receiving that room's messages at once".
+func TestNoRoomFrameAfterLeaveAck(t *testing.T) {
+	leaver := &stallSink{entered: make(chan struct{}), release: make(chan struct{})}
+	sinks := make([]*fakeSink, 3)
+	_, r := loadedRoom(t, 3, Config{}, func(i int) Sink {
+		if i == 2 {
+			sinks[i] = &leaver.fakeSink
+			return leaver
+		}
+		sinks[i] = &fakeSink{}
+		return sinks[i]
+	})
+	var ls *Session // the leaver's session
+	r.mu.Lock()
+	for _, sb := range r.subs {
+		if sb.s.sink == Sink(leaver) {
+			ls = sb.s
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range sinks {
+		s.take()
+	}
+	changer(r)()
+	leaver.armed.Store(true)
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); r.flush(time.Now()) }()
+	<-leaver.entered // the flusher checked the leaver is still there, and is sending
+	left := make(chan struct{})
+	go func() { defer close(left); ls.HandleText([]byte(`{"t":"leave","id":9,"room":"r"}`)) }()
+	time.Sleep(20 * time.Millisecond) // lets an unordered leave finish first; not a synchronization
+	close(leaver.release)
+	<-flushed
+	<-left
+	var types []string
+	for _, f := range leaver.take() {
+		var e wire.Event
+		if err := wire.DecodeEvent(f, &e); err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, e.T)
+	}
+	if !slices.Equal(types, []string{"diff", "ack"}) {
+		t.Fatalf("the leaver got %v, want [diff ack]: nothing of the room after the leave's ack", types)
+	}
+}
+
+// TestSyncWithinBudget: a sync, typing list and all, is never larger than
+// SyncBudget, so one that fits the budget always fits an empty outbox.
+func TestSyncWithinBudget(t *testing.T) {
+	const budget = 2000
+	_, r := loadedRoom(t, 30, Config{SyncBudget: budget}, func(int) Sink { return &nopSink{} })
+	r.mu.Lock()
+	for i := range 10 {
+		m := &member{user: fmt.Sprintf("%03d%s", i, strings.Repeat("t", 125)), st: memberState{status: "online"}, gracedAt: -1, typingAt: -1}
+		r.members[m.user] = m
+		r.typingLocked(m, true, 1)
+	}
+	r.typingSent = append(r.typingSent[:0], r.typingListLocked()...)
+	r.seq++
+	frame := r.syncFrameLocked()
+	r.mu.Unlock()
+	if len(frame) > budget {
+		t.Fatalf("sync of %d bytes with a budget of %d", len(frame), budget)
+	}
+	var e wire.Event
+	if err := wire.DecodeEvent(frame, &e); err != nil || !e.Partial || e.Typing == nil || len(*e.Typing) != 10 {
+		t.Fatalf("sync %s: %v; want a partial sync listing 10 typing users", frame, err)
+	}
+}
+
+// TestFramesSentCountsDeliveries: FramesSent counts the frames handed to
+// sinks, not the targets planned: a subscriber that leaves while the
+// fan-out runs is neither sent to nor counted.
+func TestFramesSentCountsDeliveries(t *testing.T) {
+	stall := &stallSink{entered: make(chan struct{}), release: make(chan struct{})}
+	sent := &counter{}
+	sinks := make([]*fakeSink, 3)
+	_, r := loadedRoom(t, 3, Config{Metrics: Metrics{FramesSent: sent}}, func(i int) Sink {
+		if i == 0 {
+			sinks[i] = &stall.fakeSink
+			return stall
+		}
+		sinks[i] = &fakeSink{}
+		return sinks[i]
+	})
+	r.mu.Lock()
+	first, leaver := r.subs[0], r.subs[2]
+	r.mu.Unlock()
+	if first.s.sink != Sink(stall) {
+		t.Fatal("the stalling sink is not delivered to first")
+	}
+	for _, s := range sinks {
+		s.take()
+	}
+	changer(r)()
+	stall.armed.Store(true)
+	before := sent.value()
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); r.flush(time.Now()) }()
+	<-stall.entered
+	leaver.s.HandleText([]byte(`{"t":"leave","id":9,"room":"r"}`)) // its ack is a session frame, not counted below
+	acks := sent.value() - before
+	close(stall.release)
+	<-flushed
+	got := 0
+	for _, s := range sinks {
+		got += len(s.take())
+	}
+	if n := sent.value() - before - acks; int(n) != got-int(acks) {
+		t.Fatalf("FramesSent grew by %v for room frames, sinks got %d room frames", n, got-int(acks))
 	}
 }

@@ -28,9 +28,10 @@ import (
 //     with 4002 (after the lock is released).
 //
 // While step 2 runs, r.fanning defers immediate syncs to the next flush, so
-// a client never gets a sync at this version before this tick's diff;
-// subscribers that leave are skipped through sub.gone; new ones get their
-// own sync or resume at this version.
+// a client never gets a sync at this version before this tick's diff, and
+// new subscribers' syncs are owed to the next flush too (a resume is sent at
+// once); subscribers that leave are skipped through sub.gone, which
+// sub.sendMu orders with the leave's ack.
 func (r *room) flush(t time.Time) (again bool) {
 	now := r.hub.at(t)
 	r.mu.Lock()
@@ -67,9 +68,7 @@ func (r *room) flush(t time.Time) (again bool) {
 	r.marked = again
 	r.mu.Unlock()
 	for _, s := range slow {
-		if s.closeWith(wire.CloseSlowConsumer, CloseSlow, "slow consumer") {
-			r.hub.cfg.Metrics.SlowCloses.Add(1)
-		}
+		s.closeWith(wire.CloseSlowConsumer, CloseSlow, "slow consumer")
 	}
 	return again
 }
@@ -77,14 +76,15 @@ func (r *room) flush(t time.Time) (again bool) {
 // fanout is one tick's deliveries of a room: planned under the room lock,
 // carried out without it. Owned by the room's flusher.
 type fanout struct {
-	frame  []byte    // for every sub in sync: the diff, or the sync when the whole room resyncs; nil if none
-	isSync bool      // frame is the sync (its failures are not dropped diffs)
-	all    []*sub    // a copy of r.subs, when frame is set
-	sync   []byte    // the sync frame, when owed is not empty
-	owed   []owedSub // a copy of r.owed
-	ok     []bool    // ok[i]: owed[i] took the sync
-	failed []*sub    // subs of all that did not take frame
-	sent   int       // frames handed to sinks
+	frame    []byte    // for every sub in sync: the diff, or the sync when the whole room resyncs; nil if none
+	isSync   bool      // frame is the sync (its failures are not dropped diffs)
+	all      []*sub    // a copy of r.subs, when frame is set
+	sync     []byte    // the sync frame, when owed is not empty
+	owed     []owedSub // a copy of r.owed
+	ok       []bool    // ok[i]: owed[i] took the sync
+	failed   []*sub    // subs of all that did not take frame (not those that left)
+	sent     int       // subs of all that took frame
+	sentOwed int       // subs of owed that took the sync
 }
 
 // planLocked publishes the tick's changes and plans their fan-out in r.out.
@@ -114,15 +114,15 @@ func (r *room) planLocked(now int64) (first int64, busy bool) {
 // deliver hands the planned frames to the sinks. It runs without the room
 // lock: it only reads the plan and the subs' gone flags.
 func (out *fanout) deliver(h *Hub) {
-	out.sent = 0
+	out.sent, out.sentOwed = 0, 0
 	if out.frame != nil {
 		out.sent, out.failed = h.deliverParallel(out.all, out.frame, out.failed[:0])
 	}
 	out.ok = out.ok[:0]
 	for _, o := range out.owed {
-		ok := !o.sb.gone.Load() && o.sb.s.deliver(out.sync)
+		ok, _ := o.sb.deliver(out.sync)
 		if ok {
-			out.sent++
+			out.sentOwed++
 		}
 		out.ok = append(out.ok, ok)
 	}
@@ -137,13 +137,13 @@ func (out *fanout) deliver(h *Hub) {
 func (r *room) settleLocked(first, now int64) (slow []*Session) {
 	out := r.out
 	for _, sb := range out.failed {
-		if !sb.gone.Load() {
+		if !sb.gone {
 			r.oweLocked(sb, now)
 		}
 	}
 	for i, o := range out.owed {
 		sb := o.sb
-		if sb.gone.Load() || !sb.owed {
+		if sb.gone || !sb.owed {
 			continue
 		}
 		e := &r.owed[sb.idx]
@@ -158,7 +158,7 @@ func (r *room) settleLocked(first, now int64) (slow []*Session) {
 	}
 	m := &r.hub.cfg.Metrics
 	if out.frame != nil {
-		r.hub.countSent(len(out.all)-len(out.failed), len(out.frame))
+		r.hub.countSent(out.sent, len(out.frame))
 		if !out.isSync && len(out.failed) > 0 {
 			m.DroppedDiffs.Add(float64(len(out.failed)))
 		}
@@ -166,9 +166,7 @@ func (r *room) settleLocked(first, now int64) (slow []*Session) {
 			m.FanoutLatency.Observe(float64(r.hub.now()-first) / 1e9)
 		}
 	}
-	if synced := out.sent - (len(out.all) - len(out.failed)); synced > 0 {
-		r.hub.countSent(synced, len(out.sync))
-	}
+	r.hub.countSent(out.sentOwed, len(out.sync))
 	// No references to sessions that may go.
 	clear(out.all)
 	clear(out.owed)
@@ -218,13 +216,13 @@ func (r *room) publishLocked(now int64) (frame []byte, first int64, busy, resync
 	}
 	p = wire.AppendEnd(p)
 	r.buf = p
-	m.Diffs.Add(1)
 	crossed := partial != r.partial
 	r.partial = partial
 	r.record(changes, partial || crossed, now)
 	if crossed || len(p) > r.hub.cfg.SyncBudget {
-		return nil, first, true, true
+		return nil, first, true, true // the version goes out as a sync
 	}
+	m.Diffs.Add(1)
 	return r.hub.frame(p), first, true, false
 }
 
@@ -264,12 +262,10 @@ func (h *Hub) deliverParallel(subs []*sub, frame []byte, failed []*sub) (sent in
 // appends those that did not take it to failed.
 func deliverAll(subs []*sub, frame []byte, failed []*sub) (sent int, _ []*sub) {
 	for _, sb := range subs {
-		if sb.gone.Load() {
-			continue
-		}
-		if sb.s.deliver(frame) {
+		switch ok, left := sb.deliver(frame); {
+		case ok:
 			sent++
-		} else {
+		case !left:
 			failed = append(failed, sb)
 		}
 	}
@@ -379,7 +375,7 @@ func (r *room) syncLocked(sb *sub, now int64) {
 		return
 	}
 	frame := r.syncFrameLocked()
-	if !sb.s.deliver(frame) {
+	if ok, _ := sb.deliver(frame); !ok {
 		r.oweLocked(sb, now)
 		return
 	}
@@ -408,6 +404,11 @@ func (r *room) encodeSyncLocked() []byte {
 	count := len(r.members)
 	partial := count > cfg.ListLimit
 	p := wire.AppendSyncStart(r.buf[:0], r.name, r.cursor(), count)
+	// The members fill what the budget leaves beside the typing list and
+	// the end, so the whole sync stays within it (10 typing ids of 128
+	// bytes fit the stack buffer).
+	var end [2048]byte
+	limit := cfg.SyncBudget - len(wire.AppendSyncEnd(end[:0], r.typingSent, false))
 	listed := 0
 	for _, m := range r.members {
 		if listed == cfg.ListLimit {
@@ -415,7 +416,7 @@ func (r *room) encodeSyncLocked() []byte {
 		}
 		n := len(p)
 		p = wire.AppendMember(p, m.user, m.st.status, m.st.meta)
-		if len(p) > cfg.SyncBudget {
+		if len(p) > limit {
 			p = p[:n]
 			partial = true
 			break
@@ -483,7 +484,7 @@ func (r *room) resumeLocked(sb *sub, c wire.Cursor, now int64) bool {
 		return false
 	}
 	frame := r.hub.frame(p)
-	if !sb.s.deliver(frame) {
+	if ok, _ := sb.deliver(frame); !ok {
 		r.oweLocked(sb, now)
 		return true
 	}

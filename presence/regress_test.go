@@ -258,6 +258,7 @@ func TestRegressStaleSlowStreak(t *testing.T) {
 				if got := alice.sink.closeCodes(); !slices.Equal(got, []wire.CloseCode{wire.CloseSlowConsumer}) {
 					t.Errorf("closes %v SlowTimeout after the new streak began, want [4002]", got)
 				}
+				alice.s.HandleClose(ConnEnd{Cause: EndClosed, Code: wire.CloseSlowConsumer}) // the transport reports the close
 				if slowCloses.value() != 1 {
 					t.Errorf("SlowCloses = %v, want 1", slowCloses.value())
 				}

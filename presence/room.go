@@ -3,7 +3,6 @@ package presence
 import (
 	"bytes"
 	"sync"
-	"sync/atomic"
 
 	"github.com/presenced/presenced/coalesce"
 	"github.com/presenced/presenced/internal/wire"
@@ -59,11 +58,28 @@ type typist struct {
 // sub is one connection's membership of a room. A sub is in exactly one of
 // r.subs (in sync: it gets diffs) and r.owed (owed a full sync).
 type sub struct {
-	s    *Session    // static
-	r    *room       // static
-	idx  int32       // position in r.subs, or in r.owed when owed; guarded by r.mu
-	gone atomic.Bool // set (with r.mu held) when it left: an unlocked fan-out skips it
-	owed bool        // guarded by r.mu: in r.owed
+	s   *Session // static
+	r   *room    // static
+	idx int32    // position in r.subs, or in r.owed when owed; guarded by r.mu
+
+	// sendMu orders a room frame's delivery with the leave: it is held
+	// across the check of gone and the Send in deliver, and when leaveLocked
+	// sets gone, so no room frame is queued after the leave's ack.
+	sendMu sync.Mutex
+	gone   bool // it left; written with r.mu and sendMu held, read with either
+	owed   bool // guarded by r.mu: in r.owed
+}
+
+// deliver hands a room frame to sb's connection unless sb left. Called by
+// the room's flusher without r.mu, or on the event loop with it. left
+// reports that sb had left (nothing was sent and nothing is owed).
+func (sb *sub) deliver(frame []byte) (ok, left bool) {
+	sb.sendMu.Lock()
+	defer sb.sendMu.Unlock()
+	if sb.gone {
+		return false, true
+	}
+	return sb.s.deliver(frame), false
 }
 
 // owedSub is an entry of r.owed: a subscription that must get a full sync
@@ -234,7 +250,9 @@ func (r *room) setTyping(user string, on bool, now int64) bool {
 // explicit leave), it goes at once unless an earlier loss's grace is still
 // running.
 func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
-	sb.gone.Store(true)
+	sb.sendMu.Lock()
+	sb.gone = true
+	sb.sendMu.Unlock()
 	if sb.owed {
 		r.unowe(sb)
 	} else {
@@ -391,5 +409,5 @@ func (r *room) compactTypingLocked() {
 }
 
 func (r *room) emptyLocked() bool {
-	return len(r.members) == 0 && len(r.subs) == 0 && r.pending.Len() == 0
+	return len(r.members) == 0 && len(r.subs) == 0 && len(r.owed) == 0 && r.pending.Len() == 0
 }

@@ -30,7 +30,7 @@ type Session struct {
 	opened int64  // static: hub clock
 
 	// Owned by the Handle methods. (Fields are ordered to pack the struct
-	// into the 224-byte size class: an idle connection costs its Session.)
+	// into the 208-byte size class: an idle connection costs its Session.)
 	user      string
 	rooms     RoomMatcher // nil: every room
 	expires   int64       // the token's exp; 0: none
@@ -549,6 +549,9 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	s.subs = nil
 	s.hub.unregister(s)
 	s.hub.cfg.Metrics.Closes.Inc(reason)
+	if reason == CloseSlow {
+		s.hub.cfg.Metrics.SlowCloses.Add(1) // counted here, once, as the reason the connection ended
+	}
 	s.hub.cfg.Metrics.ConnLifetime.Observe(float64(now-s.opened) / 1e9)
 	return reason
 }

@@ -94,7 +94,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	durationFlag(fs, &pc.TypingTTL, "typing-ttl", presence.DefaultTypingTTL, "typing ends this long after the last typing on")
 	fs.IntVar(&pc.ListLimit, "list-limit", presence.DefaultListLimit, "rooms with more `members` are sent partially")
 	fs.IntVar(&pc.MaxRooms, "max-rooms", presence.DefaultMaxRooms, "most `rooms` one connection joins")
-	durationFlag(fs, &pc.SlowTimeout, "slow-timeout", presence.DefaultSlowTimeout, "a connection whose outbox stays full this long is closed with 4002")
+	durationFlag(fs, &pc.SlowTimeout, "slow-timeout", presence.DefaultSlowTimeout, "a connection owed a room's sync this long (its outbox could not take it) is closed with 4002")
 	durationFlag(fs, &pc.AuthGrace, "auth-grace", presence.DefaultAuthGrace, "time to renew an expired token before close 4003")
 	durationFlag(fs, &cfg.Drain, "drain", server.DefaultDrain, "on SIGTERM, clients are told to reconnect spread over this window")
 	fs.BoolVar(&pc.Insecure, "insecure", false, "accept hello with a user and no token (development only)")

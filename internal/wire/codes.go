@@ -39,22 +39,23 @@ type CloseCode uint16
 
 // Close codes of the contract.
 const (
-	CloseNormal         CloseCode = 1000 // normal
-	CloseGoingAway      CloseCode = 1001 // drain: reconnect after bye.retry_ms
-	CloseProtocolError  CloseCode = 1002
-	CloseUnsupported    CloseCode = 1003 // binary frame
-	CloseInvalidPayload CloseCode = 1007 // invalid UTF-8 or JSON
-	CloseTooBig         CloseCode = 1009
-	CloseInternalError  CloseCode = 1011 // the server failed (not in the contract's table: reconnect with backoff)
-	CloseHeartbeat      CloseCode = 4001 // no client message for hb + hb_timeout
-	CloseSlowConsumer   CloseCode = 4002 // outbox full for slow_timeout
-	CloseTokenExpired   CloseCode = 4003 // token expired and not renewed within auth_grace
-	CloseHelloTimeout   CloseCode = 4004 // no hello within hello_timeout
-	CloseRateLimited    CloseCode = 4029 // far over the command rate for seconds
-	CloseBadRequest     CloseCode = 4100 // a message other than hello first, or a bad hello
-	CloseUnauthorized   CloseCode = 4101 // bad or expired token
-	CloseForbidden      CloseCode = 4103 // the connection may not do what it asked
-	CloseVersion        CloseCode = 4105 // unsupported protocol version
+	CloseNormal          CloseCode = 1000 // normal
+	CloseGoingAway       CloseCode = 1001 // drain: reconnect after bye.retry_ms
+	CloseProtocolError   CloseCode = 1002
+	CloseUnsupported     CloseCode = 1003 // binary frame
+	CloseInvalidPayload  CloseCode = 1007 // invalid UTF-8 or JSON
+	ClosePolicyViolation CloseCode = 1008 // the transport's bound on unread input (netpoll engine; not in the contract's table)
+	CloseTooBig          CloseCode = 1009
+	CloseInternalError   CloseCode = 1011 // the server failed (not in the contract's table: reconnect with backoff)
+	CloseHeartbeat       CloseCode = 4001 // no client message for hb + hb_timeout
+	CloseSlowConsumer    CloseCode = 4002 // outbox full for slow_timeout
+	CloseTokenExpired    CloseCode = 4003 // token expired and not renewed within auth_grace
+	CloseHelloTimeout    CloseCode = 4004 // no hello within hello_timeout
+	CloseRateLimited     CloseCode = 4029 // far over the command rate for seconds
+	CloseBadRequest      CloseCode = 4100 // a message other than hello first, or a bad hello
+	CloseUnauthorized    CloseCode = 4101 // bad or expired token
+	CloseForbidden       CloseCode = 4103 // the connection may not do what it asked
+	CloseVersion         CloseCode = 4105 // unsupported protocol version
 )
 
 // Reconnect reports whether a client should reconnect after the server
@@ -86,6 +87,8 @@ func (c CloseCode) String() string {
 		return "binary_frame"
 	case CloseInvalidPayload:
 		return "invalid_payload"
+	case ClosePolicyViolation:
+		return "policy_violation"
 	case CloseTooBig:
 		return "too_big"
 	case CloseInternalError:
