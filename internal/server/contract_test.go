@@ -168,6 +168,32 @@ func (c *wsClient) awaitClose() wire.CloseCode {
 	}
 }
 
+// closeAfterPings is awaitClose for a client that expects nothing but
+// server pings before the close: any other message fails the test.
+func (c *wsClient) closeAfterPings() wire.CloseCode {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.conn.SetReadDeadline(time.Time{})
+	for {
+		f, err := readFrame(c.conn)
+		if err != nil {
+			c.t.Fatalf("no close within 10 s: read: %v", err)
+		}
+		switch f.Header.OpCode {
+		case ws.OpClose:
+			if len(f.Payload) < 2 {
+				return 1005
+			}
+			return wire.CloseCode(binary.BigEndian.Uint16(f.Payload))
+		case ws.OpText:
+			var e wire.Event
+			if err := wire.DecodeEvent(f.Payload, &e); err != nil || e.T != "ping" {
+				c.t.Fatalf("got %s, want nothing but pings before the close", f.Payload)
+			}
+		}
+	}
+}
+
 // readFrame reads one server frame of at most 64 KiB.
 func readFrame(r io.Reader) (ws.Frame, error) {
 	h, err := ws.ReadHeader(r)
@@ -786,31 +812,61 @@ func TestContractErrors(t *testing.T) {
 			},
 		},
 		{
+			// The rate is so low (a token every 100 s) that no token frees
+			// up during the case: what each message gets depends only on
+			// the tokens taken before it, not on the machine's speed.
 			name: "rate_limited",
 			cfg: func(cfg *server.Config) {
-				cfg.Presence.Rate = 5
-				cfg.Presence.Burst = 5
+				cfg.Presence.Rate = 0.01
+				cfg.Presence.Burst = 4
+				cfg.Presence.FloodSeconds = 1
 			},
 			run: func(t *testing.T, n *node, _ func() error) {
+				const rtt = "presenced_heartbeat_rtt_seconds"
 				c := login(t, n, "alice")
-				var batch []string
-				for id := 1; id <= 7; id++ {
-					batch = append(batch, fmt.Sprintf(`{"t":"leave","id":%d,"room":"r"}`, id))
+				// Within the rate a pong is accepted (its round trip is
+				// observed) and takes a token, and so does a malformed
+				// command: with the pong, the bad join and two leaves, the
+				// four tokens are gone.
+				c.send(fmt.Sprintf(`{"t":"pong","ts":%d}`, time.Now().UnixMilli()))
+				c.send(`{"t":"join","id":1}`) // no room
+				expectErr(c, 1, wire.ErrCodeBadRequest)
+				c.send(`{"t":"leave","id":2,"room":"r"}`)
+				expectAck(c, 2)
+				c.send(`{"t":"leave","id":3,"room":"r"}`)
+				expectAck(c, 3)
+				if got := sampleCount(t, n.reg, rtt); got != 1 {
+					t.Fatalf("%s has %d samples after a pong within the rate, want 1", rtt, got)
 				}
-				c.sendBatch(batch...)
-				for id := int64(1); id <= 5; id++ {
-					expectAck(c, id)
-				}
+				c.send(`{"t":"leave","id":4,"room":"r"}`)
+				expectErr(c, 4, wire.ErrCodeRateLimited)
+				// Over the rate a malformed command is refused like any
+				// other, before it is parsed further.
+				c.send(`{"t":"join","id":5}`)
+				expectErr(c, 5, wire.ErrCodeRateLimited)
+				// A pong over the rate is ignored: no answer, no sample.
+				c.send(fmt.Sprintf(`{"t":"pong","ts":%d}`, time.Now().UnixMilli()))
+				c.send(`{"t":"leave","id":6,"room":"r"}`)
 				expectErr(c, 6, wire.ErrCodeRateLimited)
-				expectErr(c, 7, wire.ErrCodeRateLimited)
-				// pongs are exempt.
-				c.send(`{"t":"pong","ts":1}`)
-				// A token frees up every 200 ms.
-				time.Sleep(250 * time.Millisecond)
-				c.send(`{"t":"leave","id":8,"room":"r"}`)
-				expectAck(c, 8)
-				if got := metric(t, n.reg, "presenced_rate_limited_total"); got != 2 {
-					t.Errorf("rate_limited_total = %v, want 2", got)
+				if got := sampleCount(t, n.reg, rtt); got != 1 {
+					t.Errorf("%s has %d samples after a pong over the rate, want still 1", rtt, got)
+				}
+				if got := metric(t, n.reg, "presenced_rate_limited_total"); got != 3 {
+					t.Errorf("rate_limited_total = %v, want 3", got)
+				}
+
+				// Pongs alone, beyond the rate, are a flood: never an err,
+				// and 4029 once their refusals span FloodSeconds (1 s).
+				// (Sent every 20 ms until the close; the read gives up
+				// after 10 s.)
+				p := login(t, n, "bob")
+				stop := p.flood(`{"t":"pong","ts":1}`, 20*time.Millisecond)
+				defer stop()
+				code := p.closeAfterPings()
+				stop()
+				p.answerClose()
+				if code != wire.CloseRateLimited {
+					t.Fatalf("close code %d after a pong flood, want 4029", code)
 				}
 			},
 		},
