@@ -186,7 +186,9 @@ func loadHandshakes(addr string, workers int, d time.Duration, stdout, stderr io
 	for w := range workers {
 		wg.Go(func() {
 			lat := make([]time.Duration, 0, 1<<14)
-			for time.Now().Before(end) {
+			// At least one each, however late a busy machine starts the
+			// worker.
+			for first := true; first || time.Now().Before(end); first = false {
 				t0 := time.Now()
 				c, err := dialUpgraded(addr)
 				if err != nil {

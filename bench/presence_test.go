@@ -387,6 +387,7 @@ func BenchmarkSlowConsumer(b *testing.B) {
 // server's defaults.
 type slowConfig struct {
 	d           time.Duration // how long the slow client stalls
+	untilClosed bool          // stall only until the 4002 close (at most d)
 	slowTimeout time.Duration
 	tick        time.Duration
 	history     int
@@ -459,6 +460,9 @@ func runSlowConsumer(tb testing.TB, engine string, cfg slowConfig) slowResult {
 		}
 		if r.closedAt < 0 && s.value(tb, "presenced_slow_consumer_closes_total") > 0 {
 			r.closedAt = time.Since(t0)
+			if cfg.untilClosed {
+				break
+			}
 		}
 	}
 	r.closes = s.value(tb, "presenced_slow_consumer_closes_total")

@@ -317,13 +317,20 @@ func TestAuthTokens(t *testing.T) {
 	})
 }
 
+// TestHeartbeat: a client that answers pings stays, a silent one is closed
+// 4001 no earlier than hb + timeout after its last message and leaves no
+// earlier than the grace after that. The exact times are checked on a fake
+// clock in presence; here hbWait (how late a pong may come) is generous
+// under -race on a busy machine, and only lower bounds are put on the
+// observed times (upper ones would measure the machine; the hard stop
+// bounds them all).
 func TestHeartbeat(t *testing.T) {
 	const (
 		hb      = 300 * time.Millisecond
-		hbWait  = 300 * time.Millisecond
+		hbWait  = time.Second
 		grace   = 500 * time.Millisecond
 		room    = "hb"
-		stayFor = 2500 * time.Millisecond
+		stayFor = 2500 * time.Millisecond // beyond hb + hbWait + grace
 	)
 	lcForEngines(t, func(t *testing.T, engine string) {
 		n := startServer(t, server.Config{Engine: engine, Presence: presence.Config{
@@ -381,11 +388,12 @@ func TestHeartbeat(t *testing.T) {
 		if silent.code != wire.CloseHeartbeat {
 			t.Fatalf("silent client: close %d (%v), want 4001", silent.code, silent.err)
 		}
-		if d := silent.closedAt.Sub(silentSent); d < hb+hbWait || d > hb+hbWait+1500*time.Millisecond {
-			t.Errorf("silent client closed %v after its last message, want about hb + timeout = %v", d, hb+hbWait)
+		if d := silent.closedAt.Sub(silentSent); d < hb+hbWait {
+			t.Errorf("silent client closed %v after its last message, want no earlier than hb + timeout = %v", d, hb+hbWait)
 		}
-		if d := leaveAt.Sub(silent.closedAt); d < grace || d > grace+1500*time.Millisecond {
-			t.Errorf("leave seen %v after the close, want leave_grace %v plus a tick or so", d, grace)
+		// The grace starts once the close is answered, after closedAt.
+		if d := leaveAt.Sub(silent.closedAt); d < grace {
+			t.Errorf("leave seen %v after the close, want no earlier than leave_grace %v", d, grace)
 		}
 		if got := lcHistCount(t, n.reg, "presenced_heartbeat_rtt_seconds"); got == 0 {
 			t.Error("presenced_heartbeat_rtt_seconds has no samples after pongs")
@@ -634,8 +642,10 @@ func (r *lcSlowRig) fill(t *testing.T, d time.Duration, done func() bool) {
 func TestRateLimit(t *testing.T) {
 	const floodSeconds = 2
 	lcForEngines(t, func(t *testing.T, engine string) {
+		// Rate 1: no token frees up while a batch is read, however slow
+		// the machine (a second would have to pass).
 		n := startServer(t, server.Config{Engine: engine, Presence: presence.Config{
-			Insecure: true, Rate: 10, Burst: 5, FloodSeconds: floodSeconds, Tick: 20 * time.Millisecond,
+			Insecure: true, Rate: 1, Burst: 5, FloodSeconds: floodSeconds, Tick: 20 * time.Millisecond,
 		}})
 
 		t.Run("joins over the burst", func(t *testing.T) {
@@ -672,7 +682,7 @@ func TestRateLimit(t *testing.T) {
 		t.Run("typing flood", func(t *testing.T) {
 			c, _ := lcJoin(t, n, "typist", "chat")
 			start := time.Now()
-			tick := time.NewTicker(10 * time.Millisecond) // 100/s: ten times the rate
+			tick := time.NewTicker(10 * time.Millisecond) // 100/s: a hundred times the rate
 			defer tick.Stop()
 			timeout := time.After(floodSeconds*time.Second + 8*time.Second)
 		flood:

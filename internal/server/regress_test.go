@@ -157,6 +157,8 @@ func TestRegressJWTLeeway(t *testing.T) {
 		{name: "leeway 5s: nbf 2s ahead accepted", cfg: leeway(5 * time.Second), run: accepted("nbf", 2*time.Second)},
 		{name: "leeway 5s: iat 30s ahead refused", cfg: leeway(5 * time.Second), run: refused("iat", 30*time.Second)},
 		{name: "leeway 5s: nbf 30s ahead refused", cfg: leeway(5 * time.Second), run: refused("nbf", 30*time.Second)},
-		{name: "no leeway: iat 2s ahead refused", cfg: leeway(auth.NoLeeway), run: refused("iat", 2*time.Second)},
+		// 4 s: within the 5 s leeway above, and still ahead of the server's
+		// clock (iat has second precision) 3 s after signing.
+		{name: "no leeway: iat 4s ahead refused", cfg: leeway(auth.NoLeeway), run: refused("iat", 4*time.Second)},
 	})
 }

@@ -687,7 +687,15 @@ func TestSDKBackoffSpread(t *testing.T) {
 	})
 	sdkMetric(t, n.reg, 2*clients, "presenced_connections_opened_total")
 
-	var chosen, actual []time.Duration // the drawn delays, the observed reconnect times
+	// The SDK sleeps exactly the delay it reports as RetryIn (client/run.go
+	// emits Disconnected with the delay it then sleeps), so the spread is
+	// judged on the drawn delays, which depend only on the SDK's random
+	// source. The observed reconnect times are that delay plus scheduling
+	// noise: each must come no earlier than its drawn delay, but how
+	// densely they bunch measures the machine (one stall of the test
+	// process under -race releases every timer due during it at once), so
+	// no bound is put on it.
+	chosen := make([]time.Duration, 0, clients)
 	for i, r := range recs {
 		evs := r.all()
 		d := slices.IndexFunc(evs, func(ev sdkEvent) bool { return ev.Kind == client.EventDisconnected })
@@ -702,27 +710,18 @@ func TestSDKBackoffSpread(t *testing.T) {
 			t.Errorf("client %d: reconnected %v after the cut, before its drawn delay %v", i, back, evs[d].RetryIn)
 		}
 		chosen = append(chosen, evs[d].RetryIn)
-		actual = append(actual, evs[c].at.Sub(cut))
 	}
 	// Uniform over [0, 200 ms]: stddev 58 ms, about 5 per 10 ms window,
-	// 160 ms between the 10th and the 90th percentile. A herd: all within
-	// a few ms.
+	// 160 ms between the 10th and the 90th percentile. Without jitter:
+	// all equal (stddev 0, all 100 in one window). The bounds are far
+	// from both: a sample of 100 uniform delays misses them with a
+	// probability below 1e-9.
 	sd, densest := sdkStddev(chosen), sdkDensest(chosen, 10*time.Millisecond)
 	t.Logf("drawn first-retry delays: min %v, max %v, stddev %v, densest 10 ms window %d",
 		slices.Min(chosen), slices.Max(chosen), sd, densest)
 	if sd < 30*time.Millisecond || densest > clients/4 {
 		t.Errorf("drawn first-retry delays: stddev %v (want > 30ms), %d of %d within 10 ms (want at most %d): not full jitter over %v",
 			sd, densest, clients, clients/4, minBackoff)
-	}
-	// Each client waited its drawn delay (checked above); the observed
-	// times add the scheduling noise of -race on a loaded machine (a stall
-	// bunches up the reconnects behind it), hence a looser bound.
-	sorted := slices.Sorted(slices.Values(actual))
-	densest = sdkDensest(actual, 10*time.Millisecond)
-	t.Logf("observed reconnect times: min %v, median %v, max %v, stddev %v, densest 10 ms window %d",
-		sorted[0], sorted[clients/2], sorted[clients-1], sdkStddev(actual), densest)
-	if densest > clients*3/4 {
-		t.Errorf("observed reconnect times: %d of %d within 10 ms: a thundering herd", densest, clients)
 	}
 }
 
