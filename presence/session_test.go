@@ -775,17 +775,24 @@ func TestRateLimit(t *testing.T) {
 			if limited.value() != 1 {
 				t.Errorf("RateLimited = %v, want 1", limited.value())
 			}
-			// Pongs are never limited, and take no token.
+			// Pongs over the limit are ignored, never answered.
 			for range 200 {
 				c.send(`{"t":"pong","ts":1}`)
 			}
 			c.expectNone()
-			// One token comes back every 1/rate.
+			// One token comes back every 1/rate; a pong takes it like
+			// any message, so the join after it is refused.
 			e.sleep(50 * time.Millisecond)
 			c.events() // the syncs of the 40 rooms
+			c.send(`{"t":"pong","ts":1}`)
 			c.send(`{"t":"join","id":42,"room":"r42"}`)
-			c.expect("ack")
+			if ev := c.expect("err")[0]; ev.ID != 42 || ev.Code != wire.ErrCodeRateLimited {
+				t.Errorf("join after a pong took the token: %+v, want err 42 rate_limited", ev)
+			}
+			e.sleep(50 * time.Millisecond)
 			c.send(`{"t":"join","id":43,"room":"r43"}`)
+			c.expect("ack")
+			c.send(`{"t":"join","id":44,"room":"r44"}`)
 			c.expect("err")
 			if got := c.sink.closeCodes(); len(got) != 0 {
 				t.Errorf("closes = %v, want none", got)
@@ -902,7 +909,7 @@ func TestRateLimit(t *testing.T) {
 		})
 	})
 
-	t.Run("pongs are never refused but a pong flood closes 4029", func(t *testing.T) {
+	t.Run("pongs at the rate are accepted but a pong flood closes 4029", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			e := startHub(t, Config{Insecure: true})
 			c := dial(t, e.h, "alice")
