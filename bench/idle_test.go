@@ -47,6 +47,7 @@ type idleResult struct {
 	heapInuse  float64 // HeapInuse bytes
 	objects    float64 // live heap objects
 	rss        float64 // resident bytes
+	rssNoGC    float64 // resident bytes as an operator reads them: no forced GC before either reading (0: not measured)
 	goroutines float64
 	cpu        float64 // share of one core used by this process while the connections sat idle
 }
@@ -58,6 +59,9 @@ func (r idleResult) report(b *testing.B) {
 	b.ReportMetric(r.heapInuse, "heapinuse-B/conn")
 	b.ReportMetric(r.objects, "objects/conn")
 	b.ReportMetric(r.rss, "rss-B/conn")
+	if r.rssNoGC != 0 {
+		b.ReportMetric(r.rssNoGC, "rss-nogc-B/conn")
+	}
 	b.ReportMetric(r.goroutines, "goroutines/conn")
 	b.ReportMetric(100*r.cpu, "idle-cpu-%")
 }

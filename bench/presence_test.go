@@ -67,6 +67,10 @@ func runIdlePresence(tb testing.TB, engine string, n, rooms int, settle time.Dur
 	verifyNoLeak := leakCheck()
 	s := startPresenceServer(tb, server.Config{Engine: engine, Presence: presence.Config{Insecure: true}})
 
+	rss0, err := residentBytes() // as an operator reads it: no forced GC
+	if err != nil {
+		tb.Fatal(err)
+	}
 	before := measure(tb)
 	var procs []*loadProc
 	for k, part := range splitConns(n) {
@@ -92,6 +96,10 @@ func runIdlePresence(tb testing.TB, engine string, n, rooms int, settle time.Dur
 	cpu0, t0 := cpuTime(tb), time.Now()
 	time.Sleep(settle)
 	cpu := float64(cpuTime(tb)-cpu0) / float64(time.Since(t0))
+	rss1, err := residentBytes()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	after := measure(tb)
 	if got := s.value(tb, "presenced_sessions"); got != float64(n) {
 		tb.Fatalf("%v sessions after settling, want %d", got, n)
@@ -114,6 +122,7 @@ func runIdlePresence(tb testing.TB, engine string, n, rooms int, settle time.Dur
 		heapInuse:  perConn(after.heapInuse, before.heapInuse, n),
 		objects:    perConn(after.heapObjects, before.heapObjects, n),
 		rss:        perConn(after.rss, before.rss, n),
+		rssNoGC:    perConn(rss1, rss0, n),
 		goroutines: perConn(after.goroutines, before.goroutines, n),
 		cpu:        cpu,
 	}

@@ -45,7 +45,7 @@ func (c *Conn) recoverHandler(callback string) {
 // of the callback, which then goes on as if the callback had returned: a
 // batch in progress ends and its frames are flushed.
 func (c *Conn) handlerPanicked(callback string, v any) {
-	c.sh.panics.log(c, callback, v, debug.Stack())
+	c.sh.panics.log(c, callback, v)
 	if f := c.sh.cfg.OnPanic; f != nil {
 		f(v)
 	}
@@ -70,7 +70,10 @@ type panicLog struct {
 // panicLogEvery is the least time between two panic records.
 const panicLogEvery = time.Second
 
-func (p *panicLog) log(c *Conn, callback string, v any, stack []byte) {
+// log writes one record with the stack, unless one was written less than
+// panicLogEvery ago. Called from the deferred recover, so the stack is the
+// panicking callback's.
+func (p *panicLog) log(c *Conn, callback string, v any) {
 	now := time.Now()
 	p.mu.Lock()
 	if now.Before(p.next) {
@@ -83,7 +86,7 @@ func (p *panicLog) log(c *Conn, callback string, v any, stack []byte) {
 	p.suppressed = 0
 	p.mu.Unlock()
 	args := []any{"callback", callback, "conn", c.id, "remote", c.remote.String(),
-		"panic", fmt.Sprint(v), "stack", string(stack)}
+		"panic", fmt.Sprint(v), "stack", string(debug.Stack())}
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}

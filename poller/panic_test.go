@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -211,29 +212,33 @@ func TestHandlerPanic(t *testing.T) {
 // panicLogEvery: a handler bug that clients can trigger must not flood the
 // log.
 func TestPanicLogRateLimited(t *testing.T) {
-	logs := &logCapture{}
-	var panics int
-	cfg, err := Config{Logger: slog.New(logs), OnPanic: func(any) { panics++ }}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &panicky{recorder: newRecorder(), at: "OnMessage"}
-	sh := newShared(cfg, h)
-	for i := range 3 {
-		c := sh.newConn(7, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i)), &fakeEngine{t: t})
-		c.state, c.opened, c.rd.upgraded = stateOpen, true, true
-		h.recorder.conns[c.RemoteAddr()] = &connLog{conn: c}
-		if c.feed(maskedText("panic")) {
-			t.Fatal("connection finished at once")
+	// In a synctest bubble the clock stands still: the three panics are
+	// within panicLogEvery however slow the machine.
+	synctest.Test(t, func(t *testing.T) {
+		logs := &logCapture{}
+		var panics int
+		cfg, err := Config{Logger: slog.New(logs), OnPanic: func(any) { panics++ }}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if c.closeInfo.Reason != ClosePanic || c.state != stateClosing {
-			t.Fatalf("conn %d: state %v, closeInfo %+v; want closing with panic", i, c.state, c.closeInfo)
+		h := &panicky{recorder: newRecorder(), at: "OnMessage"}
+		sh := newShared(cfg, h)
+		for i := range 3 {
+			c := sh.newConn(7, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i)), &fakeEngine{t: t})
+			c.state, c.opened, c.rd.upgraded = stateOpen, true, true
+			h.recorder.conns[c.RemoteAddr()] = &connLog{conn: c}
+			if c.feed(maskedText("panic")) {
+				t.Fatal("connection finished at once")
+			}
+			if c.closeInfo.Reason != ClosePanic || c.state != stateClosing {
+				t.Fatalf("conn %d: state %v, closeInfo %+v; want closing with panic", i, c.state, c.closeInfo)
+			}
 		}
-	}
-	if panics != 3 {
-		t.Errorf("OnPanic called %d times, want 3", panics)
-	}
-	if n := len(logs.panicLogs()); n != 1 {
-		t.Errorf("%d records for 3 panics within %v, want 1", n, panicLogEvery)
-	}
+		if panics != 3 {
+			t.Errorf("OnPanic called %d times, want 3", panics)
+		}
+		if n := len(logs.panicLogs()); n != 1 {
+			t.Errorf("%d records for 3 panics within %v, want 1", n, panicLogEvery)
+		}
+	})
 }

@@ -63,6 +63,13 @@ func (c *Conn) feed(in []byte) (done bool) {
 	}
 	n, done := c.run(data)
 	c.keep(data[n:], fromBuf, done)
+	if c.rd.held && !done && c.sh.cfg.Engine == EngineNetpoll {
+		// netpoll hands over what it read, however much: bound what the
+		// first pause keeps too.
+		c.mu.Lock()
+		c.boundBacklogLocked()
+		c.mu.Unlock()
+	}
 	return done
 }
 
@@ -122,11 +129,17 @@ func (c *Conn) holdMore(data []byte, fromBuf bool) (process bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.boundBacklogLocked()
+	return c.roomLocked()
+}
+
+// boundBacklogLocked closes with 1008 a connection whose held input is
+// beyond shared.maxBacklog.
+func (c *Conn) boundBacklogLocked() {
 	if len(c.rd.buf) > c.sh.maxBacklog && c.state == stateOpen {
 		code := ws.StatusPolicyViolation
 		c.startCloseLocked(CloseInfo{Reason: CloseProtocol, Code: code, Err: errBacklog}, closeFrame(code, "too many unread replies"))
 	}
-	return c.roomLocked()
 }
 
 // keep carries rest, the input not used, to the next read; fromBuf says

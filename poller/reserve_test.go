@@ -496,3 +496,21 @@ func TestOfferKeepsReplyReserve(t *testing.T) {
 		t.Fatalf("Send into the reserve: %v", err)
 	}
 }
+
+// TestNetpollFirstPauseBounded: the input kept when a netpoll connection
+// first pauses is bounded like input that arrives later: one burst far
+// beyond the bound closes it with 1008 at once.
+func TestNetpollFirstPauseBounded(t *testing.T) {
+	fc := openFakeConn(t, Config{Outbox: 4096, Engine: EngineNetpoll})
+	var in []byte
+	for i := 0; len(in) < 1<<20; i++ {
+		in = append(in, maskedText(fmt.Sprintf("%05d", i)+strings.Repeat("x", replySize-5))...)
+	}
+	fc.feed(in, nil)
+	fc.c.mu.Lock()
+	state, kept, info := fc.c.state, len(fc.c.rd.buf), fc.c.closeInfo
+	fc.c.mu.Unlock()
+	if state != stateClosing || info.Code != ws.StatusPolicyViolation {
+		t.Fatalf("after a 1 MiB burst: state %v, close %+v, %d bytes kept (bound %d); want closing with 1008", state, info, kept, fc.c.sh.maxBacklog)
+	}
+}

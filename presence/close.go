@@ -150,7 +150,10 @@ func ending(end ConnEnd, own closeRecord) (reason CloseReason, grace bool) {
 	case EndPeer:
 		reason = ClosePeer
 	case EndProtocol:
-		reason = CloseProtocol
+		reason = CloseProtocol // 1002, 1007, 1009
+		if code == wire.ClosePolicyViolation {
+			reason = CloseRate // 1008: the client sent far more than it read (the transport's input bound): a flood
+		}
 	case EndShutdown:
 		reason = CloseShutdown
 	case EndFailed:
@@ -198,7 +201,7 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 	case wire.CloseGoingAway:
 		return CloseShutdown
 	case wire.CloseProtocolError, wire.CloseUnsupported, wire.CloseInvalidPayload, wire.CloseTooBig,
-		wire.ClosePolicyViolation, wire.CloseBadRequest, wire.CloseVersion:
+		wire.CloseBadRequest, wire.CloseVersion:
 		return CloseProtocol
 	case wire.CloseInternalError:
 		return CloseInternal
@@ -210,8 +213,8 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 		return CloseTokenExpired
 	case wire.CloseHelloTimeout:
 		return CloseHelloTimeout
-	case wire.CloseRateLimited:
-		return CloseRate
+	case wire.CloseRateLimited, wire.ClosePolicyViolation:
+		return CloseRate // 1008: the client sent far more than it read (netpoll's input bound), a flood
 	case wire.CloseUnauthorized, wire.CloseForbidden:
 		return CloseAuth
 	}
@@ -221,10 +224,12 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 // closeWith is the one way a session closes its connection: the first
 // close wins and records code and reason for HandleClose; later ones do
 // nothing. Safe from any goroutine (room flushers close slow consumers).
-func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) {
-	if s.claimClose(code, reason) {
-		s.sink.Close(code, text)
+func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) (first bool) {
+	if !s.claimClose(code, reason) {
+		return false
 	}
+	s.sink.Close(code, text)
+	return true
 }
 
 // claimClose records code and reason if no close was started, and reports

@@ -108,6 +108,8 @@ func TestEnding(t *testing.T) {
 
 		{"transport 1002", ConnEnd{EndProtocol, wire.CloseProtocolError}, 0, CloseProtocol, atOnce},
 		{"transport 1007 (UTF-8)", ConnEnd{EndProtocol, wire.CloseInvalidPayload}, 0, CloseProtocol, atOnce},
+		{"transport 1008 (unread input beyond the bound)", ConnEnd{EndProtocol, wire.ClosePolicyViolation}, 0, CloseRate, grace},
+		{"transport 1008 whose handshake timed out", ConnEnd{EndTimeout, wire.ClosePolicyViolation}, 0, CloseRate, grace},
 		{"transport 1009 before our 4029 was sent", ConnEnd{EndProtocol, wire.CloseTooBig}, own(wire.CloseRateLimited, CloseRate), CloseProtocol, atOnce},
 		{"transport shutdown", ConnEnd{EndShutdown, wire.CloseGoingAway}, 0, CloseShutdown, grace},
 		{"handler panic", ConnEnd{EndFailed, wire.CloseInternalError}, 0, CloseInternal, grace},

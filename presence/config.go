@@ -86,7 +86,7 @@ type Metrics struct {
 	BytesSent       Counter        // bytes of those frames
 	Coalesced       Counter        // changes merged into a later one within a tick
 	DroppedDiffs    Counter        // diffs not delivered to a full connection
-	SlowCloses      Counter        // connections that ended (HandleClose) closed with 4002
+	SlowCloses      Counter        // connections closed with 4002 (the first close of the session)
 	ResumeAttempts  Counter        // rooms a hello asked to resume
 	ResumeSuccesses Counter        // rooms resumed with a diff rather than a sync
 	Refreshes       Counter        // auth commands that renewed a token

@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -394,4 +395,72 @@ func TestFramesSentCountsDeliveries(t *testing.T) {
 	if n := sent.value() - before - acks; int(n) != got-int(acks) {
 		t.Fatalf("FramesSent grew by %v for room frames, sinks got %d room frames", n, got-int(acks))
 	}
+}
+
+// replySink counts what is Sent (answers) apart from what is Offered.
+type replySink struct {
+	fakeSink
+	sent atomic.Int64 // bytes Sent, with a 4-byte WebSocket header each
+}
+
+func (p *replySink) Send(frame []byte) error {
+	p.sent.Add(int64(len(frame) + 4))
+	return p.fakeSink.Send(frame)
+}
+
+func (p *replySink) Offer(frame []byte) error { return p.fakeSink.Send(frame) }
+
+type allowAuth struct{ rooms RoomMatcher }
+
+func (a allowAuth) Authenticate(token string) (Identity, error) {
+	return Identity{User: token, Rooms: a.rooms}, nil
+}
+
+// TestMaxReplyBytes: the answers to the largest hello (ids at their
+// limits, hundreds of resumed rooms refused as forbidden or beyond
+// max_rooms) and to an auth that leaves hundreds of rooms fit in
+// MaxReplyBytes, so a transport that keeps that much free never drops one.
+func TestMaxReplyBytes(t *testing.T) {
+	long := func(prefix string, i int) string { return fmt.Sprintf("%s%05d%s", prefix, i, strings.Repeat("x", 122)) }
+	synctest.Test(t, func(t *testing.T) {
+		auth := &allowAuth{rooms: prefixRooms("a")}
+		e := startHub(t, Config{Node: long("n", 0), Auth: auth, MaxRooms: 300})
+		resume := map[string]string{}
+		for i := range 600 {
+			resume[long("a", i)] = ""
+			resume[long("b", i)] = ""
+		}
+		hello, err := json.Marshal(map[string]any{"t": "hello", "v": 1, "token": long("u", 0), "resume": resume})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink := &replySink{}
+		s := e.h.Open(sink)
+		s.HandleText(hello)
+		if got := sink.sent.Load(); got > MaxReplyBytes {
+			t.Errorf("a hello resuming 1,200 rooms (900 refused) was answered with %d bytes, more than MaxReplyBytes %d", got, MaxReplyBytes)
+		}
+		var codes []string
+		for _, f := range sink.take() {
+			var ev wire.Event
+			if wire.DecodeEvent(f, &ev) == nil && ev.T == wire.TErr {
+				codes = append(codes, ev.Code)
+			}
+		}
+		if !slices.Equal(codes, []string{wire.ErrCodeForbidden, wire.ErrCodeTooManyRooms}) {
+			t.Errorf("errs %v, want one forbidden and one too_many_rooms", codes)
+		}
+		e.tick()
+		sink.take()
+		// A narrower token: all 300 joined rooms are left.
+		auth.rooms = prefixRooms("c")
+		sink.sent.Store(0)
+		s.HandleText([]byte(`{"t":"auth","id":7,"token":"` + long("u", 0) + `"}`))
+		if got := sink.sent.Load(); got > MaxReplyBytes {
+			t.Errorf("an auth leaving 300 rooms was answered with %d bytes, more than MaxReplyBytes %d", got, MaxReplyBytes)
+		}
+		if n := len(s.subs); n != 0 {
+			t.Errorf("%d rooms still joined after a token that allows none", n)
+		}
+	})
 }

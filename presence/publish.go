@@ -68,7 +68,9 @@ func (r *room) flush(t time.Time) (again bool) {
 	r.marked = again
 	r.mu.Unlock()
 	for _, s := range slow {
-		s.closeWith(wire.CloseSlowConsumer, CloseSlow, "slow consumer")
+		if s.closeWith(wire.CloseSlowConsumer, CloseSlow, "slow consumer") {
+			r.hub.cfg.Metrics.SlowCloses.Add(1)
+		}
 	}
 	return again
 }

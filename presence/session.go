@@ -256,11 +256,60 @@ func (s *Session) hello(c *wire.Command, now int64) {
 		rooms = append(rooms, room)
 	}
 	slices.Sort(rooms)
+	var forbidden, tooMany []string
 	for _, room := range rooms {
 		cfg.Metrics.ResumeAttempts.Add(1)
-		s.join(room, c.State, 0, c.Resume[room], true, now)
+		switch s.join(room, c.State, 0, c.Resume[room], true, now) {
+		case wire.ErrCodeForbidden:
+			forbidden = append(forbidden, room)
+		case wire.ErrCodeTooManyRooms:
+			tooMany = append(tooMany, room)
+		}
 	}
+	s.failRooms(wire.ErrCodeForbidden, "the token does not allow", forbidden)
+	s.failRooms(wire.ErrCodeTooManyRooms, "a connection joins at most "+strconv.Itoa(cfg.MaxRooms)+" rooms: cannot join", tooMany)
 }
+
+// maxListed bounds the room ids an err without id names in its msg, so
+// that the answers to one message stay within MaxReplyBytes.
+const maxListed = 512
+
+// failRooms sends one err without id for rooms refused by code (resumed
+// rooms, or rooms a new token no longer allows): msg is what, then as many
+// room ids as fit in maxListed bytes, then how many more there are.
+func (s *Session) failRooms(code, what string, rooms []string) {
+	if len(rooms) == 0 {
+		return
+	}
+	msg := make([]byte, 0, len(what)+maxListed+32)
+	msg = append(msg, what...)
+	listed := 0
+	for i, room := range rooms {
+		if listed > 0 && len(msg)-len(what)+len(room) > maxListed {
+			break
+		}
+		if i > 0 {
+			msg = append(msg, ',')
+		}
+		msg = append(msg, ' ')
+		msg = append(msg, room...)
+		listed++
+	}
+	if more := len(rooms) - listed; more > 0 {
+		msg = append(msg, " and "...)
+		msg = strconv.AppendInt(msg, int64(more), 10)
+		msg = append(msg, " more"...)
+	}
+	s.send(wire.AppendErr(nil, 0, code, string(msg)))
+}
+
+// MaxReplyBytes bounds the bytes of the frames (with a WebSocket header of
+// at most 4 bytes each) a Session Sends in answer to one message: a hello's
+// welcome and up to two errs naming refused rooms, or a command's ack or
+// err and, for an auth, one err naming the rooms a narrower token left. A
+// transport that reads a connection's next message only while this much of
+// its outbox is free never drops an answer (poller.Config.ReplyReserve).
+const MaxReplyBytes = 2048
 
 func (s *Session) connID() string {
 	return s.hub.cfg.Node + "-" + strconv.FormatUint(s.seq, 36)
@@ -281,19 +330,25 @@ func (s *Session) findSub(room string) *sub {
 
 // join adds the connection to room (or, if it is in already, applies st
 // and sends a fresh sync). Resumed rooms (id 0) continue from cursor when
-// the room's history allows, else get a sync.
-func (s *Session) join(room string, st *wire.State, id int64, cursor string, resuming bool, now int64) {
+// the room's history allows, else get a sync. It returns the err code of a
+// refusal, "" if joined; a join command (id > 0) is answered here, refused
+// resumed rooms are reported by the caller (failRooms).
+func (s *Session) join(room string, st *wire.State, id int64, cursor string, resuming bool, now int64) (refused string) {
 	if sb := s.findSub(room); sb != nil {
 		s.rejoin(sb, st, id, now)
-		return
+		return ""
 	}
 	if s.rooms != nil && !s.rooms.Allows(room) {
-		s.fail(id, wire.ErrCodeForbidden, "the token does not allow room "+room)
-		return
+		if id > 0 {
+			s.fail(id, wire.ErrCodeForbidden, "the token does not allow room "+room)
+		}
+		return wire.ErrCodeForbidden
 	}
 	if len(s.subs) >= s.hub.cfg.MaxRooms {
-		s.fail(id, wire.ErrCodeTooManyRooms, "a connection joins at most "+strconv.Itoa(s.hub.cfg.MaxRooms)+" rooms: cannot join "+room)
-		return
+		if id > 0 {
+			s.fail(id, wire.ErrCodeTooManyRooms, "a connection joins at most "+strconv.Itoa(s.hub.cfg.MaxRooms)+" rooms: cannot join "+room)
+		}
+		return wire.ErrCodeTooManyRooms
 	}
 	r := s.hub.lockRoom(room)
 	defer r.mu.Unlock()
@@ -313,6 +368,7 @@ func (s *Session) join(room string, st *wire.State, id int64, cursor string, res
 	} else {
 		r.syncLocked(sb, now)
 	}
+	return ""
 }
 
 // rejoin is a join of a room the connection is in: it applies st and
@@ -412,12 +468,15 @@ func (s *Session) auth(token string, id, now int64) {
 	s.ack(id)
 	if s.rooms != nil {
 		// A narrower rooms claim: leave what it no longer allows.
+		var left []string
 		for i := len(s.subs) - 1; i >= 0; i-- {
 			if room := s.subs[i].r.name; !s.rooms.Allows(room) {
 				s.dropSub(s.subs[i], false, now)
-				s.fail(0, wire.ErrCodeForbidden, "the new token does not allow room "+room+": left it")
+				left = append(left, room)
 			}
 		}
+		slices.Sort(left)
+		s.failRooms(wire.ErrCodeForbidden, "the new token does not allow these rooms, left:", left)
 	}
 	s.setExpiry(ident.Expires, now)
 	s.scheduleRefresh(now, true)
@@ -543,15 +602,13 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
 	reason, grace := ending(end, closeRecord(s.closed.Load()))
 	s.state = ended
+	s.claimClose(end.Code, reason) // a flusher's later 4002 finds the session ended
 	for len(s.subs) > 0 {
 		s.dropSub(s.subs[len(s.subs)-1], grace, now)
 	}
 	s.subs = nil
 	s.hub.unregister(s)
 	s.hub.cfg.Metrics.Closes.Inc(reason)
-	if reason == CloseSlow {
-		s.hub.cfg.Metrics.SlowCloses.Add(1) // counted here, once, as the reason the connection ended
-	}
 	s.hub.cfg.Metrics.ConnLifetime.Observe(float64(now-s.opened) / 1e9)
 	return reason
 }

@@ -32,10 +32,9 @@ const (
 	// field limits (128-byte room, 32-byte status even fully escaped,
 	// 512-byte meta): about 900 bytes.
 	minMaxMessage = 1024
-	// minOutbox fits a sync of one member at the field limits with ten
-	// typing users, within the sync budget (half the outbox), and leaves
-	// the other half for the frames around it.
-	minOutbox = 4096
+	// minOutbox is the server's: room for the answers to one message
+	// and a sync of one member at the field limits with ten typing users.
+	minOutbox = server.MinOutbox
 )
 
 // usageError is a bad flag or environment value: exit code 2.

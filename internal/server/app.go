@@ -16,15 +16,26 @@ import (
 // presenceApp connects the poller's callbacks to the presence hub: each
 // connection's Session lives in its Conn value. handler calls it.
 type presenceApp struct {
-	hub *presence.Hub // static
+	hub    *presence.Hub         // static
+	closes presence.CloseCounter // static: the closed metric, for connections without a session
 }
 
 func (a presenceApp) OnOpen(c *poller.Conn) {
 	c.SetValue(a.hub.Open((*connSink)(c)))
 }
 
+// session is c's Session; nil if OnOpen panicked before storing it (the
+// poller is then closing c with 1011, and there is nothing to handle).
+func session(c *poller.Conn) *presence.Session {
+	s, _ := c.Value().(*presence.Session)
+	return s
+}
+
 func (presenceApp) OnMessage(c *poller.Conn, op ws.OpCode, msg []byte) {
-	s := c.Value().(*presence.Session)
+	s := session(c)
+	if s == nil {
+		return
+	}
 	if op != ws.OpText {
 		s.HandleBinary()
 		return
@@ -33,13 +44,20 @@ func (presenceApp) OnMessage(c *poller.Conn, op ws.OpCode, msg []byte) {
 }
 
 func (presenceApp) OnDeadline(c *poller.Conn) {
-	c.Value().(*presence.Session).HandleDeadline()
+	if s := session(c); s != nil {
+		s.HandleDeadline()
+	}
 }
 
 // OnClose ends the session and returns why the connection ended, as
-// presence decided (and counted) it.
-func (presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) presence.CloseReason {
-	return c.Value().(*presence.Session).HandleClose(connEnd(info))
+// presence decided (and counted) it, or counts it as internal when OnOpen
+// panicked before a session was opened.
+func (a presenceApp) OnClose(c *poller.Conn, info poller.CloseInfo) presence.CloseReason {
+	if s := session(c); s != nil {
+		return s.HandleClose(connEnd(info))
+	}
+	a.closes.Inc(presence.CloseInternal)
+	return presence.CloseInternal
 }
 
 // connEnd says what the poller saw when a connection ended, in presence's

@@ -6,7 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/auth"
-	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -30,7 +29,7 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	}
 	// A sync is offered (poller.Conn.Offer): it must fit an empty outbox
 	// with its frame header and the reply reserve kept free.
-	if room := cfg.Outbox - poller.DefaultReplyReserve(cfg.Outbox) - 16; pc.SyncBudget < 0 || pc.SyncBudget > room {
+	if room := syncRoom(cfg.Outbox); pc.SyncBudget < 0 || pc.SyncBudget > room {
 		return nil, fmt.Errorf("server: Presence.SyncBudget %d does not fit the outbox (%d bytes) beside its frame header and the reply reserve (at most %d): syncs could never be sent", pc.SyncBudget, cfg.Outbox, room)
 	}
 	pc.Frame = frame
@@ -47,11 +46,16 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 }
 
 // syncBudget is the default Presence.SyncBudget for an outbox of outbox
-// bytes: half of it, so that a sync always fits an empty outbox and leaves
-// the other half for the frames around it. It is the only definition of
-// that default: presence cannot know the transport's outbox, so it has
-// none of its own.
-func syncBudget(outbox int) int { return outbox / 2 }
+// bytes: half of it, so that a sync fits an outbox that is half full, or
+// less when the reply reserve needs it (syncRoom). It is the only
+// definition of that default: presence cannot know the transport's outbox,
+// so it has none of its own.
+func syncBudget(outbox int) int { return min(outbox/2, syncRoom(outbox)) }
+
+// syncRoom is the largest sync payload an empty outbox of outbox bytes
+// takes beside its frame header (at most 14 bytes, rounded up) and the
+// reply reserve that offered frames leave free.
+func syncRoom(outbox int) int { return outbox - presence.MaxReplyBytes - 16 }
 
 // registerHubGauges exports the hub's gauges, read at scrape time.
 func (m *metrics) registerHubGauges(reg prometheus.Registerer, h *presence.Hub) error {

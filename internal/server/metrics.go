@@ -137,7 +137,7 @@ func (m *metrics) newPresenceMetrics(counter func(name, help string) prometheus.
 		BytesSent:       m.bytesSent,
 		Coalesced:       counter("presenced_events_coalesced_total", "Changes merged into a later change of the same member within one tick."),
 		DroppedDiffs:    counter("presenced_diffs_dropped_total", "Diffs not delivered to a connection whose outbox was full (it gets a sync later)."),
-		SlowCloses:      counter("presenced_slow_consumer_closes_total", "Connections that ended closed with 4002: a room owed them a sync for slow_timeout."),
+		SlowCloses:      counter("presenced_slow_consumer_closes_total", "Connections closed with 4002: a room owed them a sync for slow_timeout."),
 		ResumeAttempts:  counter("presenced_resume_attempts_total", "Rooms a hello asked to resume."),
 		ResumeSuccesses: counter("presenced_resume_successes_total", "Rooms resumed with a diff rather than a full sync."),
 		Refreshes:       counter("presenced_token_refreshes_total", "auth commands that renewed a token."),

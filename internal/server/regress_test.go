@@ -15,6 +15,7 @@ import (
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
+	"github.com/presenced/presenced/presence"
 )
 
 // Regression tests for the review fixes of commit "presence: monotonic hub
@@ -30,12 +31,20 @@ func TestRegressSyncBudgetOutbox(t *testing.T) {
 		outbox  int // 0: the default, 64 KiB
 		budget  int
 		wantErr bool
+		wantIn  string // what the error names: SyncBudget unless set
 	}{
 		{name: "budget larger than the outbox", outbox: 4096, budget: 8192, wantErr: true},
 		{name: "budget the size of the outbox", outbox: 4096, budget: 4096, wantErr: true},
 		{name: "budget larger than the default outbox", budget: 64<<10 + 1, wantErr: true},
-		{name: "budget half the outbox", outbox: 4096, budget: 2048},
-		{name: "no budget: half the outbox", outbox: 4096},
+		{name: "budget beside the reply reserve", outbox: 4096, budget: 4096 - presence.MaxReplyBytes - 16},
+		{name: "budget into the reply reserve", outbox: 4096, budget: 4096 - presence.MaxReplyBytes - 15, wantErr: true},
+		{name: "no budget: half the outbox, or what the reserve leaves", outbox: 4096},
+		{name: "an outbox below the minimum", outbox: server.MinOutbox - 1, wantErr: true, wantIn: "Outbox"},
+	}
+	for i := range tests {
+		if tests[i].wantIn == "" {
+			tests[i].wantIn = "SyncBudget"
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +67,8 @@ func TestRegressSyncBudgetOutbox(t *testing.T) {
 				_ = s.Run(ctx) // release the listeners
 				t.Fatalf("server.New with SyncBudget %d and Outbox %d: no error", tt.budget, tt.outbox)
 			}
-			if !strings.Contains(err.Error(), "SyncBudget") {
-				t.Errorf("server.New: %v, want an error naming SyncBudget", err)
+			if want := tt.wantIn; !strings.Contains(err.Error(), want) {
+				t.Errorf("server.New: %v, want an error naming %s", err, want)
 			}
 		})
 	}

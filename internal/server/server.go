@@ -31,6 +31,12 @@ const (
 	DefaultAdminShutdownTimeout = 5 * time.Second
 )
 
+// MinOutbox is the smallest Config.Outbox: the room kept for the answers
+// to one message (presence.MaxReplyBytes) and as much again for room
+// frames, which a sync of one member at the field limits, with ten typing
+// users, fits.
+const MinOutbox = 2 * presence.MaxReplyBytes
+
 // Config configures a Server. The zero value serves on 127.0.0.1:8080 with
 // the admin listener on 127.0.0.1:9090; each field documents its default,
 // which is the binary's too.
@@ -54,7 +60,10 @@ type Config struct {
 	MaxConns int
 	// MaxConnsPerIP caps the connections from one IP. Default 0: no cap.
 	MaxConnsPerIP int
-	// Outbox bounds the bytes queued for one connection. Default 64 KiB.
+	// Outbox bounds the bytes queued for one connection. Default 64 KiB;
+	// at least MinOutbox. presence.MaxReplyBytes of it are kept for the
+	// answers to a message (poller.Config.ReplyReserve): room frames never
+	// take that room, and a message is read only while it is free.
 	Outbox int
 	// HandshakeTimeout closes connections that have not completed the HTTP
 	// upgrade in time. Default 5 s.
@@ -67,7 +76,8 @@ type Config struct {
 	// and Insecure. Its Frame, Logger and Metrics are set by the server;
 	// its MaxMessage is always the MaxMessage above, the limit the poller
 	// enforces, so welcome announces exactly that. Its SyncBudget defaults
-	// to half of Outbox (see syncBudget).
+	// to half of Outbox, less if the reply reserve needs it (see
+	// syncBudget).
 	Presence presence.Config
 	// JWT configures token verification. Set a key (HS256Secret or
 	// PublicKeyPEM) unless Presence.Insecure is set or Presence.Auth is
@@ -123,8 +133,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("server: unknown engine %q (want %q or %q)", cfg.Engine, poller.EngineEpoll, poller.EngineNetpoll)
 	case cfg.MaxMessage < 0:
 		return cfg, fmt.Errorf("server: MaxMessage %d is negative", cfg.MaxMessage)
-	case cfg.Outbox < 0:
-		return cfg, fmt.Errorf("server: Outbox %d is negative", cfg.Outbox)
+	case cfg.Outbox < MinOutbox:
+		return cfg, fmt.Errorf("server: Outbox %d is less than %d: no room for the answers to a message beside a sync", cfg.Outbox, MinOutbox)
 	case cfg.MaxConns < 0:
 		return cfg, fmt.Errorf("server: MaxConns %d is negative", cfg.MaxConns)
 	case cfg.MaxConnsPerIP < 0:
@@ -190,13 +200,14 @@ func New(cfg Config) (*Server, error) {
 		MaxConns:         cfg.MaxConns,
 		MaxConnsPerIP:    cfg.MaxConnsPerIP,
 		Outbox:           cfg.Outbox,
+		ReplyReserve:     presence.MaxReplyBytes,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Logger:           cfg.Logger,
 		OnReject: func(r poller.RejectReason) {
 			m.handshakeErr.inc(int(r), r.String())
 		},
 		OnPanic: func(any) { m.panics.Inc() },
-	}, &handler{s: s, app: presenceApp{hub: s.hub}})
+	}, &handler{s: s, app: presenceApp{hub: s.hub, closes: m.closed}})
 	if err != nil {
 		s.adminLn.Close()
 		return nil, fmt.Errorf("server: %w", err)
