@@ -129,13 +129,15 @@ func (c *Conn) Offer(frame []byte) error {
 // Close starts the closing handshake with code and reason (at most 123
 // bytes, truncated otherwise). OnClose follows once the peer answers or
 // Config.CloseTimeout passes. Close on a closing connection does nothing.
-func (c *Conn) Close(code ws.StatusCode, reason string) {
+// It reports whether this call started the closing handshake.
+func (c *Conn) Close(code ws.StatusCode, reason string) (started bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
-		return
+		return false
 	}
 	c.startCloseLocked(CloseInfo{Reason: CloseServer, Code: code}, closeFrame(code, reason))
+	return true
 }
 
 // SetDeadline makes the poller call OnDeadline once t passes (within

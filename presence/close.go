@@ -224,13 +224,19 @@ func reasonOfCode(code wire.CloseCode) CloseReason {
 // closeWith is the one way a session closes its connection: the first
 // close wins and records code and reason for HandleClose; later ones do
 // nothing. Safe from any goroutine (room flushers close slow consumers).
-func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) (first bool) {
+// It reports whether it started the close: false when another close of
+// the session came first, or the client or the transport had already
+// started closing the connection (then the transport's view is the reason).
+func (s *Session) closeWith(code wire.CloseCode, reason CloseReason, text string) (started bool) {
 	if !s.claimClose(code, reason) {
 		return false
 	}
-	s.sink.Close(code, text)
-	return true
+	return s.sink.Close(code, text)
 }
+
+// endedRecord is claimed by HandleClose when the session had started no
+// close, so that no close starts after the end.
+const endedRecord = uint32(closeReasonEnd) // recordOf(0, closeReasonEnd)
 
 // claimClose records code and reason if no close was started, and reports
 // whether it did: the caller then sends its last frames and closes the

@@ -26,8 +26,10 @@ type Sink interface {
 	// and made up for with a sync: it must leave the room the transport
 	// keeps for a message's replies, so fan-outs never crowd them out.
 	Offer(frame []byte) error
-	// Close starts closing the connection with code.
-	Close(code wire.CloseCode, reason string)
+	// Close starts closing the connection with code. It reports whether it
+	// did: false when the connection was already closing (the client or
+	// the transport started the end).
+	Close(code wire.CloseCode, reason string) (started bool)
 	// SetDeadline asks for one HandleDeadline call once t passes; the zero t
 	// clears it. A new deadline replaces the previous one.
 	SetDeadline(t time.Time)

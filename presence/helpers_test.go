@@ -59,11 +59,13 @@ func (f *fakeSink) Send(frame []byte) error {
 // Offer is Send: the fake sink keeps no reply reserve.
 func (f *fakeSink) Offer(frame []byte) error { return f.Send(frame) }
 
-func (f *fakeSink) Close(code wire.CloseCode, reason string) {
+func (f *fakeSink) Close(code wire.CloseCode, reason string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closes = append(f.closes, code)
+	started := !f.closed
 	f.closed = true
+	return started
 }
 
 func (f *fakeSink) SetDeadline(t time.Time) {
@@ -141,7 +143,7 @@ func (n *nopSink) Send([]byte) error {
 	return nil
 }
 func (n *nopSink) Offer(frame []byte) error   { return n.Send(frame) }
-func (*nopSink) Close(wire.CloseCode, string) {}
+func (*nopSink) Close(wire.CloseCode, string) bool { return true }
 func (*nopSink) SetDeadline(time.Time)        {}
 func (*nopSink) Buffered() int                { return 0 }
 

@@ -3,6 +3,7 @@ package presence
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -313,7 +314,27 @@ func TestNoRoomFrameAfterLeaveAck(t *testing.T) {
 	<-leaver.entered // the flusher checked the leaver is still there, and is sending
 	left := make(chan struct{})
 	go func() { defer close(left); ls.HandleText([]byte(`{"t":"leave","id":9,"room":"r"}`)) }()
-	time.Sleep(20 * time.Millisecond) // lets an unordered leave finish first; not a synchronization
+	// Wait until the leave either finished (no ordering: the test then
+	// fails below) or holds the room lock while it waits for the send in
+	// progress (the ordering this test is about); then give an unordered
+	// leave a moment more to finish, so that a regression shows.
+	var heldSince time.Time
+	for done := false; !done; {
+		select {
+		case <-left:
+			done = true
+		default:
+			switch {
+			case !heldSince.IsZero():
+				done = time.Since(heldSince) > 50*time.Millisecond
+			case !r.mu.TryLock():
+				heldSince = time.Now()
+			default:
+				r.mu.Unlock()
+			}
+			runtime.Gosched()
+		}
+	}
 	close(leaver.release)
 	<-flushed
 	<-left
@@ -461,6 +482,35 @@ func TestMaxReplyBytes(t *testing.T) {
 		}
 		if n := len(s.subs); n != 0 {
 			t.Errorf("%d rooms still joined after a token that allows none", n)
+		}
+	})
+}
+
+// TestSlowCloseOnlyWhenSent: SlowCloses counts the 4002s actually started.
+// A connection the client is already closing (its close echo waits behind
+// a full outbox) may stay owed past SlowTimeout: no 4002 goes out, none is
+// counted, and the end is the client's.
+func TestSlowCloseOnlyWhenSent(t *testing.T) {
+	const slow = time.Second
+	synctest.Test(t, func(t *testing.T) {
+		slowCloses, closes := &counter{}, &closeCounts{}
+		e := startHub(t, Config{Insecure: true, SlowTimeout: slow, Metrics: Metrics{SlowCloses: slowCloses, Closes: closes}})
+		alice := dial(t, e.h, "alice")
+		alice.join("r", 1, "")
+		bob := dial(t, e.h, "bob")
+		bob.join("r", 1, "")
+		e.tick()
+		alice.events()
+		alice.sink.mu.Lock()
+		alice.sink.closed = true // the client's close frame arrived: the transport is closing
+		alice.sink.mu.Unlock()
+		bob.send(`{"t":"set","id":2,"room":"r","state":{"status":"away"}}`)
+		e.sleep(3 * slow)
+		if got := slowCloses.value(); got != 0 {
+			t.Errorf("SlowCloses = %v for a connection the client was closing, want 0", got)
+		}
+		if got := alice.s.HandleClose(ConnEnd{Cause: EndPeer, Code: 1001}); got != ClosePeer {
+			t.Errorf("HandleClose = %v, want peer", got)
 		}
 	})
 }

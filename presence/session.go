@@ -600,9 +600,14 @@ func (s *Session) HandleBinary() {
 // stay for Config.LeaveGrace.
 func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
-	reason, grace := ending(end, closeRecord(s.closed.Load()))
+	// Claim first, then read: a flusher's 4002 either came before (and is
+	// the session's own close) or finds the session ended.
+	var own closeRecord
+	if !s.closed.CompareAndSwap(0, endedRecord) {
+		own = closeRecord(s.closed.Load())
+	}
+	reason, grace := ending(end, own)
 	s.state = ended
-	s.claimClose(end.Code, reason) // a flusher's later 4002 finds the session ended
 	for len(s.subs) > 0 {
 		s.dropSub(s.subs[len(s.subs)-1], grace, now)
 	}

@@ -32,8 +32,8 @@ const (
 	// field limits (128-byte room, 32-byte status even fully escaped,
 	// 512-byte meta): about 900 bytes.
 	minMaxMessage = 1024
-	// minOutbox is the server's: room for the answers to one message
-	// and a sync of one member at the field limits with ten typing users.
+	// minOutbox is the server's (see server.MinOutbox): room for the
+	// answers to one message and as much again for room frames.
 	minOutbox = server.MinOutbox
 )
 

@@ -102,8 +102,8 @@ func (c *connSink) Send(frame []byte) error { return c.conn().Send(frame) }
 
 func (c *connSink) Offer(frame []byte) error { return c.conn().Offer(frame) }
 
-func (c *connSink) Close(code wire.CloseCode, reason string) {
-	c.conn().Close(ws.StatusCode(code), reason)
+func (c *connSink) Close(code wire.CloseCode, reason string) bool {
+	return c.conn().Close(ws.StatusCode(code), reason)
 }
 
 func (c *connSink) SetDeadline(t time.Time) { c.conn().SetDeadline(t) }

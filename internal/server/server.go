@@ -33,8 +33,8 @@ const (
 
 // MinOutbox is the smallest Config.Outbox: the room kept for the answers
 // to one message (presence.MaxReplyBytes) and as much again for room
-// frames, which a sync of one member at the field limits, with ten typing
-// users, fits.
+// frames. A sync then has about 2 KiB: with ten typing users at the id
+// limit it may list no member and be partial (its count is still right).
 const MinOutbox = 2 * presence.MaxReplyBytes
 
 // Config configures a Server. The zero value serves on 127.0.0.1:8080 with
