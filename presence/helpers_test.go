@@ -142,10 +142,10 @@ func (n *nopSink) Send([]byte) error {
 	n.mu.Unlock()
 	return nil
 }
-func (n *nopSink) Offer(frame []byte) error   { return n.Send(frame) }
+func (n *nopSink) Offer(frame []byte) error        { return n.Send(frame) }
 func (*nopSink) Close(wire.CloseCode, string) bool { return true }
-func (*nopSink) SetDeadline(time.Time)        {}
-func (*nopSink) Buffered() int                { return 0 }
+func (*nopSink) SetDeadline(time.Time)             {}
+func (*nopSink) Buffered() int                     { return 0 }
 
 // view is a client's picture of one room, built from its syncs and diffs.
 type view struct {
