@@ -62,6 +62,9 @@ func (r *room) flush(t time.Time) (again bool) {
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
 		r.buf, r.syncFrame, r.out = nil, nil, nil
+		if len(r.owed) == 0 {
+			r.owed = nil // the list a join storm grew: 24 bytes a joiner
+		}
 	}
 	// One more visit after a busy tick, to notice the room went idle.
 	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0
