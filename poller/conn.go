@@ -89,28 +89,17 @@ func (c *Conn) SetValue(v any) { c.value = v }
 // so the same bytes can be sent to many connections and must not be
 // modified afterwards. It returns ErrFull, queuing nothing, when the frame
 // does not fit in the outbox, and ErrClosed once the connection is closing.
-func (c *Conn) Send(frame []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return ErrClosed
-	}
-	if len(frame) == 0 {
-		return nil
-	}
-	if c.outLen+len(frame) > c.sh.cfg.Outbox {
-		return ErrFull
-	}
-	c.enqueueLocked(frame)
-	return nil
-}
+func (c *Conn) Send(frame []byte) error { return c.queue(frame, 0) }
 
 // Offer queues frame like Send, but only if Config.ReplyReserve of the
 // outbox stays free after it; otherwise it returns ErrFull, queuing
 // nothing. It is for frames that may be dropped and made up for later
 // (presence's diffs and syncs): however many of them other goroutines
 // offer, the room the reader checked for a message's replies stays free.
-func (c *Conn) Offer(frame []byte) error {
+func (c *Conn) Offer(frame []byte) error { return c.queue(frame, c.sh.cfg.ReplyReserve) }
+
+// queue queues frame if keep bytes of the outbox stay free after it.
+func (c *Conn) queue(frame []byte, keep int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
@@ -119,7 +108,7 @@ func (c *Conn) Offer(frame []byte) error {
 	if len(frame) == 0 {
 		return nil
 	}
-	if c.outLen+len(frame)+c.sh.cfg.ReplyReserve > c.sh.cfg.Outbox {
+	if c.outLen+len(frame)+keep > c.sh.cfg.Outbox {
 		return ErrFull
 	}
 	c.enqueueLocked(frame)
