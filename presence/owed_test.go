@@ -514,3 +514,56 @@ func TestSlowCloseOnlyWhenSent(t *testing.T) {
 		}
 	})
 }
+
+// TestOwedSyncsParallel: a room owing thousands of syncs (after a join
+// storm, or a resync most of the room missed) delivers them across the
+// workers like a diff; those that took theirs are in sync again, the
+// others stay owed.
+func TestOwedSyncsParallel(t *testing.T) {
+	const n = parallelFanout + 200
+	sent := &counter{}
+	sinks := make([]*fakeSink, n)
+	_, r := loadedRoom(t, n, Config{Workers: 4, ListLimit: 2 * n, SyncBudget: 2048, Metrics: Metrics{FramesSent: sent}}, func(i int) Sink {
+		sinks[i] = &fakeSink{}
+		return sinks[i]
+	})
+	for _, s := range sinks {
+		s.setFull(true)
+	}
+	changer(r)()
+	r.flush(time.Now()) // every subscriber misses the diff: all owed
+	r.mu.Lock()
+	owed := len(r.owed)
+	r.mu.Unlock()
+	if owed != n {
+		t.Fatalf("%d owed after a diff nobody took, want %d", owed, n)
+	}
+	stuck := 0
+	for i, s := range sinks {
+		s.take()
+		if i%3 != 0 {
+			s.setFull(false)
+		} else {
+			stuck++
+		}
+	}
+	before := sent.value()
+	r.flush(time.Now())
+	r.mu.Lock()
+	owed, inSync := len(r.owed), len(r.subs)
+	r.mu.Unlock()
+	if owed != stuck || inSync != n-stuck {
+		t.Fatalf("after the retry: %d owed, %d in sync; want %d and %d", owed, inSync, stuck, n-stuck)
+	}
+	got := 0
+	for i, s := range sinks {
+		frames := s.take()
+		if i%3 != 0 && (len(frames) != 1 || !isType(frames[0], wire.TSync)) {
+			t.Fatalf("sink %d got %d frames, want one sync", i, len(frames))
+		}
+		got += len(frames)
+	}
+	if d := sent.value() - before; int(d) != got || got != n-stuck {
+		t.Fatalf("FramesSent +%v, sinks got %d, want %d", d, got, n-stuck)
+	}
+}

@@ -86,8 +86,9 @@ type fanout struct {
 	all      []*sub    // a copy of r.subs, when frame is set
 	sync     []byte    // the sync frame, when owed is not empty
 	owed     []owedSub // a copy of r.owed
-	ok       []bool    // ok[i]: owed[i] took the sync
+	owedSubs []*sub    // the subs of owed, to deliver to
 	failed   []*sub    // subs of all that did not take frame (not those that left)
+	missed   []*sub    // subs of owed that did not take the sync (not those that left)
 	sent     int       // subs of all that took frame
 	sentOwed int       // subs of owed that took the sync
 }
@@ -111,6 +112,10 @@ func (r *room) planLocked(now int64) (first int64, busy bool) {
 	if len(r.owed) > 0 {
 		out.sync = r.syncFrameLocked()
 		out.owed = append(out.owed[:0], r.owed...)
+		out.owedSubs = out.owedSubs[:0]
+		for _, o := range r.owed {
+			out.owedSubs = append(out.owedSubs, o.sb)
+		}
 		busy = true
 	}
 	return first, busy
@@ -123,13 +128,8 @@ func (out *fanout) deliver(h *Hub) {
 	if out.frame != nil {
 		out.sent, out.failed = h.deliverParallel(out.all, out.frame, out.failed[:0])
 	}
-	out.ok = out.ok[:0]
-	for _, o := range out.owed {
-		ok, _ := o.sb.deliver(out.sync)
-		if ok {
-			out.sentOwed++
-		}
-		out.ok = append(out.ok, ok)
+	if len(out.owedSubs) > 0 {
+		out.sentOwed, out.missed = h.deliverParallel(out.owedSubs, out.sync, out.missed[:0])
 	}
 }
 
@@ -146,16 +146,21 @@ func (r *room) settleLocked(first, now int64) (slow []*Session) {
 			r.oweLocked(sb, now)
 		}
 	}
-	for i, o := range out.owed {
+	for _, sb := range out.missed {
+		sb.missed = true
+	}
+	for _, o := range out.owed {
 		sb := o.sb
+		took := !sb.missed
+		sb.missed = false
 		if sb.gone || !sb.owed {
 			continue
 		}
 		e := &r.owed[sb.idx]
 		switch {
-		case out.ok[i] && e.asks == o.asks:
+		case took && e.asks == o.asks:
 			r.syncedLocked(sb)
-		case out.ok[i]:
+		case took:
 			e.since = now // asked for another sync while this one was sent: a new debt
 		case now-e.since >= int64(r.hub.cfg.SlowTimeout):
 			slow = append(slow, sb.s)
@@ -175,8 +180,11 @@ func (r *room) settleLocked(first, now int64) (slow []*Session) {
 	// No references to sessions that may go.
 	clear(out.all)
 	clear(out.owed)
+	clear(out.owedSubs)
 	clear(out.failed)
-	out.all, out.owed, out.failed, out.ok = out.all[:0], out.owed[:0], out.failed[:0], out.ok[:0]
+	clear(out.missed)
+	out.all, out.owed, out.owedSubs = out.all[:0], out.owed[:0], out.owedSubs[:0]
+	out.failed, out.missed = out.failed[:0], out.missed[:0]
 	out.frame, out.sync = nil, nil
 	return slow
 }

@@ -68,6 +68,7 @@ type sub struct {
 	sendMu sync.Mutex
 	gone   bool // it left; written with r.mu and sendMu held, read with either
 	owed   bool // guarded by r.mu: in r.owed
+	missed bool // guarded by r.mu: set and cleared within one settleLocked
 }
 
 // deliver hands a room frame to sb's connection unless sb left. Called by
