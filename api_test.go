@@ -1,8 +1,6 @@
 package presenced_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"go/ast"
 	"go/importer"
@@ -11,7 +9,6 @@ import (
 	"go/types"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,7 +42,7 @@ func TestNoTestOnlyAPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("type-checks the module")
 	}
-	pkgs := goListExport(t)
+	pkgs := goList[exportPkg](t, "ImportPath,Dir,Export,GoFiles,Module", "-export")
 	exports := make(map[string]string) // import path → export data file
 	for _, p := range pkgs {
 		exports[p.ImportPath] = p.Export
@@ -154,31 +151,4 @@ type exportPkg struct {
 	Export     string
 	GoFiles    []string
 	Module     *struct{ Path string }
-}
-
-// goListExport returns every package of the module and every package
-// they depend on, with the path of their compiled export data.
-func goListExport(t *testing.T) []exportPkg {
-	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-export", "-json=ImportPath,Dir,Export,GoFiles,Module", "./...")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, &stderr)
-	}
-	var pkgs []exportPkg
-	dec := json.NewDecoder(bytes.NewReader(out))
-	for {
-		var p exportPkg
-		err := dec.Decode(&p)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("decode go list output: %v", err)
-		}
-		pkgs = append(pkgs, p)
-	}
-	return pkgs
 }

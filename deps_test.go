@@ -78,7 +78,7 @@ var rules = []rule{
 }
 
 func TestImportDirection(t *testing.T) {
-	pkgs := goList(t)
+	pkgs := goList[pkg](t, "ImportPath,Standard,Module,Deps,Imports,TestImports,XTestImports")
 	var owned int
 	for _, p := range pkgs {
 		if p.Module != nil && p.Module.Path == module {
@@ -189,20 +189,21 @@ func within(path, prefix string) bool {
 }
 
 // goList returns every package of the module and every package they
-// depend on.
-func goList(t *testing.T) []pkg {
+// depend on, as `go list -deps -json=fields ./...` describes them, decoded
+// into T.
+func goList[T any](t *testing.T, fields string, args ...string) []T {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Standard,Module,Deps,Imports,TestImports,XTestImports", "./...")
+	cmd := exec.Command("go", append(append([]string{"list", "-deps"}, args...), "-json="+fields, "./...")...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, &stderr)
 	}
-	var pkgs []pkg
+	var pkgs []T
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
-		var p pkg
+		var p T
 		err := dec.Decode(&p)
 		if errors.Is(err, io.EOF) {
 			break
