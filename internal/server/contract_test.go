@@ -152,25 +152,24 @@ func expectDiff(c *wsClient, from string, keys ...string) message {
 // code, without answering it.
 func (c *wsClient) awaitClose() wire.CloseCode {
 	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.conn.SetReadDeadline(time.Time{})
-	for {
-		f, err := readFrame(c.conn)
-		if err != nil {
-			c.t.Fatalf("read until close: %v", err)
-		}
-		if f.Header.OpCode == ws.OpClose {
-			if len(f.Payload) < 2 {
-				return 1005
-			}
-			return wire.CloseCode(binary.BigEndian.Uint16(f.Payload))
-		}
-	}
+	return c.readUntilClose(nil)
 }
 
 // closeAfterPings is awaitClose for a client that expects nothing but
 // server pings before the close: any other message fails the test.
 func (c *wsClient) closeAfterPings() wire.CloseCode {
+	c.t.Helper()
+	return c.readUntilClose(func(payload []byte) {
+		var e wire.Event
+		if err := wire.DecodeEvent(payload, &e); err != nil || e.T != "ping" {
+			c.t.Fatalf("got %s, want nothing but pings before the close", payload)
+		}
+	})
+}
+
+// readUntilClose reads frames for up to 10 s until the server's close
+// frame and returns its code; text frames before it go to text, if set.
+func (c *wsClient) readUntilClose(text func(payload []byte)) wire.CloseCode {
 	c.t.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer c.conn.SetReadDeadline(time.Time{})
@@ -186,9 +185,8 @@ func (c *wsClient) closeAfterPings() wire.CloseCode {
 			}
 			return wire.CloseCode(binary.BigEndian.Uint16(f.Payload))
 		case ws.OpText:
-			var e wire.Event
-			if err := wire.DecodeEvent(f.Payload, &e); err != nil || e.T != "ping" {
-				c.t.Fatalf("got %s, want nothing but pings before the close", f.Payload)
+			if text != nil {
+				text(f.Payload)
 			}
 		}
 	}
