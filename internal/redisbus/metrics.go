@@ -1,0 +1,73 @@
+package redisbus
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Resync reasons: why a node's part of a room was read again from Redis.
+const (
+	ResyncGap          = "gap"          // a message's seq skipped some
+	ResyncEpoch        = "epoch"        // a message from a node incarnation not seen before in the room
+	ResyncReconnect    = "reconnect"    // a Pub/Sub connection was (re)established: messages may be lost
+	ResyncProbe        = "probe"        // a quiet subscription did not echo its probe: recreated
+	ResyncUnsubscribed = "unsubscribed" // Redis dropped a subscription (Cluster slot moved)
+	ResyncOverflow     = "overflow"     // the receive queue was full: messages dropped
+	ResyncReset        = "reset"        // Redis lost its data, or this node was reaped
+)
+
+// Death detection: how a node's death was learnt.
+const (
+	DeathProbe    = "probe"    // the liveness script found its lease gone
+	DeathEvent    = "event"    // an expired event ran the script early, which found it gone
+	DeathAnnounce = "announce" // the node announced its end (drain) or a restart retired it
+)
+
+// metrics are the bus's collectors, registered on Config.Registerer.
+type metrics struct {
+	up          prometheus.Gauge       // presenced_redis_up
+	published   prometheus.Counter     // presenced_bus_messages_published_total
+	received    prometheus.Counter     // presenced_bus_messages_received_total
+	resyncs     *prometheus.CounterVec // presenced_bus_resyncs_total{reason}
+	drops       prometheus.Counter     // presenced_bus_queue_drops_total
+	nodes       prometheus.Gauge       // presenced_cluster_nodes
+	deaths      *prometheus.CounterVec // presenced_cluster_node_deaths_total{how}
+	propagation prometheus.Histogram   // presenced_bus_propagation_seconds
+	errors      *prometheus.CounterVec // presenced_redis_errors_total{op}
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_redis_up",
+			Help: "1 while this node's lease renewals succeed, 0 while Redis is unreachable or the lease is lost."}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_messages_published_total",
+			Help: "Room messages this node published on the bus (at most one per room per tick)."}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_messages_received_total",
+			Help: "Room messages received from other nodes."}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_bus_resyncs_total",
+			Help: "Reads of a node's part of a room from Redis, by reason."}, []string{"reason"}),
+		drops: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_queue_drops_total",
+			Help: "Room publishes or received messages dropped because a bounded queue was full (the room is republished or resynced)."}),
+		nodes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_cluster_nodes",
+			Help: "Live nodes registered in Redis, this one included, at the last liveness round."}),
+		deaths: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_cluster_node_deaths_total",
+			Help: "Other nodes this node learnt were dead, by how."}, []string{"how"}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "presenced_bus_propagation_seconds",
+			Help:    "From a remote node's publish (its timestamp) to the change applied here.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_redis_errors_total",
+			Help: "Redis commands that failed, by operation."}, []string{"op"}),
+	}
+	for _, r := range []string{ResyncGap, ResyncEpoch, ResyncReconnect, ResyncProbe, ResyncUnsubscribed, ResyncOverflow, ResyncReset} {
+		m.resyncs.WithLabelValues(r)
+	}
+	for _, h := range []string{DeathProbe, DeathEvent, DeathAnnounce} {
+		m.deaths.WithLabelValues(h)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
