@@ -1,0 +1,314 @@
+package redisbus
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/presence"
+)
+
+// writeScript writes the sender's part of a room, its seq, and publishes
+// the message, atomically on the room's slot.
+//
+//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
+//	ARGV    id, seq, full (1/0), publish command, channel, message,
+//	        then user, value pairs (value "": the user is let go)
+//
+// A seq not above the stored one is a retry: nothing is done (returns 0).
+const writeScriptSrc = `
+local seq = tonumber(ARGV[2])
+local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if seq <= cur then return 0 end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+local set = {}
+for i = 7, #ARGV, 2 do
+  if ARGV[i+1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    set[#set+1] = ARGV[i]
+    set[#set+1] = ARGV[i+1]
+    if #set >= 1000 then
+      redis.call('HSET', KEYS[1], unpack(set))
+      set = {}
+    end
+  end
+end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call(ARGV[4], ARGV[5], ARGV[6])
+return 1
+`
+
+var writeScript = redis.NewScript(writeScriptSrc)
+
+// pending is a room's queued publish: the holdings by user (later wins),
+// and whether they are the node's whole part of the room.
+type pending struct {
+	full bool
+	hs   map[string]presence.Holding
+}
+
+// publishQueue is the bounded coalescing queue between Publish and the
+// writer.
+type publishQueue struct {
+	mu        sync.Mutex
+	rooms     map[string]*pending // guarded by mu
+	republish map[string]struct{} // guarded by mu: dropped or failed rooms, to republish in full
+	kick      chan struct{}       // cap 1: something was queued
+	rounds    atomic.Int64        // writer rounds that wrote something (tests)
+}
+
+func (q *publishQueue) init() {
+	q.rooms = map[string]*pending{}
+	q.republish = map[string]struct{}{}
+	q.kick = make(chan struct{}, 1)
+}
+
+// put queues hs for room, merged with what is queued; false: the queue
+// was full, the room is marked for a full republish instead.
+func (q *publishQueue) put(room string, hs []presence.Holding, full bool, max int) bool {
+	q.mu.Lock()
+	p := q.rooms[room]
+	if p == nil {
+		if len(q.rooms) >= max {
+			q.republish[room] = struct{}{}
+			q.mu.Unlock()
+			return false
+		}
+		p = &pending{hs: make(map[string]presence.Holding, len(hs))}
+		q.rooms[room] = p
+	}
+	if full {
+		p.full = true
+		clear(p.hs)
+	}
+	for _, h := range hs {
+		p.hs[h.User] = h
+	}
+	q.mu.Unlock()
+	q.kickWriter()
+	return true
+}
+
+func (q *publishQueue) kickWriter() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take returns everything queued.
+func (q *publishQueue) take() map[string]*pending {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.rooms) == 0 {
+		return nil
+	}
+	r := q.rooms
+	q.rooms = map[string]*pending{}
+	return r
+}
+
+func (q *publishQueue) markRepublish(rooms []string) {
+	q.mu.Lock()
+	for _, r := range rooms {
+		q.republish[r] = struct{}{}
+	}
+	q.mu.Unlock()
+}
+
+func (q *publishQueue) takeRepublish() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var rs []string
+	for r := range q.republish {
+		rs = append(rs, r)
+	}
+	clear(q.republish)
+	return rs
+}
+
+func (q *publishQueue) needRepublish() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.republish) > 0
+}
+
+// writerState is owned by the writer goroutine.
+type writerState struct {
+	id      string            // the incarnation the seqs are for
+	seqs    map[string]uint64 // room -> last seq written as id
+	indexed map[string]bool   // rooms added to rooms:<id>
+	failing bool              // the last round wrote nothing: ping before the next
+}
+
+// pipelineRooms is the most rooms written by one pipeline.
+const pipelineRooms = 256
+
+// writer writes what Publish queued: every round takes everything queued
+// and pipelines one script per room. Rooms whose write failed, or that
+// were dropped on overflow, are republished in full (Hub.Republish) once
+// a write succeeds again.
+func (b *Bus) writer(ctx context.Context) {
+	w := writerState{seqs: map[string]uint64{}, indexed: map[string]bool{}}
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		var done chan struct{}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.q.kick:
+		case <-retry.C:
+		case done = <-b.flushReq:
+		}
+		b.round(ctx, &w)
+		if done != nil {
+			close(done)
+		}
+	}
+}
+
+// round writes everything queued once.
+func (b *Bus) round(ctx context.Context, w *writerState) {
+	id := b.selfID()
+	if id == "" {
+		return // not registered yet: keep queuing
+	}
+	if id != w.id {
+		w.id = id
+		clear(w.seqs)
+		clear(w.indexed)
+	}
+	if w.failing {
+		// Redis was away at the last round: keep coalescing until it answers.
+		if b.data.Ping(ctx).Err() != nil {
+			return
+		}
+		w.failing = false
+	}
+	batch := b.q.take()
+	ok := false
+	var failed []string
+	if len(batch) == 0 {
+		if !b.q.needRepublish() {
+			return
+		}
+		ok = b.data.Ping(ctx).Err() == nil
+	} else {
+		b.q.rounds.Add(1)
+		rooms := make([]string, 0, len(batch))
+		for r := range batch {
+			rooms = append(rooms, r)
+		}
+		for len(rooms) > 0 {
+			n := min(len(rooms), pipelineRooms)
+			f, good := b.write(ctx, w, rooms[:n], batch)
+			failed = append(failed, f...)
+			ok = ok || good
+			rooms = rooms[n:]
+		}
+	}
+	// Writes succeed again: what was dropped or failed before is
+	// republished in full; what failed now waits for a later success.
+	if ok && ctx.Err() == nil {
+		for _, r := range b.q.takeRepublish() {
+			b.hub.Republish(r)
+		}
+	}
+	w.failing = !ok
+	if len(failed) > 0 {
+		b.m.errors.WithLabelValues("publish").Add(float64(len(failed)))
+		b.q.markRepublish(failed)
+	}
+}
+
+// write pipelines the scripts of rooms; it returns the rooms whose write
+// failed and whether any succeeded.
+func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch map[string]*pending) (failed []string, ok bool) {
+	now := time.Now()
+	type sent struct {
+		room  string
+		cmd   *redis.Cmd
+		index *redis.IntCmd
+		args  []any
+		keys  []string
+	}
+	ss := make([]sent, 0, len(rooms))
+	pipe := b.data.Pipeline()
+	for _, room := range rooms {
+		p := batch[room]
+		seq := w.seqs[room] + 1
+		w.seqs[room] = seq
+		m := message{kind: kindDelta, sender: w.id, room: room, seq: seq, ts: now.UnixMilli()}
+		if p.full {
+			m.kind = kindFull
+		}
+		m.hs = make([]presence.Holding, 0, len(p.hs))
+		for _, h := range p.hs {
+			m.hs = append(m.hs, h)
+		}
+		full := "0"
+		if p.full {
+			full = "1"
+		}
+		args := make([]any, 0, 6+2*len(m.hs))
+		args = append(args, w.id, strconv.FormatUint(seq, 10), full, b.publishCmd(), b.k.channel(room),
+			appendMessage(nil, &m))
+		var buf []byte
+		for i := range m.hs {
+			h := &m.hs[i]
+			if !h.Held {
+				if !p.full {
+					args = append(args, h.User, "")
+				}
+				continue
+			}
+			start := len(buf)
+			buf = appendValue(buf, h, now)
+			args = append(args, h.User, buf[start:len(buf):len(buf)])
+		}
+		s := sent{room: room, args: args, keys: []string{b.k.members(room, w.id), b.k.seqs(room)}}
+		s.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.keys, args...)
+		if !w.indexed[room] {
+			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
+		}
+		ss = append(ss, s)
+	}
+	_, _ = pipe.Exec(ctx)
+	// NOSCRIPT: the script cache is empty (a restarted Redis, a new
+	// Cluster node): send those with EVAL, which caches it.
+	var again []int
+	for i, s := range ss {
+		if redis.HasErrorPrefix(s.cmd.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		pipe := b.data.Pipeline()
+		for _, i := range again {
+			ss[i].cmd = pipe.Eval(ctx, writeScriptSrc, ss[i].keys, ss[i].args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for _, s := range ss {
+		if s.index != nil && s.index.Err() == nil {
+			w.indexed[s.room] = true
+		}
+		v, err := s.cmd.Int()
+		if err != nil || (s.index != nil && s.index.Err() != nil) {
+			failed = append(failed, s.room)
+			continue
+		}
+		ok = true
+		if v == 1 {
+			b.m.published.Inc()
+		}
+	}
+	return failed, ok
+}

@@ -1,0 +1,195 @@
+package redisbus
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/presence"
+)
+
+// scanCount is the COUNT of every HSCAN/SSCAN: nothing is read in one
+// unbounded reply.
+const scanCount = 1000
+
+// goneFlag is set when a room is unwatched: its loads stop retrying.
+type goneFlag struct{ v atomic.Bool }
+
+func (g *goneFlag) set()        { g.v.Store(true) }
+func (g *goneFlag) isSet() bool { return g.v.Load() }
+
+// fetchJob is work for a loader: load a room's parts (r, only: one
+// sender, "" all), or read the seqs of rooms (seqsOf, anti-entropy).
+// A loader reads only r.name and r.gone.
+type fetchJob struct {
+	r      *roomState
+	only   string
+	seqsOf []*roomState
+}
+
+// part is one sender's part of a room as read from Redis.
+type part struct {
+	id  string
+	seq uint64
+	hs  []presence.Holding
+}
+
+type fetchResult struct {
+	r     *roomState
+	parts []part
+	seqs  map[*roomState]map[string]uint64 // anti-entropy; non-nil for seqsOf jobs
+}
+
+// loader runs fetch jobs; a failed room load is retried (with backoff)
+// until it succeeds, the room is unwatched or ctx is done.
+func (b *Bus) loader(ctx context.Context) {
+	for {
+		var j fetchJob
+		select {
+		case <-ctx.Done():
+			return
+		case j = <-b.jobs:
+		}
+		var res fetchResult
+		if j.seqsOf != nil {
+			res.seqs = b.readSeqs(ctx, j.seqsOf)
+		} else {
+			res = fetchResult{r: j.r}
+			backoff := 100 * time.Millisecond
+			for {
+				parts, err := b.readRoom(ctx, j.r.name, j.only)
+				if err == nil {
+					res.parts = parts
+					break
+				}
+				b.m.errors.WithLabelValues("load").Inc()
+				if j.r.gone.isSet() {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 2*time.Second)
+			}
+		}
+		select {
+		case b.results <- res:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// readRoom reads the parts of room of the live senders (only: that one),
+// each as its seq, then its members in pages. The pages are not one
+// atomic read: a change made meanwhile has a larger seq, is buffered by
+// the rooms loop and replayed after; holdings are absolute, so replaying
+// one already read is harmless.
+func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
+	var parts []part
+	if only != "" {
+		v, err := b.data.HGet(ctx, b.k.seqs(room), only).Result()
+		if err == redis.Nil {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		seq, _ := strconv.ParseUint(v, 10, 64)
+		parts = append(parts, part{id: only, seq: seq})
+	} else {
+		var cursor uint64
+		for {
+			kv, next, err := b.data.HScan(ctx, b.k.seqs(room), cursor, "", scanCount).Result()
+			if err != nil {
+				return nil, err
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				seq, _ := strconv.ParseUint(kv[i+1], 10, 64)
+				parts = append(parts, part{id: kv[i], seq: seq})
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	live := parts[:0]
+	for _, p := range parts {
+		if !b.lv.alive(p.id) || p.id == b.selfID() {
+			continue
+		}
+		hs, err := b.readPart(ctx, room, p.id)
+		if err != nil {
+			return nil, err
+		}
+		p.hs = hs
+		live = append(live, p)
+	}
+	return live, nil
+}
+
+// readPart reads id's members of room with HSCAN.
+func (b *Bus) readPart(ctx context.Context, room, id string) ([]presence.Holding, error) {
+	key := b.k.members(room, id)
+	seen := map[string]struct{}{}
+	var hs []presence.Holding
+	var cursor uint64
+	for {
+		kv, next, err := b.data.HScan(ctx, key, cursor, "", scanCount).Result()
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		for i := 0; i+1 < len(kv); i += 2 {
+			if _, dup := seen[kv[i]]; dup {
+				continue // HSCAN may return an element twice
+			}
+			seen[kv[i]] = struct{}{}
+			h, err := decodeValue(kv[i], []byte(kv[i+1]), now)
+			if err != nil {
+				b.m.errors.WithLabelValues("decode").Inc()
+				continue
+			}
+			hs = append(hs, h)
+		}
+		if cursor = next; cursor == 0 {
+			return hs, nil
+		}
+	}
+}
+
+// readSeqs reads the seqs hash of each room (one field per sender that
+// wrote the room: small), pipelined; rooms that failed are left out.
+func (b *Bus) readSeqs(ctx context.Context, rs []*roomState) map[*roomState]map[string]uint64 {
+	out := make(map[*roomState]map[string]uint64, len(rs))
+	for len(rs) > 0 {
+		n := min(len(rs), pipelineRooms)
+		pipe := b.data.Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, n)
+		for i, r := range rs[:n] {
+			cmds[i] = pipe.HGetAll(ctx, b.k.seqs(r.name))
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, r := range rs[:n] {
+			m, err := cmds[i].Result()
+			if err != nil {
+				b.m.errors.WithLabelValues("antientropy").Inc()
+				continue
+			}
+			seqs := make(map[string]uint64, len(m))
+			for id, v := range m {
+				if b.lv.alive(id) {
+					seqs[id], _ = strconv.ParseUint(v, 10, 64)
+				}
+			}
+			out[r] = seqs
+		}
+		rs = rs[n:]
+	}
+	return out
+}
