@@ -38,7 +38,7 @@ const startTimeout = 10 * time.Second
 // Server is one redis-server process.
 type Server struct {
 	t    testing.TB
-	dir  string                 // static: the process's working directory (logs, cluster/sentinel files)
+	dir  string                  // static: the process's working directory (logs, cluster/sentinel files)
 	argv func(port int) []string // static: the command line for a port
 
 	mu   sync.Mutex
