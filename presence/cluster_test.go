@@ -277,3 +277,77 @@ func TestSingleNodeHasNoClusterState(t *testing.T) {
 		}
 	})
 }
+
+// A room stays watched for leave_grace after its last local subscriber
+// left, then the other nodes' members are forgotten and the room goes.
+func TestClusterUnwatchAfterLinger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := newMemNet()
+		a := net.node(t, "A", Config{})
+		b := net.node(t, "B", Config{})
+		alice := dial(t, a.h, "alice")
+		alice.join("r", 1, "")
+		bob := dial(t, b.h, "bob")
+		bob.join("r", 1, "")
+		settle(a, b)
+		bob.send(`{"t":"leave","id":2,"room":"r"}`)
+		settle(a, b)
+		watched := func() bool {
+			net.mu.Lock()
+			defer net.mu.Unlock()
+			return net.nodes["B"].watched["r"]
+		}
+		if !watched() || b.h.lookupRoom("r") == nil {
+			t.Fatal("B stopped watching at once: a reconnect within the grace would see the room anew")
+		}
+		// Back within the grace: the sync comes at once, with alice.
+		bob.send(`{"t":"join","id":3,"room":"r"}`)
+		settle(a, b)
+		bob.events()
+		if got := bob.viewOf("r"); got != "[alice:online bob:online]" {
+			t.Fatalf("bob's view on rejoin %s", got)
+		}
+		bob.send(`{"t":"leave","id":4,"room":"r"}`)
+		time.Sleep(b.h.cfg.LeaveGrace)
+		settle(a, b)
+		if watched() {
+			t.Error("B still watches r leave_grace after its last subscriber left")
+		}
+		if b.h.lookupRoom("r") != nil {
+			t.Error("B kept the room, with only remote members and no subscriber")
+		}
+		// Later messages for the room are ignored.
+		alice.send(`{"t":"set","id":2,"room":"r","state":{"status":"away"}}`)
+		b.h.Apply("r", "A", []Holding{{User: "alice", Held: true, Status: "away", Version: 1}}, false)
+		settle(a, b)
+		if b.h.lookupRoom("r") != nil {
+			t.Error("Apply recreated a room B does not watch")
+		}
+	})
+}
+
+// A remote member's typing ends when its node lets go of it.
+func TestClusterTypingEndsWithHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := newMemNet()
+		a := net.node(t, "A", Config{})
+		b := net.node(t, "B", Config{})
+		watcher := dial(t, b.h, "bob")
+		watcher.join("r", 1, "")
+		alice := dial(t, a.h, "alice")
+		alice.join("r", 1, "")
+		alice.send(`{"t":"typing","room":"r","on":true}`)
+		settle(a, b)
+		watcher.events()
+		if v := watcher.views["r"]; fmt.Sprint(v.typing) != "[alice]" {
+			t.Fatalf("typing %v, want [alice]", v.typing)
+		}
+		alice.send(`{"t":"leave","id":2,"room":"r"}`)
+		settle(a, b)
+		watcher.events()
+		if v := watcher.views["r"]; len(v.typing) != 0 || v.members["alice"].U != "" {
+			t.Errorf("after alice left: typing %v, members %v", v.typing, describe(v.members))
+		}
+		watcher.checkView(b.h, "r")
+	})
+}

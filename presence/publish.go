@@ -41,6 +41,7 @@ func (r *room) flush(t time.Time) (again bool) {
 	}
 	r.marked = false
 	r.expireLocked(now)
+	linger := r.cl != nil && r.lingerLocked(now)
 	first, busy := r.planLocked(now)
 	if r.cl != nil {
 		r.publishBusLocked(now)
@@ -55,7 +56,6 @@ func (r *room) flush(t time.Time) (again bool) {
 		r.fanning = false
 		slow = r.settleLocked(first, now)
 	}
-	linger := r.cl != nil && r.lingerLocked(now)
 	if r.emptyLocked() {
 		if r.cl != nil && r.cl.watched {
 			r.unwatchLocked(now)
@@ -64,7 +64,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		r.mu.Unlock()
 		return false
 	}
-	if !busy {
+	if !busy && r.pending.Len() == 0 {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
@@ -74,7 +74,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		}
 	}
 	// One more visit after a busy tick, to notice the room went idle.
-	again = busy || linger || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0
+	again = busy || linger || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0 || r.pending.Len() > 0
 	r.marked = again
 	r.mu.Unlock()
 	for _, s := range slow {
