@@ -124,6 +124,10 @@ func (s *sub) serve(ctx context.Context, gen uint64, reason string) string {
 	}
 	clear(s.unsubs)
 	s.mu.Unlock()
+	select {
+	case <-s.redo: // sent by the previous PubSub's receive loop
+	default:
+	}
 	var ps *redis.PubSub
 	if s.b.cluster {
 		ps = s.b.data.SSubscribe(ctx)
@@ -139,10 +143,13 @@ func (s *sub) serve(ctx context.Context, gen uint64, reason string) string {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go s.receive(rctx, ps, gen, reason, done)
+	var probes sync.WaitGroup // the probe publish runs beside: Redis may not answer it
+	var probing atomic.Bool
 	stop := func() {
 		cancel()
 		_ = ps.Close()
 		<-done
+		probes.Wait()
 	}
 	tick := time.NewTicker(max(s.b.probeQuiet/4, 10*time.Millisecond))
 	defer tick.Stop()
@@ -170,9 +177,13 @@ func (s *sub) serve(ctx context.Context, gen uint64, reason string) string {
 				stop()
 				s.b.log.Info("redisbus: subscription recreated", "group", s.g, "reason", ResyncProbe)
 				return ResyncProbe
-			case probed.IsZero() && now.Sub(last) > s.b.probeQuiet:
+			case probed.IsZero() && now.Sub(last) > s.b.probeQuiet && !probing.Load():
 				probed = now
-				s.probe(ctx)
+				probing.Store(true)
+				probes.Go(func() {
+					defer probing.Store(false)
+					s.probe(rctx)
+				})
 			}
 		}
 	}
@@ -248,8 +259,26 @@ func (s *sub) receive(ctx context.Context, ps *redis.PubSub, gen uint64, reason 
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			// The next call reconnects and resubscribes.
 			s.b.m.errors.WithLabelValues("subscribe").Inc()
+			s.b.log.Debug("redisbus: receive", "group", s.g, "err", err)
+			if msg := err.Error(); strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ") {
+				// The (s)subscribe went to a node that no longer owns the
+				// slot: refresh the Cluster's slots, then recreate.
+				if cc, ok := s.b.data.(*redis.ClusterClient); ok {
+					cc.ReloadState(ctx)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+				select {
+				case s.redo <- ResyncUnsubscribed:
+				default:
+				}
+				continue
+			}
+			// The next call reconnects and resubscribes.
 			select {
 			case <-ctx.Done():
 				return
@@ -262,6 +291,7 @@ func (s *sub) receive(ctx context.Context, ps *redis.PubSub, gen uint64, reason 
 		s.lastRecv.Store(time.Now().UnixNano())
 		switch m := v.(type) {
 		case *redis.Subscription:
+			s.b.log.Debug("redisbus: subscription", "group", s.g, "gen", gen, "kind", m.Kind, "channel", m.Channel)
 			s.confirmation(ctx, m, gen, reason)
 		case *redis.Message:
 			if m.Channel == s.marker {
@@ -299,7 +329,11 @@ func (s *sub) confirmation(ctx context.Context, m *redis.Subscription, gen uint6
 		s.mu.Unlock()
 		if !solicited {
 			// Redis dropped it (a Cluster slot moved): go-redis stays
-			// silent and keeps the dead subscription; recreate.
+			// silent and keeps the dead subscription; recreate, on the
+			// slot's new owner.
+			if cc, ok := s.b.data.(*redis.ClusterClient); ok {
+				cc.ReloadState(ctx)
+			}
 			select {
 			case s.redo <- ResyncUnsubscribed:
 			default:

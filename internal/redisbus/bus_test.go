@@ -1,0 +1,486 @@
+package redisbus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/internal/redistest"
+	"github.com/presenced/presenced/presence"
+)
+
+func standalone(s *redistest.Server) ClientOptions { return ClientOptions{Addrs: []string{s.Addr()}} }
+
+// value is a counter's or gauge's value.
+func value(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Counter != nil {
+		return m.GetCounter().GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+func histCount(t testing.TB, h interface{ Write(*dto.Metric) error }) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// commandCalls is the calls count of cmd in INFO commandstats.
+func commandCalls(t testing.TB, c *redis.Client, cmd string) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+func TestPublishReceive(t *testing.T) {
+	s := redistest.Start(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+
+	// A room A wrote before B watches it: B's load includes it, then Loaded.
+	a.set("early", "u1", "online", true)
+	a.set("early", "u2", "away", true)
+	eventually(t, 5*time.Second, "published", func() bool { return value(t, a.b.m.published) >= 1 })
+	b.b.Watch("early")
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded("early")) == 1 })
+	cs := b.h.roomCalls("early")
+	if len(cs) < 2 || cs[0].op != "apply" || !cs[0].full || cs[0].node != a.b.ID() || cs[0].n != 2 || cs[1].op != "loaded" {
+		t.Fatalf("want Apply(full, 2 holdings by a) then Loaded, got %+v", cs)
+	}
+	converged(t, b, a, "early", time.Second)
+
+	// Changes after the watch arrive as messages.
+	a.set("early", "u3", "online", true)
+	a.set("early", "u1", "", false)
+	converged(t, b, a, "early", 5*time.Second)
+	if got := histCount(t, b.b.m.propagation); got == 0 {
+		t.Fatal("propagation histogram did not move")
+	}
+	if got := value(t, b.b.m.received); got == 0 {
+		t.Fatal("received counter did not move")
+	}
+	// Nothing of B's own comes back to it; A never watched: no Apply there.
+	if n := a.h.count(func(c call) bool { return c.op == "apply" }); n != 0 {
+		t.Fatalf("a got %d Apply", n)
+	}
+}
+
+// publishRaw publishes m on its room's channel as a node would.
+func publishRaw(t testing.TB, c *redis.Client, k keys, m message) {
+	t.Helper()
+	if err := c.Publish(context.Background(), k.channel(m.room), appendMessage(nil, &m)).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seqOf(t testing.TB, c *redis.Client, k keys, room, id string) uint64 {
+	t.Helper()
+	v, err := c.HGet(context.Background(), k.seqs(room), id).Uint64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestSeqRules(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	k := a.b.k
+	const room = "seq"
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	a.set(room, "u1", "online", true)
+	converged(t, b, a, room, 5*time.Second)
+	ctx := context.Background()
+
+	t.Run("duplicate dropped", func(t *testing.T) {
+		seq := seqOf(t, c, k, room, a.b.ID())
+		applies := b.h.count(func(c call) bool { return c.op == "apply" })
+		recv := value(t, b.b.m.received)
+		publishRaw(t, c, k, message{kind: kindDelta, sender: a.b.ID(), room: room, seq: seq,
+			hs: []presence.Holding{{User: "dup", Held: true}}})
+		eventually(t, 5*time.Second, "received", func() bool { return value(t, b.b.m.received) > recv })
+		// The next real change passes: the duplicate was not applied before it.
+		a.set(room, "u2", "online", true)
+		converged(t, b, a, room, 5*time.Second)
+		if n := b.h.count(func(c call) bool { return c.op == "apply" }); n != applies+1 {
+			t.Fatalf("applies: %d, want %d", n, applies+1)
+		}
+	})
+
+	t.Run("gap resyncs from redis", func(t *testing.T) {
+		seq := seqOf(t, c, k, room, a.b.ID())
+		// Redis has x and seq+2; the message seq+1 was "lost".
+		v := appendValue(nil, &presence.Holding{User: "x", Held: true, Status: "from-redis", Version: 1}, time.Now())
+		if err := c.HSet(ctx, k.members(room, a.b.ID()), "x", v).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.HSet(ctx, k.seqs(room), a.b.ID(), seq+2).Err(); err != nil {
+			t.Fatal(err)
+		}
+		publishRaw(t, c, k, message{kind: kindDelta, sender: a.b.ID(), room: room, seq: seq + 2,
+			hs: []presence.Holding{{User: "x", Held: true, Status: "from-message", Version: 1}}})
+		eventually(t, 5*time.Second, "resynced", func() bool { return b.h.part(room, a.b.ID())["x"].Status == "from-redis" })
+		if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncGap)); got != 1 {
+			t.Fatalf("gap resyncs %v, want 1", got)
+		}
+		cs := b.h.roomCalls(room)
+		if last := cs[len(cs)-1]; last.op != "apply" || !last.full {
+			t.Fatalf("last call %+v, want Apply(full)", last)
+		}
+	})
+
+	t.Run("unknown epoch resyncs", func(t *testing.T) {
+		ghost := "ghost#0000000000000001"
+		v := appendValue(nil, &presence.Holding{User: "g", Held: true, Version: 1}, time.Now())
+		if err := c.HSet(ctx, k.members(room, ghost), "g", v).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.HSet(ctx, k.seqs(room), ghost, 7).Err(); err != nil {
+			t.Fatal(err)
+		}
+		publishRaw(t, c, k, message{kind: kindDelta, sender: ghost, room: room, seq: 7})
+		eventually(t, 5*time.Second, "ghost loaded", func() bool { return len(b.h.part(room, ghost)) == 1 })
+		if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncEpoch)); got != 1 {
+			t.Fatalf("epoch resyncs %v, want 1", got)
+		}
+		// A sender's first message in a room (seq 1) needs no resync.
+		publishRaw(t, c, k, message{kind: kindDelta, sender: "new#2", room: room, seq: 1,
+			hs: []presence.Holding{{User: "n", Held: true}}})
+		eventually(t, 5*time.Second, "new applied", func() bool { return len(b.h.part(room, "new#2")) == 1 })
+		if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncEpoch)); got != 1 {
+			t.Fatalf("epoch resyncs %v, want 1", got)
+		}
+	})
+}
+
+func TestCoalescing(t *testing.T) {
+	s := redistest.Start(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	const room = "storm"
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	const calls = 2000
+	for i := range calls {
+		a.set(room, "u"+strconv.Itoa(i%50), "s"+strconv.Itoa(i), i%7 != 0)
+	}
+	converged(t, b, a, room, 10*time.Second)
+	pub, rounds := value(t, a.b.m.published), a.b.q.rounds.Load()
+	// One room: at most one message per writer round.
+	if pub > float64(rounds) || pub >= calls {
+		t.Fatalf("published %v messages in %d rounds for %d Publish calls", pub, rounds, calls)
+	}
+	t.Logf("%d Publish calls -> %v messages in %d rounds", calls, pub, rounds)
+}
+
+func TestWatchLargeRoom(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	const room, users = "big", 2500
+	for i := range users {
+		a.set(room, fmt.Sprintf("user-%05d", i), "online", true)
+	}
+	eventually(t, 10*time.Second, "written", func() bool {
+		n, _ := c.HLen(context.Background(), a.b.k.members(room, a.b.ID())).Result()
+		return n == users
+	})
+	before := commandCalls(t, c, "hscan")
+	b.b.Watch(room)
+	eventually(t, 10*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	cs := b.h.roomCalls(room)
+	if cs[0].op != "apply" || !cs[0].full || cs[0].n != users || cs[1].op != "loaded" {
+		t.Fatalf("want Apply(full, %d) then Loaded, got %+v", users, cs[:2])
+	}
+	// One HSCAN of the seqs hash, at least three pages of members.
+	if n := commandCalls(t, c, "hscan") - before; n < 4 {
+		t.Fatalf("%d HSCAN calls, want >= 4 (pages of %d)", n, scanCount)
+	}
+	converged(t, b, a, room, time.Second)
+}
+
+func TestWatchTimeout(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	const room = "slow"
+	a.set(room, "u1", "online", true)
+	eventually(t, 5*time.Second, "written", func() bool { return value(t, a.b.m.published) >= 1 })
+	if err := c.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	if n := len(b.h.part(room, a.b.ID())); n != 0 {
+		t.Fatalf("Loaded after the load (%d holdings): Redis was paused", n)
+	}
+	// After the pause the room loads and follows as Apply.
+	converged(t, b, a, room, 5*time.Second)
+	cs := b.h.roomCalls(room)
+	if cs[0].op != "loaded" || cs[1].op != "apply" || !cs[1].full {
+		t.Fatalf("want Loaded then Apply(full), got %+v", cs)
+	}
+	if n := b.h.count(isLoaded(room)); n != 1 {
+		t.Fatalf("Loaded %d times", n)
+	}
+}
+
+func TestPubSubKill(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	rooms := []string{"k1", "k2", "k3"}
+	for _, r := range rooms {
+		b.b.Watch(r)
+		eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(r)) == 1 })
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			a.set(rooms[i%3], "u"+strconv.Itoa(i%40), "s"+strconv.Itoa(i), i%5 != 0)
+		}
+	}()
+	for range 3 {
+		time.Sleep(200 * time.Millisecond)
+		if err := c.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	<-done
+	for _, r := range rooms {
+		converged(t, b, a, r, 5*time.Second)
+	}
+	if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncReconnect)); got < 3 {
+		t.Fatalf("reconnect resyncs %v, want >= 3 (3 rooms)", got)
+	}
+}
+
+func TestPublishQueueOverflow(t *testing.T) {
+	s := redistest.Start(t)
+	a := startNode(t, "a", standalone(s), func(b *Bus) {
+		b.maxQueued = 2
+		// Queued before the first registration: 2 fit, 8 are dropped.
+		for i := range 10 {
+			b.Publish("o"+strconv.Itoa(i), []presence.Holding{{User: "u", Held: true}}, false)
+		}
+	})
+	if got := value(t, a.b.m.drops); got != 8 {
+		t.Fatalf("drops %v, want 8", got)
+	}
+	// Once writes succeed, each dropped room is republished in full.
+	isRepublish := func(c call) bool { return c.op == "republish" && c.room != "" }
+	eventually(t, 5*time.Second, "republished", func() bool { return a.h.count(isRepublish) == 8 })
+	time.Sleep(50 * time.Millisecond)
+	if n := a.h.count(isRepublish); n != 8 {
+		t.Fatalf("%d Republish calls, want 8", n)
+	}
+}
+
+func TestReceiveQueueOverflow(t *testing.T) {
+	s := redistest.Start(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), func(b *Bus) { b.recvQueue = 1 })
+	var rooms []string
+	for i := range 20 {
+		r := "q" + strconv.Itoa(i)
+		rooms = append(rooms, r)
+		b.b.Watch(r)
+	}
+	for _, r := range rooms {
+		eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(r)) == 1 })
+	}
+	for i := range 3000 {
+		a.set(rooms[i%20], "u"+strconv.Itoa(i%30), "s"+strconv.Itoa(i), i%4 != 0)
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, r := range rooms {
+		converged(t, b, a, r, 10*time.Second)
+	}
+	if value(t, b.b.m.drops) == 0 || value(t, b.b.m.resyncs.WithLabelValues(ResyncOverflow)) == 0 {
+		t.Fatalf("drops %v, overflow resyncs %v: want both > 0", value(t, b.b.m.drops), value(t, b.b.m.resyncs.WithLabelValues(ResyncOverflow)))
+	}
+}
+
+func TestUnwatch(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	const room = "uw"
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	a.set(room, "u1", "online", true)
+	converged(t, b, a, room, 5*time.Second)
+	b.b.Unwatch(room)
+	ch := a.b.k.channel(room)
+	eventually(t, 5*time.Second, "unsubscribed", func() bool {
+		n, _ := c.PubSubNumSub(context.Background(), ch).Result()
+		return n[ch] == 0
+	})
+	before := len(b.h.roomCalls(room))
+	a.set(room, "u2", "online", true)
+	eventually(t, 5*time.Second, "written", func() bool { return value(t, a.b.m.published) >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(b.h.roomCalls(room)); n != before {
+		t.Fatalf("%d calls for an unwatched room", n-before)
+	}
+	// Watched again: loads afresh.
+	b.b.Watch(room)
+	converged(t, b, a, room, 5*time.Second)
+	if n := b.h.count(isLoaded(room)); n != 2 {
+		t.Fatalf("Loaded %d times over two watches", n)
+	}
+}
+
+// roomKeysOf reports which of id's room keys exist.
+func roomKeysOf(t testing.TB, c *redis.Client, k keys, id string, rooms []string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var left []string
+	for _, r := range rooms {
+		if n, _ := c.Exists(ctx, k.members(r, id)).Result(); n > 0 {
+			left = append(left, k.members(r, id))
+		}
+		if ok, _ := c.HExists(ctx, k.seqs(r), id).Result(); ok {
+			left = append(left, k.seqs(r)+" "+id)
+		}
+	}
+	if n, _ := c.Exists(ctx, k.rooms(id)).Result(); n > 0 {
+		left = append(left, k.rooms(id))
+	}
+	return left
+}
+
+func TestReaper(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", standalone(s), nil)
+	w := startNode(t, "w", standalone(s), nil)
+	rooms := []string{"r1", "r2", "r3"}
+	w.b.Watch("r1")
+	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("r1")) == 1 })
+	for _, r := range rooms {
+		a.set(r, "u1", "online", true)
+	}
+	converged(t, w, a, "r1", 5*time.Second)
+	dead := a.b.ID()
+	if left := roomKeysOf(t, c, a.b.k, dead, rooms); len(left) != 7 {
+		t.Fatalf("before: %v", left)
+	}
+	a.stop() // crashed: no Leave
+
+	b.b.lv.reportDown(dead, true) // b reaps
+	eventually(t, 5*time.Second, "reaped", func() bool { return len(roomKeysOf(t, c, a.b.k, dead, rooms)) == 0 })
+	if n, _ := c.Exists(context.Background(), a.b.k.reapLock(dead)).Result(); n != 1 {
+		t.Fatal("no reap lock")
+	}
+	isDown := func(c call) bool { return c.op == "down" && c.node == dead }
+	if n := b.h.count(isDown); n != 1 {
+		t.Fatalf("b: NodeDown %d times", n)
+	}
+	// The watcher learns it from the gone message (its liveness did not tell it).
+	eventually(t, 5*time.Second, "gone reached the watcher", func() bool { return w.h.count(isDown) == 1 })
+
+	// A second reaper finds the lock taken; later messages of the dead id are ignored.
+	w.b.lv.reportDown(dead, true)
+	publishRaw(t, c, a.b.k, message{kind: kindFull, sender: dead, room: "r1", seq: 99, hs: []presence.Holding{{User: "zombie", Held: true}}})
+	w.set("r1", "mine", "online", true) // something after, on another connection
+	time.Sleep(100 * time.Millisecond)
+	if _, ok := w.h.part("r1", dead)["zombie"]; ok {
+		t.Fatal("a dead id's message was applied")
+	}
+	if n := w.h.count(isDown); n != 1 {
+		t.Fatalf("w: NodeDown %d times", n)
+	}
+}
+
+func TestLeave(t *testing.T) {
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startNode(t, "a", standalone(s), nil)
+	w := startNode(t, "w", standalone(s), nil)
+	w.b.Watch("l")
+	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("l")) == 1 })
+	id := a.b.ID()
+	a.set("l", "u1", "online", true)
+	// Queued, not yet written: Leave writes it first.
+	if err := a.b.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.stop() // Run has returned
+	if left := roomKeysOf(t, c, a.b.k, id, []string{"l"}); len(left) != 0 {
+		t.Fatalf("keys left after Leave: %v", left)
+	}
+	eventually(t, 5*time.Second, "down", func() bool {
+		return w.h.count(func(c call) bool { return c.op == "down" && c.node == id }) == 1
+	})
+	if value(t, a.b.m.published) != 1 {
+		t.Fatal("the queued change was not written before Leave")
+	}
+}
+
+func TestProbeRecreates(t *testing.T) {
+	s := redistest.Start(t)
+	p := startProxy(t, s.Addr())
+	a := startNode(t, "a", standalone(s), nil)
+	b := startNode(t, "b", ClientOptions{Addrs: []string{p.addr()}}, func(b *Bus) {
+		b.probeQuiet, b.probeWait = 150*time.Millisecond, 150*time.Millisecond
+	})
+	const room = "p"
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	a.set(room, "u1", "online", true)
+	converged(t, b, a, room, 5*time.Second)
+	// Quiet but healthy: probes come back, nothing is recreated.
+	time.Sleep(600 * time.Millisecond)
+	if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncProbe)); got != 0 {
+		t.Fatalf("probe resyncs %v on a healthy subscription", got)
+	}
+	// b's connections go silent (not closed): what a publishes meanwhile
+	// never reaches b's old subscription; the probe does not come back,
+	// the PubSub is recreated and the room resynced.
+	p.blackhole()
+	a.set(room, "u2", "online", true)
+	eventually(t, 10*time.Second, "probe resync", func() bool { return value(t, b.b.m.resyncs.WithLabelValues(ResyncProbe)) >= 1 })
+	converged(t, b, a, room, 5*time.Second)
+}
