@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // ClientOptions say how to reach Redis: one server, a Cluster or a
@@ -120,6 +121,9 @@ func (o ClientOptions) universal(name string) *redis.UniversalOptions {
 		TLSConfig:        o.TLS,
 		MasterName:       o.MasterName,
 		IsClusterMode:    o.Cluster,
+		// No maintenance notifications (Redis Enterprise hitless
+		// upgrades): they start background goroutines per node client.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
 

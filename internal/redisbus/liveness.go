@@ -312,7 +312,10 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	}
 	l.prevLive = live
 	l.mu.Lock()
-	l.live = live
+	l.live = make(map[string]bool, len(live))
+	for id := range live {
+		l.live[id] = true
+	}
 	for id, at := range l.dead {
 		if time.Since(at) > tombTTL {
 			delete(l.dead, id)
@@ -364,8 +367,9 @@ func (l *liveness) declareLocked(id, how string, reaper bool, out *[]func()) {
 	*out = append(*out, func() { l.ev.down(id, how, reaper) })
 }
 
-// onCtl handles "bye <id>", "gone <id>" (announced ends: run a round
-// now) and "dead <id> <how>" (a peer reaped id).
+// onCtl handles "hello <id>" (a new registration: alive before my next
+// round), "bye <id>", "gone <id>" (announced ends: run a round now) and
+// "dead <id> <how>" (a peer reaped id).
 func (l *liveness) onCtl(ctx context.Context, msg string) {
 	f := strings.Fields(msg)
 	if len(f) < 2 {
@@ -383,6 +387,13 @@ func (l *liveness) onCtl(ctx context.Context, msg string) {
 		return
 	}
 	switch {
+	case f[0] == "hello":
+		l.mu.Lock()
+		if l.dead[id].IsZero() {
+			l.live[id] = true
+			l.prevLive[id] = true
+		}
+		l.mu.Unlock()
 	case f[0] == "bye" || f[0] == "gone":
 		l.declareLocked(id, DeathAnnounce, false, &out)
 	case f[0] == "dead" && len(f) == 3 && (f[2] == DeathProbe || f[2] == DeathEvent):

@@ -49,6 +49,7 @@ if mode == 'reg' then
   local last = redis.call('GET', p .. 'last:' .. ARGV[9])
   if last ~= ARGV[10] then retire(last) end
   redis.call('SET', p .. 'last:' .. ARGV[9], me)
+  redis.call('PUBLISH', ctl, 'hello ' .. me)
 else
   g = redis.call('GET', KEYS[1])
   if g ~= ARGV[4] then return {'RESET'} end

@@ -14,15 +14,15 @@ import (
 // receive subscribes the ctl channel and the expired events on the master
 // of the {n} slot, and forwards what matters to the loop: an expired lease
 // key kicks a round, ctl messages go to onCtl. A broken subscription is
-// made again (in Cluster, on the slot's master of the moment); a
-// re-subscription kicks a round (messages may have been lost meanwhile).
+// made again (in Cluster, on the slot's master of the moment); every
+// (re-)subscription kicks a round (announcements before it are lost).
 func (l *liveness) receive(ctx context.Context) {
 	expired := "__keyevent@" + strconv.Itoa(l.cfg.db) + "__:expired"
 	channels := []string{l.k.ctl()}
 	if !l.cfg.noEvents {
 		channels = append(channels, expired)
 	}
-	warned, subscribed := false, false
+	warned := false
 	for ctx.Err() == nil {
 		c, addr, err := l.eventsClient(ctx)
 		if err == nil && !l.cfg.noEvents { // again on every subscription: a failover may have lost it
@@ -38,9 +38,8 @@ func (l *liveness) receive(ctx context.Context) {
 		}
 		if err == nil {
 			ps := c.Subscribe(ctx, channels...)
-			l.listen(ctx, ps, addr, expired, subscribed)
+			l.listen(ctx, ps, addr, expired)
 			_ = ps.Close()
-			subscribed = true
 		} else if ctx.Err() == nil {
 			l.log.Debug("redisbus: liveness subscription", "err", err)
 		}
@@ -102,10 +101,9 @@ func mergeEventFlags(flags string) string {
 
 // listen reads ps until it breaks, ctx is done or (Cluster) the {n} slot
 // moved to another master.
-func (l *liveness) listen(ctx context.Context, ps *redis.PubSub, addr, expired string, resubscribed bool) {
+func (l *liveness) listen(ctx context.Context, ps *redis.PubSub, addr, expired string) {
 	wait := min(l.period, 500*time.Millisecond)
 	recheck := time.Now().Add(l.cfg.ttl)
-	first := true
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if err != nil {
@@ -128,10 +126,8 @@ func (l *liveness) listen(ctx context.Context, ps *redis.PubSub, addr, expired s
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Channel == l.k.ctl() {
-				if !first || resubscribed {
-					l.kickRound(DeathProbe)
-				}
-				first = false
+				// Announcements before it are lost: a round catches up.
+				l.kickRound(DeathProbe)
 			}
 		case *redis.Message:
 			switch {
