@@ -280,7 +280,7 @@ func (b *Bus) registered(id string, fresh bool) {
 
 // down implements livenessEvents.
 func (b *Bus) down(id string, how string, reaper bool) {
-	b.command(command{op: opDown, room: id, fresh: reaper})
+	b.command(command{op: opDown, room: id, old: how, fresh: reaper})
 }
 
 // lost implements livenessEvents: nothing in the Hub changes while Redis
@@ -295,7 +295,7 @@ const (
 	opWatch opKind = iota
 	opUnwatch
 	opRegistered // room: new id, old: previous id, fresh
-	opDown       // room: dead id, fresh: I am its reaper
+	opDown       // room: dead id, old: how, fresh: I am its reaper
 )
 
 // command is a request for the rooms loop.

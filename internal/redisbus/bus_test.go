@@ -15,10 +15,8 @@ import (
 	"github.com/presenced/presenced/presence"
 )
 
-func standalone(s *redistest.Server) ClientOptions { return ClientOptions{Addrs: []string{s.Addr()}} }
-
 // value is a counter's or gauge's value.
-func value(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
+func value(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
 	t.Helper()
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
@@ -30,7 +28,7 @@ func value(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
 	return m.GetGauge().GetValue()
 }
 
-func histCount(t testing.TB, h interface{ Write(*dto.Metric) error }) uint64 {
+func histCount(t *testing.T, h interface{ Write(*dto.Metric) error }) uint64 {
 	var m dto.Metric
 	if err := h.Write(&m); err != nil {
 		t.Fatal(err)
@@ -39,7 +37,7 @@ func histCount(t testing.TB, h interface{ Write(*dto.Metric) error }) uint64 {
 }
 
 // commandCalls is the calls count of cmd in INFO commandstats.
-func commandCalls(t testing.TB, c *redis.Client, cmd string) int {
+func commandCalls(t *testing.T, c *redis.Client, cmd string) int {
 	t.Helper()
 	info, err := c.Info(context.Background(), "commandstats").Result()
 	if err != nil {
@@ -55,9 +53,10 @@ func commandCalls(t testing.TB, c *redis.Client, cmd string) int {
 }
 
 func TestPublishReceive(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 
 	// A room A wrote before B watches it: B's load includes it, then Loaded.
 	a.set("early", "u1", "online", true)
@@ -88,14 +87,14 @@ func TestPublishReceive(t *testing.T) {
 }
 
 // publishRaw publishes m on its room's channel as a node would.
-func publishRaw(t testing.TB, c *redis.Client, k keys, m message) {
+func publishRaw(t *testing.T, c *redis.Client, k keys, m message) {
 	t.Helper()
 	if err := c.Publish(context.Background(), k.channel(m.room), appendMessage(nil, &m)).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func seqOf(t testing.TB, c *redis.Client, k keys, room, id string) uint64 {
+func seqOf(t *testing.T, c *redis.Client, k keys, room, id string) uint64 {
 	t.Helper()
 	v, err := c.HGet(context.Background(), k.seqs(room), id).Uint64()
 	if err != nil {
@@ -105,10 +104,11 @@ func seqOf(t testing.TB, c *redis.Client, k keys, room, id string) uint64 {
 }
 
 func TestSeqRules(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	k := a.b.k
 	const room = "seq"
 	b.b.Watch(room)
@@ -155,7 +155,11 @@ func TestSeqRules(t *testing.T) {
 	})
 
 	t.Run("unknown epoch resyncs", func(t *testing.T) {
+		// A node registered after b's last liveness round: b finds it in Redis.
 		ghost := "ghost#0000000000000001"
+		if err := c.HSet(ctx, k.reg(), ghost, "x").Err(); err != nil {
+			t.Fatal(err)
+		}
 		v := appendValue(nil, &presence.Holding{User: "g", Held: true, Version: 1}, time.Now())
 		if err := c.HSet(ctx, k.members(room, ghost), "g", v).Err(); err != nil {
 			t.Fatal(err)
@@ -179,9 +183,10 @@ func TestSeqRules(t *testing.T) {
 }
 
 func TestCoalescing(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	const room = "storm"
 	b.b.Watch(room)
 	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
@@ -199,10 +204,11 @@ func TestCoalescing(t *testing.T) {
 }
 
 func TestWatchLargeRoom(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	const room, users = "big", 2500
 	for i := range users {
 		a.set(room, fmt.Sprintf("user-%05d", i), "online", true)
@@ -226,10 +232,11 @@ func TestWatchLargeRoom(t *testing.T) {
 }
 
 func TestWatchTimeout(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	const room = "slow"
 	a.set(room, "u1", "online", true)
 	eventually(t, 5*time.Second, "written", func() bool { return value(t, a.b.m.published) >= 1 })
@@ -253,10 +260,11 @@ func TestWatchTimeout(t *testing.T) {
 }
 
 func TestPubSubKill(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	rooms := []string{"k1", "k2", "k3"}
 	for _, r := range rooms {
 		b.b.Watch(r)
@@ -293,8 +301,9 @@ func TestPubSubKill(t *testing.T) {
 }
 
 func TestPublishQueueOverflow(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
-	a := startNode(t, "a", standalone(s), func(b *Bus) {
+	a := startBus(t, "a", standalone(s), func(b *Bus) {
 		b.maxQueued = 2
 		// Queued before the first registration: 2 fit, 8 are dropped.
 		for i := range 10 {
@@ -314,9 +323,10 @@ func TestPublishQueueOverflow(t *testing.T) {
 }
 
 func TestReceiveQueueOverflow(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), func(b *Bus) { b.recvQueue = 1 })
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), func(b *Bus) { b.recvQueue = 1 })
 	var rooms []string
 	for i := range 20 {
 		r := "q" + strconv.Itoa(i)
@@ -341,10 +351,11 @@ func TestReceiveQueueOverflow(t *testing.T) {
 }
 
 func TestUnwatch(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
 	const room = "uw"
 	b.b.Watch(room)
 	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
@@ -372,7 +383,7 @@ func TestUnwatch(t *testing.T) {
 }
 
 // roomKeysOf reports which of id's room keys exist.
-func roomKeysOf(t testing.TB, c *redis.Client, k keys, id string, rooms []string) []string {
+func roomKeysOf(t *testing.T, c *redis.Client, k keys, id string, rooms []string) []string {
 	t.Helper()
 	ctx := context.Background()
 	var left []string
@@ -393,9 +404,11 @@ func roomKeysOf(t testing.TB, c *redis.Client, k keys, id string, rooms []string
 func TestReaper(t *testing.T) {
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", standalone(s), nil)
-	w := startNode(t, "w", standalone(s), nil)
+	const ttl = 900 * time.Millisecond
+	opts := standalone(s)
+	a := startBusWith(t, Config{Redis: opts, Node: "a", NodeTTL: ttl}, nil)
+	b := startBusWith(t, Config{Redis: opts, Node: "b", NodeTTL: ttl}, nil)
+	w := startBusWith(t, Config{Redis: opts, Node: "w", NodeTTL: ttl}, nil)
 	rooms := []string{"r1", "r2", "r3"}
 	w.b.Watch("r1")
 	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("r1")) == 1 })
@@ -409,22 +422,14 @@ func TestReaper(t *testing.T) {
 	}
 	a.stop() // crashed: no Leave
 
-	b.b.lv.reportDown(dead, true) // b reaps
+	isDown := func(c call) bool { return c.op == "down" && c.node == dead }
+	eventually(t, 5*time.Second, "NodeDown on both", func() bool { return b.h.count(isDown) == 1 && w.h.count(isDown) == 1 })
 	eventually(t, 5*time.Second, "reaped", func() bool { return len(roomKeysOf(t, c, a.b.k, dead, rooms)) == 0 })
 	if n, _ := c.Exists(context.Background(), a.b.k.reapLock(dead)).Result(); n != 1 {
 		t.Fatal("no reap lock")
 	}
-	isDown := func(c call) bool { return c.op == "down" && c.node == dead }
-	if n := b.h.count(isDown); n != 1 {
-		t.Fatalf("b: NodeDown %d times", n)
-	}
-	// The watcher learns it from the gone message (its liveness did not tell it).
-	eventually(t, 5*time.Second, "gone reached the watcher", func() bool { return w.h.count(isDown) == 1 })
-
-	// A second reaper finds the lock taken; later messages of the dead id are ignored.
-	w.b.lv.reportDown(dead, true)
+	// Later messages of the dead id are ignored.
 	publishRaw(t, c, a.b.k, message{kind: kindFull, sender: dead, room: "r1", seq: 99, hs: []presence.Holding{{User: "zombie", Held: true}}})
-	w.set("r1", "mine", "online", true) // something after, on another connection
 	time.Sleep(100 * time.Millisecond)
 	if _, ok := w.h.part("r1", dead)["zombie"]; ok {
 		t.Fatal("a dead id's message was applied")
@@ -435,10 +440,11 @@ func TestReaper(t *testing.T) {
 }
 
 func TestLeave(t *testing.T) {
+	t.Parallel()
 	s := redistest.Start(t)
 	c := s.Client(t)
-	a := startNode(t, "a", standalone(s), nil)
-	w := startNode(t, "w", standalone(s), nil)
+	a := startBus(t, "a", standalone(s), nil)
+	w := startBus(t, "w", standalone(s), nil)
 	w.b.Watch("l")
 	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("l")) == 1 })
 	id := a.b.ID()
@@ -462,8 +468,8 @@ func TestLeave(t *testing.T) {
 func TestProbeRecreates(t *testing.T) {
 	s := redistest.Start(t)
 	p := startProxy(t, s.Addr())
-	a := startNode(t, "a", standalone(s), nil)
-	b := startNode(t, "b", ClientOptions{Addrs: []string{p.addr()}}, func(b *Bus) {
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", ClientOptions{Addrs: []string{p.addr()}}, func(b *Bus) {
 		b.probeQuiet, b.probeWait = 150*time.Millisecond, 150*time.Millisecond
 	})
 	const room = "p"

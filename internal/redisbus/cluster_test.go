@@ -11,10 +11,11 @@ import (
 )
 
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	cl := redistest.StartCluster(t, 3)
 	opts := ClientOptions{Addrs: cl.Addrs(), Cluster: true}
-	a := startNode(t, "a", opts, nil)
-	b := startNode(t, "b", opts, nil)
+	a := startBus(t, "a", opts, nil)
+	b := startBus(t, "b", opts, nil)
 	if !a.b.cluster {
 		t.Fatal("not a Cluster client")
 	}
@@ -38,14 +39,13 @@ func TestCluster(t *testing.T) {
 	for _, r := range rooms {
 		converged(t, b, a, r, 10*time.Second)
 	}
-	spublish, publish := 0, 0
+	// Room messages go by SPUBLISH (PUBLISH serves liveness's ctl channel only).
+	spublish := 0
 	for i := range 3 {
-		c := cl.Node(i).Client(t)
-		spublish += commandCalls(t, c, "spublish")
-		publish += commandCalls(t, c, "publish")
+		spublish += commandCalls(t, cl.Node(i).Client(t), "spublish")
 	}
-	if spublish == 0 || publish != 0 {
-		t.Fatalf("SPUBLISH %d, PUBLISH %d: want sharded Pub/Sub only", spublish, publish)
+	if spublish < 18 {
+		t.Fatalf("SPUBLISH %d times, want >= 18 (a message per set)", spublish)
 	}
 	if got := value(t, b.b.m.received); got < 12 {
 		t.Fatalf("received %v", got)
@@ -64,7 +64,7 @@ func TestCluster(t *testing.T) {
 }
 
 // moveSlot migrates key's slot (and its keys) to another master.
-func moveSlot(t testing.TB, cl *redistest.Cluster, key string) {
+func moveSlot(t *testing.T, cl *redistest.Cluster, key string) {
 	t.Helper()
 	ctx := context.Background()
 	c0 := cl.Node(0).Client(t)

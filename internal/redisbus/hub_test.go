@@ -25,7 +25,7 @@ type call struct {
 // fakeHub records the bus's calls and keeps each node's part of each
 // room as the Hub would.
 type fakeHub struct {
-	t           testing.TB
+	t           *testing.T
 	onRepublish func(room string) // called outside mu
 
 	mu    sync.Mutex
@@ -33,7 +33,7 @@ type fakeHub struct {
 	parts map[string]map[string]map[string]presence.Holding // room -> node -> user
 }
 
-func newFakeHub(t testing.TB) *fakeHub {
+func newFakeHub(t *testing.T) *fakeHub {
 	return &fakeHub{t: t, parts: map[string]map[string]map[string]presence.Holding{}}
 }
 
@@ -126,10 +126,21 @@ type node struct {
 	ver   uint64                                 // guarded by mu
 }
 
-// startNode runs a bus on opts; tune changes its tunables before Run.
-func startNode(t testing.TB, name string, opts ClientOptions, tune func(*Bus)) *node {
+// startBus runs a bus on opts; tune changes its tunables before Run.
+func startBus(t *testing.T, name string, opts ClientOptions, tune func(*Bus)) *node {
 	t.Helper()
-	b, err := New(Config{Redis: opts, Node: name, WatchTimeout: 300 * time.Millisecond, Registerer: prometheus.NewRegistry(), Logger: testLogger(t, name)})
+	return startBusWith(t, Config{Redis: opts, Node: name}, tune)
+}
+
+// startBusWith runs a bus on cfg (WatchTimeout 300 ms unless set).
+func startBusWith(t *testing.T, cfg Config, tune func(*Bus)) *node {
+	t.Helper()
+	if cfg.WatchTimeout == 0 {
+		cfg.WatchTimeout = 300 * time.Millisecond
+	}
+	cfg.Registerer = prometheus.NewRegistry()
+	cfg.Logger = testLogger(t, cfg.Node)
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,29 +207,18 @@ func (n *node) truthOf(room string) map[string]presence.Holding {
 }
 
 // converged waits until reader's view of n's part of room equals n's truth.
-func converged(t testing.TB, reader, n *node, room string, timeout time.Duration) {
+func converged(t *testing.T, reader, n *node, room string, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, "converged on "+room, func() bool {
 		return maps.Equal(reader.h.part(room, n.b.ID()), n.truthOf(room))
 	})
 }
 
-func eventually(t testing.TB, timeout time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func isLoaded(room string) func(call) bool {
 	return func(c call) bool { return c.op == "loaded" && c.room == room }
 }
 
-func testLogger(t testing.TB, name string) *slog.Logger {
+func testLogger(t *testing.T, name string) *slog.Logger {
 	if os.Getenv("REDISBUS_DEBUG") == "" {
 		return nil
 	}

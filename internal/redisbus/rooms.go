@@ -127,7 +127,10 @@ func (l *roomsLoop) onCommand(c command) {
 		}
 	case opDown:
 		l.nodeDown(c.room)
-		if c.fresh {
+		// The reaper cleans a dead node's keys; an announced end
+		// (a drain, a restart) has none: every node tries, the lock
+		// lets one do it.
+		if c.fresh || c.old == DeathAnnounce {
 			id := c.room
 			l.wg.Go(func() { l.b.reap(l.ctx, id) })
 		}
@@ -187,7 +190,7 @@ func (l *roomsLoop) onEvent(ev event) {
 			l.b.m.errors.WithLabelValues("decode").Inc()
 			return
 		}
-		l.handle(r, m, true)
+		l.handle(r, m, true, nil)
 	}
 }
 
@@ -212,7 +215,10 @@ func (l *roomsLoop) onMarker(ev event) {
 }
 
 // handle applies a message of a watched room by the seq rules.
-func (l *roomsLoop) handle(r *roomState, m message, fresh bool) {
+//
+// tried: senders that the load just done found nothing for (not
+// registered): a gap of theirs drops the message instead of loading again.
+func (l *roomsLoop) handle(r *roomState, m message, fresh bool, tried map[string]bool) {
 	if m.sender == l.self || l.ownOld[m.sender] {
 		return
 	}
@@ -252,6 +258,8 @@ func (l *roomsLoop) handle(r *roomState, m message, fresh bool) {
 			l.b.m.propagation.Observe(float64(ms) / 1000)
 		}
 		l.b.hub.Apply(r.name, m.sender, m.hs, m.kind == kindFull)
+	case tried[m.sender]:
+		return
 	default:
 		reason := ResyncGap
 		if !known {
@@ -301,8 +309,17 @@ func (l *roomsLoop) onResult(res fetchResult) {
 	r.fetching = false
 	buf := r.buf
 	r.buf = nil
+	var tried map[string]bool
 	for _, m := range buf {
-		l.handle(r, m, false)
+		if _, ok := r.senders[m.sender]; !ok && (res.only == "" || res.only == m.sender) {
+			if tried == nil {
+				tried = map[string]bool{}
+			}
+			tried[m.sender] = true
+		}
+	}
+	for _, m := range buf {
+		l.handle(r, m, false, tried)
 	}
 	if !r.loaded {
 		r.loaded = true

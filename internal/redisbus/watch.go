@@ -39,6 +39,7 @@ type part struct {
 
 type fetchResult struct {
 	r     *roomState
+	only  string
 	parts []part
 	seqs  map[*roomState]map[string]uint64 // anti-entropy; non-nil for seqsOf jobs
 }
@@ -57,7 +58,7 @@ func (b *Bus) loader(ctx context.Context) {
 		if j.seqsOf != nil {
 			res.seqs = b.readSeqs(ctx, j.seqsOf)
 		} else {
-			res = fetchResult{r: j.r}
+			res = fetchResult{r: j.r, only: j.only}
 			backoff := 100 * time.Millisecond
 			for {
 				parts, err := b.readRoom(ctx, j.r.name, j.only)
@@ -120,7 +121,7 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
 	}
 	live := parts[:0]
 	for _, p := range parts {
-		if !b.lv.alive(p.id) || p.id == b.selfID() {
+		if p.id == b.selfID() || !b.isRegistered(ctx, p.id) {
 			continue
 		}
 		hs, err := b.readPart(ctx, room, p.id)
@@ -131,6 +132,17 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
 		live = append(live, p)
 	}
 	return live, nil
+}
+
+// isRegistered: id is alive as liveness knows it, or (not seen yet: it
+// registered after our last round) registered in Redis. A dead id's keys
+// left behind are skipped.
+func (b *Bus) isRegistered(ctx context.Context, id string) bool {
+	if b.lv.alive(id) {
+		return true
+	}
+	ok, err := b.data.HExists(ctx, b.k.reg(), id).Result()
+	return err == nil && ok
 }
 
 // readPart reads id's members of room with HSCAN.
