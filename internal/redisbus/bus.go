@@ -114,7 +114,8 @@ type Bus struct {
 	leaveMu sync.Once
 
 	idMu sync.Mutex
-	id   string // guarded by idMu: the registered incarnation id, "" before
+	id   string          // guarded by idMu: the registered incarnation id, "" before
+	ids  map[string]bool // guarded by idMu: every id this process registered
 
 	q publishQueue
 
@@ -253,6 +254,14 @@ func (b *Bus) selfID() string {
 	return b.id
 }
 
+// isOwn: id is an incarnation of this process (its messages and keys are
+// never applied here).
+func (b *Bus) isOwn(id string) bool {
+	b.idMu.Lock()
+	defer b.idMu.Unlock()
+	return b.ids[id]
+}
+
 // Publish queues the room's changed (or, full, all) local holdings; it
 // never blocks.
 func (b *Bus) Publish(room string, hs []presence.Holding, full bool) {
@@ -271,11 +280,14 @@ func (b *Bus) Unwatch(room string) { b.command(command{op: opUnwatch, room: room
 // registered implements livenessEvents.
 func (b *Bus) registered(id string, fresh bool) {
 	b.idMu.Lock()
-	old := b.id
 	b.id = id
+	if b.ids == nil {
+		b.ids = map[string]bool{}
+	}
+	b.ids[id] = true
 	b.idMu.Unlock()
 	b.q.kickWriter()
-	b.command(command{op: opRegistered, room: id, old: old, fresh: fresh})
+	b.command(command{op: opRegistered, room: id, fresh: fresh})
 }
 
 // down implements livenessEvents.
@@ -294,7 +306,7 @@ type opKind int
 const (
 	opWatch opKind = iota
 	opUnwatch
-	opRegistered // room: new id, old: previous id, fresh
+	opRegistered // room: new id, fresh
 	opDown       // room: dead id, old: how, fresh: I am its reaper
 )
 

@@ -490,3 +490,24 @@ func TestProbeRecreates(t *testing.T) {
 	eventually(t, 10*time.Second, "probe resync", func() bool { return value(t, b.b.m.resyncs.WithLabelValues(ResyncProbe)) >= 1 })
 	converged(t, b, a, room, 5*time.Second)
 }
+
+func TestRedisRestartEmpty(t *testing.T) {
+	s := redistest.Start(t)
+	const ttl = 900 * time.Millisecond
+	a := startBusWith(t, Config{Redis: standalone(s), Node: "a", NodeTTL: ttl}, nil)
+	b := startBusWith(t, Config{Redis: standalone(s), Node: "b", NodeTTL: ttl}, nil)
+	const room = "restart"
+	b.b.Watch(room)
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	a.set(room, "u1", "online", true)
+	converged(t, b, a, room, 5*time.Second)
+	old := a.b.ID()
+	s.Restart() // empty: scripts, keys and subscriptions are gone
+	eventually(t, 10*time.Second, "a re-registered", func() bool { return a.b.ID() != old })
+	a.set(room, "u2", "online", true)
+	// a republished everything under its new id (Hub.Republish), b resubscribed.
+	converged(t, b, a, room, 10*time.Second)
+	eventually(t, 10*time.Second, "old incarnation down", func() bool {
+		return b.h.count(func(c call) bool { return c.op == "down" && c.node == old }) == 1
+	})
+}

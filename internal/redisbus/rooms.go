@@ -35,10 +35,9 @@ type roomsLoop struct {
 	subs    map[int]*sub
 	subGen  map[int]uint64       // group -> the PubSub generation whose marker was confirmed
 	dead    map[string]time.Time // ids known dead (not self): their messages are ignored
-	self    string               // current id
-	ownOld  map[string]bool      // earlier incarnations of this node
 	version uint64               // last watch version
 	jobs    []fetchJob           // loads not yet taken by a loader
+	aeOut   bool                 // an anti-entropy read is out
 
 	unloaded map[*roomState]struct{} // rooms whose Loaded is still due
 	suspects map[*roomState]struct{} // rooms with anti-entropy suspects
@@ -46,7 +45,7 @@ type roomsLoop struct {
 
 func newRoomsLoop(b *Bus, wg *sync.WaitGroup) *roomsLoop {
 	return &roomsLoop{b: b, wg: wg, rooms: map[string]*roomState{}, subs: map[int]*sub{},
-		subGen: map[int]uint64{}, dead: map[string]time.Time{}, ownOld: map[string]bool{},
+		subGen: map[int]uint64{}, dead: map[string]time.Time{},
 		unloaded: map[*roomState]struct{}{}, suspects: map[*roomState]struct{}{}}
 }
 
@@ -110,10 +109,6 @@ func (l *roomsLoop) onCommand(c command) {
 		delete(l.rooms, c.room)
 		l.sub(r.g).set(l.b.k.channel(c.room), 0)
 	case opRegistered:
-		l.self = c.room
-		if c.old != "" && c.old != c.room {
-			l.ownOld[c.old] = true
-		}
 		if !c.fresh {
 			return
 		}
@@ -139,7 +134,7 @@ func (l *roomsLoop) onCommand(c command) {
 
 // nodeDown forgets id and tells the Hub, once.
 func (l *roomsLoop) nodeDown(id string) {
-	if id == l.self || l.ownOld[id] {
+	if l.b.isOwn(id) {
 		return
 	}
 	if _, ok := l.dead[id]; ok {
@@ -219,7 +214,7 @@ func (l *roomsLoop) onMarker(ev event) {
 // tried: senders that the load just done found nothing for (not
 // registered): a gap of theirs drops the message instead of loading again.
 func (l *roomsLoop) handle(r *roomState, m message, fresh bool, tried map[string]bool) {
-	if m.sender == l.self || l.ownOld[m.sender] {
+	if l.b.isOwn(m.sender) {
 		return
 	}
 	if _, ok := l.dead[m.sender]; ok {
@@ -294,7 +289,7 @@ func (l *roomsLoop) onResult(res fetchResult) {
 		return // unwatched meanwhile
 	}
 	for _, p := range res.parts {
-		if p.id == l.self || l.ownOld[p.id] {
+		if l.b.isOwn(p.id) {
 			continue
 		}
 		if _, ok := l.dead[p.id]; ok {
@@ -374,19 +369,21 @@ func (l *roomsLoop) antiEntropy() {
 			rs = append(rs, r)
 		}
 	}
-	if len(rs) > 0 {
+	if len(rs) > 0 && !l.aeOut {
+		l.aeOut = true
 		l.jobs = append(l.jobs, fetchJob{seqsOf: rs})
 	}
 }
 
 // onSeqs takes the anti-entropy read of rooms' seqs.
 func (l *roomsLoop) onSeqs(res fetchResult) {
+	l.aeOut = false
 	for r, seqs := range res.seqs {
 		if l.rooms[r.name] != r {
 			continue
 		}
 		for id, seq := range seqs {
-			if id == l.self || l.ownOld[id] {
+			if l.b.isOwn(id) {
 				continue
 			}
 			if _, ok := l.dead[id]; ok {

@@ -121,7 +121,7 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
 	}
 	live := parts[:0]
 	for _, p := range parts {
-		if p.id == b.selfID() || !b.isRegistered(ctx, p.id) {
+		if b.isOwn(p.id) || !b.isRegistered(ctx, p.id) {
 			continue
 		}
 		hs, err := b.readPart(ctx, room, p.id)
