@@ -130,7 +130,10 @@ type Bus struct {
 	flushReq chan chan struct{} // Leave -> writer
 }
 
-var _ presence.Bus = (*Bus)(nil)
+var (
+	_ presence.Bus = (*Bus)(nil)
+	_ Hub          = (*presence.Hub)(nil)
+)
 
 // New builds the bus and its clients; it does no I/O.
 func New(cfg Config) (*Bus, error) {
