@@ -42,9 +42,8 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultPrefix       = "presenced:"
-	DefaultNodeTTL      = 5 * time.Second
-	DefaultWatchTimeout = 500 * time.Millisecond
+	DefaultPrefix  = "presenced:"
+	DefaultNodeTTL = 5 * time.Second
 )
 
 // Config configures a Bus. The zero value of every field but Redis and
@@ -61,7 +60,8 @@ type Config struct {
 	// NoKeyspaceEvents: do not CONFIG SET notify-keyspace-events (probing only).
 	NoKeyspaceEvents bool
 	// WatchTimeout bounds loading a watched room before Hub.Loaded is
-	// called anyway (the rest follows as Apply); default DefaultWatchTimeout.
+	// called anyway (the rest follows as Apply). Give the Hub's
+	// (presence.Config.WatchTimeout); default presence.DefaultWatchTimeout.
 	WatchTimeout time.Duration
 	// Addr is advertised in the registration info (optional).
 	Addr string
@@ -153,7 +153,7 @@ func New(cfg Config) (*Bus, error) {
 		cfg.NodeTTL = DefaultNodeTTL
 	}
 	if cfg.WatchTimeout <= 0 {
-		cfg.WatchTimeout = DefaultWatchTimeout
+		cfg.WatchTimeout = presence.DefaultWatchTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
