@@ -197,6 +197,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives measurements. Default: none.
 	Metrics Metrics
+	// Bus connects this node to the others (internal/redisbus). Default
+	// nil: a single node, all in memory. (helper C stand-in: the lead's
+	// field wins at merge)
+	Bus Bus
 }
 
 func (cfg Config) withDefaults() (Config, error) {
