@@ -105,7 +105,7 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	return nil
 }
 
-func (b *Bus) Up() bool                       { return false }
+func (b *Bus) Up() bool                        { return false }
 func (b *Bus) Leave(ctx context.Context) error { close(b.left); return nil }
 func (b *Bus) ID() string                      { return b.cfg.Node + "#0000000000000000" }
 
