@@ -17,7 +17,7 @@ const (
 	convUsers    = 30
 	convRooms    = 5
 	convDuration = 20 * time.Second
-	convKillAt   = 8 * time.Second // node2 is SIGKILLed ...
+	convKillAt   = 8 * time.Second  // node2 is SIGKILLed ...
 	convBackAt   = 11 * time.Second // ... and started again
 	convOpEvery  = 20 * time.Millisecond
 )
