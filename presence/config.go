@@ -121,6 +121,7 @@ const (
 	DefaultFloodSeconds      = 3
 	DefaultHistory           = 256
 	DefaultHistoryAge        = 60 * time.Second
+	DefaultWatchTimeout      = 500 * time.Millisecond
 )
 
 // Config configures a Hub. The zero value works: each field states its
@@ -197,10 +198,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives measurements. Default: none.
 	Metrics Metrics
-	// Bus connects this node to the others (internal/redisbus). Default
-	// nil: a single node, all in memory. (helper C stand-in: the lead's
-	// field wins at merge)
+	// Bus shares presence with other nodes (internal/redisbus). Default:
+	// nil, a single node, all in memory.
 	Bus Bus
+	// WatchTimeout bounds how long the first local subscribers of a room
+	// wait for the other nodes' members (Bus.Watch until Hub.Loaded)
+	// before their sync goes with what this node knows; the rest follows
+	// as diffs. Only with a Bus. Default 500 ms.
+	WatchTimeout time.Duration
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -232,6 +237,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	dur(&cfg.AuthGrace, DefaultAuthGrace)
 	dur(&cfg.RefreshBefore, DefaultRefreshBefore)
 	dur(&cfg.HistoryAge, DefaultHistoryAge)
+	dur(&cfg.WatchTimeout, DefaultWatchTimeout)
 	num(&cfg.ListLimit, DefaultListLimit)
 	num(&cfg.MaxRooms, DefaultMaxRooms)
 	num(&cfg.Burst, DefaultBurst)

@@ -386,10 +386,10 @@ func roomState(h *Hub, name string) (members map[string]wire.Member, typing []st
 	defer r.mu.Unlock()
 	for u, m := range r.members {
 		meta := m.st.meta
-		if len(meta) == 0 {
-			meta = []byte("{}")
+		if meta == "" {
+			meta = "{}"
 		}
-		members[u] = wire.Member{U: u, S: m.st.status, M: bytes.Clone(meta)}
+		members[u] = wire.Member{U: u, S: m.st.status, M: []byte(meta)}
 	}
 	return members, slices.Clone(r.typingSent)
 }

@@ -23,6 +23,7 @@ type Hub struct {
 	seed  maphash.Seed               // static after New
 	base  time.Time                  // static after New: the origin of the hub's monotonic clock
 	sched *coalesce.Scheduler[*room] // static after New; runs the room flushes
+	clock hlc                        // versions of this node's member states (with a Bus)
 
 	rooms    [roomShards]roomShard
 	sessions [sessionShards]sessionShard
@@ -141,7 +142,7 @@ func (h *Hub) Drain(window time.Duration) {
 // room returns the live room named name, creating it if needed, with its
 // lock held.
 func (h *Hub) lockRoom(name string) *room {
-	sh := &h.rooms[maphash.String(h.seed, name)&(roomShards-1)]
+	sh := h.shardOf(name)
 	for {
 		sh.mu.Lock()
 		r := sh.rooms[name]
@@ -157,6 +158,10 @@ func (h *Hub) lockRoom(name string) *room {
 		}
 		r.mu.Unlock()
 	}
+}
+
+func (h *Hub) shardOf(name string) *roomShard {
+	return &h.rooms[maphash.String(h.seed, name)&(roomShards-1)]
 }
 
 // dropRoomLocked forgets r, whose lock is held and which is empty.

@@ -41,7 +41,11 @@ func (r *room) flush(t time.Time) (again bool) {
 	}
 	r.marked = false
 	r.expireLocked(now)
+	linger := r.cl != nil && r.lingerLocked(now)
 	first, busy := r.planLocked(now)
+	if r.cl != nil {
+		r.publishBusLocked(now)
+	}
 	out := r.out
 	var slow []*Session
 	if out.frame != nil || len(out.owed) > 0 {
@@ -53,11 +57,14 @@ func (r *room) flush(t time.Time) (again bool) {
 		slow = r.settleLocked(first, now)
 	}
 	if r.emptyLocked() {
+		if r.cl != nil && r.cl.watched {
+			r.unwatchLocked(now)
+		}
 		r.hub.dropRoomLocked(r)
 		r.mu.Unlock()
 		return false
 	}
-	if !busy {
+	if !busy && r.pending.Len() == 0 {
 		// An idle tick: give back the scratch memory a burst grew. A room
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
@@ -67,7 +74,7 @@ func (r *room) flush(t time.Time) (again bool) {
 		}
 	}
 	// One more visit after a busy tick, to notice the room went idle.
-	again = busy || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0
+	again = busy || linger || len(r.graced) > 0 || len(r.typing) > 0 || len(r.owed) > 0 || r.pending.Len() > 0
 	r.marked = again
 	r.mu.Unlock()
 	for _, s := range slow {
@@ -109,7 +116,9 @@ func (r *room) planLocked(now int64) (first int64, busy bool) {
 	if out.frame != nil {
 		out.all = append(out.all[:0], r.subs...)
 	}
-	if len(r.owed) > 0 {
+	if len(r.owed) > 0 && r.loadingLocked(now) {
+		busy = true // the syncs wait for the other nodes' members
+	} else if len(r.owed) > 0 {
 		out.sync = r.syncFrameLocked()
 		out.owed = append(out.owed[:0], r.owed...)
 		out.owedSubs = out.owedSubs[:0]
@@ -383,7 +392,7 @@ func appendChanges(p []byte, changes []change) []byte {
 // a sync always shows the state at its cursor, so the diffs that follow it
 // apply cleanly. Called on the event loop, where Send only queues.
 func (r *room) syncLocked(sb *sub, now int64) {
-	if r.pending.Len() > 0 || r.fanning {
+	if r.pending.Len() > 0 || r.fanning || r.loadingLocked(now) {
 		r.oweLocked(sb, now)
 		return
 	}

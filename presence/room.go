@@ -1,7 +1,6 @@
 package presence
 
 import (
-	"bytes"
 	"sync"
 
 	"github.com/presenced/presenced/coalesce"
@@ -15,7 +14,7 @@ const maxTyping = 10
 // (a change replaces them), so versions and history share them.
 type memberState struct {
 	status string
-	meta   []byte // a compact JSON object; nil encodes as {}
+	meta   string // a compact JSON object; "" encodes as {}
 }
 
 // snap is a member as a diff sees it: absent, or present with a state.
@@ -28,20 +27,22 @@ func (a snap) equal(b snap) bool {
 	if a.present != b.present {
 		return false
 	}
-	return !a.present || a.st.status == b.st.status && bytes.Equal(a.st.meta, b.st.meta)
+	return !a.present || a.st.status == b.st.status && a.st.meta == b.st.meta
 }
 
 // member is a user in a room: present while at least one of its
-// connections joined (or during the leave grace of the last one). Its
-// fields are guarded by the room's mu. (Two int32 indexes share the
-// padding after conns, keeping a member in the 80-byte size class.)
+// connections joined (or during the leave grace of the last one), or,
+// with a Bus, another node holds it (see cluster.go). Its fields are
+// guarded by the room's mu. (Two int32 indexes share the padding after
+// conns, keeping a member in the 80-byte size class.)
 type member struct {
 	user       string
 	st         memberState
-	conns      int32 // connections of this node that joined the room
-	gracedAt   int32 // position in r.graced; -1 when not there
-	graceUntil int64 // hub clock; non-zero while a lost connection's grace runs
-	typingAt   int32 // position of its entry in r.typing; -1 when not typing
+	conns      int32    // connections of this node that joined the room
+	gracedAt   int32    // position in r.graced; -1 when not there
+	graceUntil int64    // hub clock; non-zero while a lost connection's grace runs
+	typingAt   int32    // position of its entry in r.typing; -1 when not typing
+	cl         *holders // the holds of this and other nodes; nil without a Bus
 }
 
 func (m *member) typingOn() bool { return m.typingAt >= 0 }
@@ -141,11 +142,17 @@ type room struct {
 	syncSeq     uint64
 	typingBuf   []string // scratch for the typing list
 
+	cl *roomCluster // nil without a Bus
+
 	out *fanout // the flusher's scratch, nil while the room is idle; owned by the room's flusher (flushes of a room never overlap)
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
-	return &room{name: name, hub: h, shard: sh, epoch: newEpoch(), members: make(map[string]*member)}
+	r := &room{name: name, hub: h, shard: sh, epoch: newEpoch(), members: make(map[string]*member)}
+	if h.cfg.Bus != nil {
+		r.cl = &roomCluster{}
+	}
+	return r
 }
 
 func (r *room) cursor() wire.Cursor { return wire.Cursor{Epoch: r.epoch, Seq: r.seq} }
@@ -178,13 +185,31 @@ func (r *room) joinLocked(s *Session, st *wire.State) *sub {
 		r.members[s.user] = m
 		r.hub.nMembers.Add(1)
 		r.changeLocked(m.user, snap{}, snap{present: true, st: m.st})
+		if r.cl != nil {
+			m.cl = &holders{}
+			r.setLocalLocked(m, m.st)
+			if st == nil || st.Status == "" && len(st.Meta) == 0 {
+				// The default state was not set by anyone: it loses to a
+				// state another node's connection of the user set.
+				m.cl.ver = 0
+			}
+		}
 	} else {
+		if r.cl != nil && !m.localHeld() {
+			// Held by other nodes only: this node holds it now, with the
+			// state they show, at a version that loses to theirs.
+			m.cl.local, m.cl.ver = m.st, 0
+			r.dirtyLocked(m)
+		}
 		if m.graceUntil != 0 {
 			r.endGraceLocked(m)
 		}
 		r.setStateLocked(m, st)
 	}
 	m.conns++
+	if r.cl != nil {
+		r.watchLocked()
+	}
 	return sb
 }
 
@@ -195,6 +220,13 @@ func (r *room) setStateLocked(m *member, st *wire.State) {
 	}
 	ns := m.st
 	applyState(&ns, st)
+	if m.cl != nil {
+		if ns != m.cl.local {
+			r.setLocalLocked(m, ns)
+			r.effectiveLocked(m)
+		}
+		return
+	}
 	old, new := snap{present: true, st: m.st}, snap{present: true, st: ns}
 	if old.equal(new) {
 		return
@@ -211,9 +243,9 @@ func applyState(dst *memberState, st *wire.State) {
 		dst.status = st.Status
 	}
 	if len(st.Meta) > 0 {
-		dst.meta = wire.CompactMeta(st.Meta)
-		if string(dst.meta) == "{}" {
-			dst.meta = nil // the same as no meta: encoded {}
+		dst.meta = wire.CompactMetaString(st.Meta)
+		if dst.meta == "{}" {
+			dst.meta = "" // the same as no meta: encoded {}
 		}
 	}
 }
@@ -259,6 +291,9 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	} else {
 		r.unsub(sb)
 	}
+	if r.cl != nil && len(r.subs)+len(r.owed) == 0 {
+		r.markLocked() // the flush starts the watch's linger
+	}
 	m := r.members[sb.s.user]
 	if m == nil {
 		return
@@ -278,12 +313,27 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 		return
 	}
 	m.graceUntil = 0
+	if m.cl != nil {
+		r.unholdLocked(m, now)
+		return
+	}
 	r.removeMemberLocked(m)
+}
+
+// unholdLocked: this node no longer holds m (its last connection left, or
+// the grace of a lost one ended).
+func (r *room) unholdLocked(m *member, now int64) {
+	m.cl.typingUntil = 0
+	r.dirtyLocked(m)
+	r.releaseLocked(m, now)
 }
 
 // endGraceLocked ends m's grace: a connection of its user is back. O(1).
 func (r *room) endGraceLocked(m *member) {
 	m.graceUntil = 0
+	if m.cl != nil {
+		m.cl.downGrace = false
+	}
 	if i := m.gracedAt; i >= 0 {
 		last := len(r.graced) - 1
 		r.graced[i] = r.graced[last]
@@ -325,6 +375,18 @@ func (r *room) removeMemberLocked(m *member) {
 // typingLocked marks m typing until now + TypingTTL, or not typing. O(1).
 func (r *room) typingLocked(m *member, on bool, now int64) {
 	until := now + int64(r.hub.cfg.TypingTTL)
+	if m.cl != nil {
+		if !on && m.cl.typingUntil == 0 {
+			return
+		}
+		m.cl.typingUntil = 0
+		if on {
+			m.cl.typingUntil = until
+		}
+		r.dirtyLocked(m)
+		r.retypeLocked(m, now)
+		return
+	}
 	switch {
 	case on && m.typingOn():
 		r.typing[m.typingAt].until = until
@@ -375,6 +437,16 @@ func (r *room) expireLocked(now int64) {
 		m := r.graced[i]
 		if m.graceUntil > now {
 			i++
+			continue
+		}
+		if m.cl != nil {
+			local := !m.cl.downGrace
+			r.endGraceLocked(m)
+			if local {
+				r.unholdLocked(m, now)
+			} else {
+				r.releaseLocked(m, now)
+			}
 			continue
 		}
 		r.endGraceLocked(m)

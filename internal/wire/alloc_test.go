@@ -29,7 +29,7 @@ func appendBenchDiff(dst []byte) []byte {
 	dst = AppendDiffStart(dst, "chat:42", Cursor{Epoch: 7, Seq: 42}, Cursor{Epoch: 7, Seq: 43}, 12)
 	dst = AppendListStart(dst, "join")
 	dst = AppendMember(dst, "carol", "online", benchMeta)
-	dst = AppendMember(dst, "dave", "away", nil)
+	dst = AppendMember(dst, "dave", "away", "")
 	dst = AppendListEnd(dst)
 	dst = AppendListStart(dst, "leave")
 	dst = AppendListString(dst, "bob")

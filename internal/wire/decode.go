@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Field limits of the contract.
@@ -175,6 +176,17 @@ func CompactMeta(meta json.RawMessage) []byte {
 		return nil
 	}
 	return b.Bytes()
+}
+
+// CompactMetaString is CompactMeta as a string ("" for an empty or null
+// meta), without a second copy: the compacted bytes are new and never
+// written again.
+func CompactMetaString(meta json.RawMessage) string {
+	b := CompactMeta(meta)
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // Member is one room member in a sync or diff.

@@ -117,8 +117,8 @@ func AppendEnd(dst []byte) []byte { return append(dst, '}') }
 
 // AppendMember appends one member object to an open list, with the comma
 // when it is not the list's first element. meta is a compact JSON object
-// (nil encodes as {}).
-func AppendMember(dst []byte, user, status string, meta []byte) []byte {
+// (empty encodes as {}), as a string or a []byte.
+func AppendMember[M ~string | ~[]byte](dst []byte, user, status string, meta M) []byte {
 	dst = appendListComma(dst)
 	dst = append(dst, `{"u":`...)
 	dst = AppendString(dst, user)

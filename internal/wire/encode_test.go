@@ -17,7 +17,7 @@ const tricky = "q\"b\\s/\x00\x1f\x7f\n\r\t\u2028\u2029é€😀<>&"
 // with one user typing.
 func fullSync(dst []byte) []byte {
 	dst = AppendSyncStart(dst, "chat:42", Cursor{Epoch: 7, Seq: 42}, 3)
-	dst = AppendMember(dst, "alice", "online", nil)
+	dst = AppendMember(dst, "alice", "online", "")
 	dst = AppendMember(dst, "bob", "away", []byte(`{"name":"Bob","tags":["a","b"]}`))
 	dst = AppendMember(dst, tricky, tricky, []byte{})
 	return AppendSyncEnd(dst, []string{"bob"}, true)
@@ -39,7 +39,7 @@ var fullSyncEvent = Event{
 func fullDiff(dst []byte, typing []string) []byte {
 	dst = AppendDiffStart(dst, "chat:42", Cursor{Epoch: 7, Seq: 42}, Cursor{Epoch: 7, Seq: 43}, 4)
 	dst = AppendListStart(dst, "join")
-	dst = AppendMember(dst, "carol", "online", nil)
+	dst = AppendMember(dst, "carol", "online", "")
 	dst = AppendMember(dst, "dave", "online", []byte(`{"n":1}`))
 	dst = AppendListEnd(dst)
 	dst = AppendListStart(dst, "update")
@@ -159,7 +159,7 @@ func TestServerEncodersRoundTrip(t *testing.T) {
 			name: "partial sync with the largest cursor",
 			enc: func(b []byte) []byte {
 				b = AppendSyncStart(b, "big", maxCur, 5000)
-				b = AppendMember(b, "u1", "online", nil)
+				b = AppendMember(b, "u1", "online", "")
 				return AppendSyncEnd(b, []string{"u1", "u2"}, true)
 			},
 			want: Event{
