@@ -102,7 +102,8 @@ type Config struct {
 	// (internal/redisbus): every node sees the members of every node, and
 	// a node's death is learnt from its lease. The server sets its Node
 	// (Presence.Node, which is made random when empty), Logger and
-	// Registerer (Registry), and its Addr when empty (Addr above). A Redis
+	// Registerer (Registry), its Addr when empty (Addr above) and its
+	// WatchTimeout when zero (Presence.WatchTimeout's). A Redis
 	// outage never closes a client. Default nil: a single node, all in
 	// memory.
 	Redis *redisbus.Config
@@ -158,6 +159,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		rc.Node = cfg.Presence.Node
 		if rc.Addr == "" {
 			rc.Addr = cfg.Addr
+		}
+		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it
+			rc.WatchTimeout = cmp.Or(cfg.Presence.WatchTimeout, presence.DefaultWatchTimeout)
 		}
 		rc.Logger = cfg.Logger
 		rc.Registerer = cfg.Registry
