@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -262,4 +263,43 @@ func (p *peer) awaitClose(timeout time.Duration, code client.CloseCode) {
 		}
 		return fmt.Errorf("%s: no disconnect with close %d yet", p.user, code)
 	})
+}
+
+// history lists p's events of room since t0, one line each, for failure
+// reports.
+func (p *peer) history(room string, since time.Time) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, s := range p.events {
+		if s.at.Before(since) || (s.ev.Room != room && s.ev.Room != "") {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s %s %s", p.user, s.at.Format("15:04:05.000"), s.ev.Kind)
+		switch {
+		case s.ev.Sync != nil:
+			var us []string
+			for _, m := range s.ev.Sync.Members {
+				us = append(us, m.User+"="+m.Status)
+			}
+			fmt.Fprintf(&b, " members %v count %d typing %v", us, s.ev.Sync.Count, s.ev.Sync.Typing)
+		case s.ev.Diff != nil:
+			d := s.ev.Diff
+			var js, up []string
+			for _, m := range d.Join {
+				js = append(js, m.User+"="+m.Status)
+			}
+			for _, m := range d.Update {
+				up = append(up, m.User+"="+m.Status)
+			}
+			fmt.Fprintf(&b, " join %v update %v leave %v count %d", js, up, d.Leave, d.Count)
+			if d.TypingChanged {
+				fmt.Fprintf(&b, " typing %v", d.Typing)
+			}
+		case s.ev.Err != nil:
+			fmt.Fprintf(&b, " %v", s.ev.Err)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
