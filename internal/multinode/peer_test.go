@@ -303,3 +303,15 @@ func (p *peer) history(room string, since time.Time) string {
 	}
 	return b.String()
 }
+
+// histories is the history of rooms of every peer since t0.
+func histories(peers []*peer, since time.Time, rooms ...string) string {
+	var b strings.Builder
+	for _, room := range rooms {
+		fmt.Fprintf(&b, "events of %s since %s:\n", room, since.Format("15:04:05.000"))
+		for _, p := range peers {
+			b.WriteString(p.history(room, since))
+		}
+	}
+	return b.String()
+}

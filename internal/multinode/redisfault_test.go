@@ -80,7 +80,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 	tp.srv.Restart()
 	took, err := within(2*nodeTTL, func() error { return viewsMatch(peers, nil, false) })
 	if err != nil {
-		t.Fatalf("views %v after Redis came back empty (bound 2 × node_ttl = %v): %v", took, 2*nodeTTL, err)
+		t.Fatalf("views %v after Redis came back empty (bound 2 × node_ttl = %v): %v\n%s", took, 2*nodeTTL, err, histories(peers, since, "r1", "r2"))
 	}
 	t.Logf("Redis back empty: every view true %v later (bound %v)", took, 2*nodeTTL)
 	g.awaitMembership(g.n...)
@@ -93,11 +93,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 		}
 	}
 	if err := noChanges(peers, "r1", since, "a", "b", "c"); err != nil {
-		var h strings.Builder
-		for _, p := range peers {
-			h.WriteString(p.history("r1", since))
-		}
-		t.Errorf("a member left during or after the outage: %v\nevents of r1 since the kill:\n%s", err, &h)
+		t.Errorf("a member left during or after the outage: %v\n%s", err, histories(peers, since, "r1"))
 	}
 	// Every node re-registered with a new id: the old incarnations are
 	// retired, which the nodes may count as deaths.
