@@ -232,9 +232,10 @@ func (s *Server) PID() int {
 	return s.cmd.Process.Pid
 }
 
-// Client returns a go-redis client of the server, closed in t's Cleanup.
+// Client returns a go-redis client of the server (context deadlines
+// bound its commands), closed in t's Cleanup.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
