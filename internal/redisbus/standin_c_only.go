@@ -7,12 +7,8 @@ package redisbus
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,45 +20,6 @@ const (
 	DefaultPrefix  = "presenced:"
 	DefaultNodeTTL = 5 * time.Second
 )
-
-type ClientOptions struct {
-	Addrs              []string
-	Username, Password string
-	DB                 int
-	TLS                *tls.Config
-	Cluster            bool
-	MasterName         string
-	SentinelPassword   string
-}
-
-func ParseURL(rawURL string, cluster bool, master string) (ClientOptions, error) {
-	var o ClientOptions
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return o, err
-	}
-	switch u.Scheme {
-	case "redis":
-	case "rediss":
-		o.TLS = &tls.Config{}
-	default:
-		return o, errors.New("want redis:// or rediss://")
-	}
-	if u.Host == "" {
-		return o, errors.New("no host")
-	}
-	o.Addrs = strings.Split(u.Host, ",")
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if o.DB, err = strconv.Atoi(p); err != nil {
-			return o, errors.New("bad db")
-		}
-	}
-	if cluster && master != "" {
-		return o, errors.New("cluster and sentinel")
-	}
-	o.Cluster, o.MasterName = cluster, master
-	return o, nil
-}
 
 type Config struct {
 	Redis            ClientOptions
