@@ -44,7 +44,7 @@ func TestRedisFlags(t *testing.T) {
 		},
 		{
 			name: "every flag",
-			args: []string{"-redis", "redis://a:1,b:2/3", "-redis-cluster", "-redis-prefix", "app1:",
+			args: []string{"-redis", "redis://a:1,b:2", "-redis-cluster", "-redis-prefix", "app1:",
 				"-node-ttl", "1500", "-redis-no-keyspace-events", "-ready-needs-redis", "-node", "eu-1"},
 			check: func(t *testing.T, o options) {
 				r := o.server.Redis
@@ -112,6 +112,7 @@ func TestBadRedisFlags(t *testing.T) {
 		{"not a redis URL", []string{"-redis", "http://127.0.0.1:6390"}, nil, []string{"-redis: "}},
 		{"no host", []string{"-redis", "redis://"}, nil, []string{"-redis: "}},
 		{"environment", nil, env{"PRESENCED_REDIS": "ftp://x:1"}, []string{"-redis: "}},
+		{"cluster with a db", []string{"-redis", "redis://a:1,b:2/3", "-redis-cluster"}, nil, []string{"-redis: ", "database"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
