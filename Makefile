@@ -40,24 +40,26 @@ run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0
 	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure $(ARGS)
 
 # make cluster: one redis-server (no persistence, files in .cache/cluster)
-# and three nodes sharing it. Ctrl-C reaches every process of the
-# foreground group: the nodes drain, redis stops; the EXIT trap then kills
-# whatever is left. One process exiting on its own stops the others.
+# and three nodes sharing it. Ctrl-C reaches the nodes (the foreground
+# process group): they drain and leave; redis-server runs in a session of
+# its own so that it outlives them, and the EXIT trap stops it last. One
+# process exiting on its own stops the others.
 cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a local redis-server on CLUSTER_REDIS_PORT; Ctrl-C stops all; extra flags in ARGS
 	@command -v redis-server >/dev/null 2>&1 || { echo "cluster: redis-server not found: run make deps"; exit 1; }
 	@if redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1; then \
 		echo "cluster: port $(CLUSTER_REDIS_PORT) already answers PING: stop that Redis or set CLUSTER_REDIS_PORT"; exit 1; \
 	fi
-	@dir=$(CACHE)/cluster; mkdir -p $$dir; pids=(); \
-	trap 'trap - EXIT; kill $${pids[@]} 2>/dev/null || true; wait 2>/dev/null || true' EXIT; \
+	@dir=$(CACHE)/cluster; mkdir -p $$dir; redis=; nodes=(); \
+	trap 'trap - EXIT; kill $${nodes[@]} 2>/dev/null || true; wait $${nodes[@]} 2>/dev/null || true; \
+		[ -z "$$redis" ] || { kill $$redis 2>/dev/null || true; wait $$redis 2>/dev/null || true; }' EXIT; \
 	trap 'exit 130' INT TERM; \
-	redis-server --port $(CLUSTER_REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
-		--dir $$dir --logfile $$dir/redis.log & pids+=($$!); \
+	setsid redis-server --port $(CLUSTER_REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
+		--dir $$dir --logfile $$dir/redis.log & redis=$$!; \
 	for i in $$(seq 50); do redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1 || { echo "cluster: redis-server did not start: see $$dir/redis.log"; exit 1; }; \
 	for i in 0 1 2; do \
 		bin/presenced -addr 127.0.0.1:808$$i -admin-addr 127.0.0.1:909$$i -node node$$i -insecure \
-			-redis redis://127.0.0.1:$(CLUSTER_REDIS_PORT) $(ARGS) & pids+=($$!); \
+			-redis redis://127.0.0.1:$(CLUSTER_REDIS_PORT) $(ARGS) & nodes+=($$!); \
 	done; \
 	echo "cluster: redis on 127.0.0.1:$(CLUSTER_REDIS_PORT); nodes ws://127.0.0.1:8080/ws, :8081, :8082 (admin :9090-:9092); Ctrl-C stops all"; \
 	wait -n
