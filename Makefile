@@ -18,12 +18,13 @@ BENCH ?= .
 BENCHTIME ?= 1s
 PKG ?= ./...
 ARGS ?=
+CLUSTER_REDIS_PORT ?= 6390
 
 CACHE := $(CURDIR)/.cache
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: help build run test race fuzz bench lint ci deps
+.PHONY: help build run cluster test race fuzz bench lint ci deps
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
@@ -37,6 +38,31 @@ build: ## Build bin/presenced
 
 run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090); extra flags in ARGS
 	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure $(ARGS)
+
+# make cluster: one redis-server (no persistence, files in .cache/cluster)
+# and three nodes sharing it. Ctrl-C reaches the nodes (the foreground
+# process group): they drain and leave; redis-server runs in a session of
+# its own so that it outlives them, and the EXIT trap stops it last. One
+# process exiting on its own stops the others.
+cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a local redis-server on CLUSTER_REDIS_PORT; Ctrl-C stops all; extra flags in ARGS
+	@command -v redis-server >/dev/null 2>&1 || { echo "cluster: redis-server not found: run make deps"; exit 1; }
+	@if redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1; then \
+		echo "cluster: port $(CLUSTER_REDIS_PORT) already answers PING: stop that Redis or set CLUSTER_REDIS_PORT"; exit 1; \
+	fi
+	@dir=$(CACHE)/cluster; mkdir -p $$dir; redis=; nodes=(); \
+	trap 'trap - EXIT; kill $${nodes[@]} 2>/dev/null || true; wait $${nodes[@]} 2>/dev/null || true; \
+		[ -z "$$redis" ] || { kill $$redis 2>/dev/null || true; wait $$redis 2>/dev/null || true; }' EXIT; \
+	trap 'exit 130' INT TERM; \
+	setsid redis-server --port $(CLUSTER_REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no \
+		--dir $$dir --logfile $$dir/redis.log & redis=$$!; \
+	for i in $$(seq 50); do redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1 || { echo "cluster: redis-server did not start: see $$dir/redis.log"; exit 1; }; \
+	for i in 0 1 2; do \
+		bin/presenced -addr 127.0.0.1:808$$i -admin-addr 127.0.0.1:909$$i -node node$$i -insecure \
+			-redis redis://127.0.0.1:$(CLUSTER_REDIS_PORT) $(ARGS) & nodes+=($$!); \
+	done; \
+	echo "cluster: redis on 127.0.0.1:$(CLUSTER_REDIS_PORT); nodes ws://127.0.0.1:8080/ws, :8081, :8082 (admin :9090-:9092); Ctrl-C stops all"; \
+	wait -n
 
 test: deps ## The whole suite: installs missing deps, go vet, race tests, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...
@@ -72,12 +98,15 @@ $(STATICCHECK):
 ci: lint test ## What a careful CI runs: lint, then the whole suite
 
 # Installs only what is missing, so a second run is silent: a C compiler
-# (the race detector needs cgo) and Debian's python3-websockets (the
-# interop test's independent client).
-deps: ## Install missing test dependencies with apt-get (gcc, python3-websockets)
+# (the race detector needs cgo), Debian's python3-websockets (the interop
+# test's independent client), and redis-server and redis-tools (the tests
+# of many nodes start their own Redis, Cluster and Sentinel processes).
+deps: ## Install missing test dependencies with apt-get (gcc, python3-websockets, redis-server, redis-tools)
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
 		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
@@ -23,35 +24,42 @@ import (
 func packageDefaults() map[string]string {
 	d := func(v time.Duration) string { return v.String() }
 	return map[string]string{
-		"addr":              poller.DefaultAddr,
-		"admin-addr":        server.DefaultAdminAddr,
-		"engine":            poller.DefaultEngine,
-		"allowed-origins":   "", // every origin
-		"max-message":       strconv.Itoa(poller.DefaultMaxMessage),
-		"max-conns":         "0", // no cap
-		"max-conns-per-ip":  "0", // no cap
-		"outbox":            strconv.Itoa(poller.DefaultOutbox),
-		"handshake-timeout": d(poller.DefaultHandshakeTimeout),
-		"log-level":         slog.LevelInfo.String(), // the binary's own
-		"node":              "",                      // random
-		"hb-interval":       d(presence.DefaultHeartbeatInterval),
-		"hb-timeout":        d(presence.DefaultHeartbeatTimeout),
-		"hello-timeout":     d(presence.DefaultHelloTimeout),
-		"tick":              d(presence.DefaultTick),
-		"leave-grace":       d(presence.DefaultLeaveGrace),
-		"typing-ttl":        d(presence.DefaultTypingTTL),
-		"list-limit":        strconv.Itoa(presence.DefaultListLimit),
-		"max-rooms":         strconv.Itoa(presence.DefaultMaxRooms),
-		"slow-timeout":      d(presence.DefaultSlowTimeout),
-		"auth-grace":        d(presence.DefaultAuthGrace),
-		"drain":             d(server.DefaultDrain),
-		"insecure":          "false",
-		"jwt-secret":        "",
-		"jwt-secret-file":   "",
-		"jwt-public-key":    "",
-		"jwt-issuer":        "", // not checked
-		"jwt-audience":      "", // not checked
-		"jwt-leeway":        d(auth.DefaultLeeway),
+		"addr":                     poller.DefaultAddr,
+		"admin-addr":               server.DefaultAdminAddr,
+		"engine":                   poller.DefaultEngine,
+		"allowed-origins":          "", // every origin
+		"max-message":              strconv.Itoa(poller.DefaultMaxMessage),
+		"max-conns":                "0", // no cap
+		"max-conns-per-ip":         "0", // no cap
+		"outbox":                   strconv.Itoa(poller.DefaultOutbox),
+		"handshake-timeout":        d(poller.DefaultHandshakeTimeout),
+		"log-level":                slog.LevelInfo.String(), // the binary's own
+		"node":                     "",                      // random
+		"hb-interval":              d(presence.DefaultHeartbeatInterval),
+		"hb-timeout":               d(presence.DefaultHeartbeatTimeout),
+		"hello-timeout":            d(presence.DefaultHelloTimeout),
+		"tick":                     d(presence.DefaultTick),
+		"leave-grace":              d(presence.DefaultLeaveGrace),
+		"typing-ttl":               d(presence.DefaultTypingTTL),
+		"list-limit":               strconv.Itoa(presence.DefaultListLimit),
+		"max-rooms":                strconv.Itoa(presence.DefaultMaxRooms),
+		"slow-timeout":             d(presence.DefaultSlowTimeout),
+		"auth-grace":               d(presence.DefaultAuthGrace),
+		"drain":                    d(server.DefaultDrain),
+		"insecure":                 "false",
+		"jwt-secret":               "",
+		"jwt-secret-file":          "",
+		"jwt-public-key":           "",
+		"jwt-issuer":               "", // not checked
+		"jwt-audience":             "", // not checked
+		"jwt-leeway":               d(auth.DefaultLeeway),
+		"redis":                    "", // a single node
+		"redis-cluster":            "false",
+		"redis-sentinel-master":    "",
+		"redis-prefix":             redisbus.DefaultPrefix,
+		"node-ttl":                 d(redisbus.DefaultNodeTTL),
+		"redis-no-keyspace-events": "false",
+		"ready-needs-redis":        "false",
 	}
 }
 
@@ -80,8 +88,10 @@ func TestRegressFlagDefaultsArePackageDefaults(t *testing.T) {
 }
 
 // notInProtocol are the flags that docs/protocol.md's settings table leaves
-// out: they change nothing a client sees.
-var notInProtocol = []string{"admin-addr", "engine", "log-level", "jwt-secret", "jwt-secret-file", "jwt-public-key"}
+// out: they change nothing a client sees (the Redis ones: README.md and
+// docs/cluster.md have them).
+var notInProtocol = []string{"admin-addr", "engine", "log-level", "jwt-secret", "jwt-secret-file", "jwt-public-key",
+	"redis", "redis-cluster", "redis-sentinel-master", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // TestDocsDefaults: the tables of defaults in README.md and
 // docs/protocol.md say what the code does. The flag set's DefValue is the
@@ -223,7 +233,7 @@ func codeSpans(cell string) []string {
 // "at least N" is the flag's floor.
 func checkFlagTable(t *testing.T, fs *flag.FlagSet, tbl table, skip []string) {
 	t.Helper()
-	floors := map[string]int{"max-message": minMaxMessage, "outbox": minOutbox}
+	floors := map[string]int{"max-message": minMaxMessage, "outbox": minOutbox, "node-ttl": int(minNodeTTL / time.Millisecond)}
 	rows := map[string]int{}
 	for _, row := range tbl.rows {
 		var names []string

@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
@@ -35,6 +37,10 @@ const (
 	// minOutbox is the server's (see server.MinOutbox): room for the
 	// answers to one message and as much again for room frames.
 	minOutbox = server.MinOutbox
+	// minNodeTTL: a lease is renewed every third of -node-ttl with
+	// timeouts of a sixth of it; below this, loopback jitter or a short
+	// Redis stall would cost a node its lease.
+	minNodeTTL = 500 * time.Millisecond
 )
 
 // usageError is a bad flag or environment value: exit code 2.
@@ -51,11 +57,15 @@ func usageErrorf(format string, args ...any) error {
 type options struct {
 	server         server.Config
 	logLevel       slog.Level
-	allowedOrigins string // -allowed-origins, split into server.AllowedOrigins
-	jwtSecret      string // -jwt-secret
-	jwtSecretFile  string // -jwt-secret-file
-	jwtPublicKey   string // -jwt-public-key: a file name
-	help           bool   // -h was given: the usage is printed, nothing runs
+	allowedOrigins string          // -allowed-origins, split into server.AllowedOrigins
+	jwtSecret      string          // -jwt-secret
+	jwtSecretFile  string          // -jwt-secret-file
+	jwtPublicKey   string          // -jwt-public-key: a file name
+	redisURL       string          // -redis, parsed into server.Redis.Redis
+	redisCluster   bool            // -redis-cluster
+	redisMaster    string          // -redis-sentinel-master
+	redis          redisbus.Config // -redis-prefix, -node-ttl, -redis-no-keyspace-events; server.Redis with -redis
+	help           bool            // -h was given: the usage is printed, nothing runs
 }
 
 // envName is the environment variable of a flag: "max-conns" gives
@@ -103,8 +113,20 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&cfg.JWT.Issuer, "jwt-issuer", "", "required iss of client tokens (empty: not checked)")
 	fs.StringVar(&cfg.JWT.Audience, "jwt-audience", "", "required aud of client tokens (empty: not checked)")
 	durationFlag(fs, &cfg.JWT.Leeway, "jwt-leeway", auth.DefaultLeeway, "clock skew allowed between the token issuer and this server on exp, nbf and iat")
+
+	rc := &o.redis
+	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` shared by the nodes: redis://[user:pass@]host:port[,host:port...][/db], rediss:// for TLS (empty: a single node, all in memory)")
+	fs.BoolVar(&o.redisCluster, "redis-cluster", false, "the hosts of -redis are seeds of a Redis Cluster")
+	fs.StringVar(&o.redisMaster, "redis-sentinel-master", "", "the hosts of -redis are Sentinels, and this is the `name` of their master")
+	fs.StringVar(&rc.Prefix, "redis-prefix", redisbus.DefaultPrefix, "`prefix` of every Redis key and channel of presenced (no { or })")
+	durationFlag(fs, &rc.NodeTTL, "node-ttl", redisbus.DefaultNodeTTL, fmt.Sprintf("a node's lease in Redis, renewed every third of it: a dead node is found within about this (at least %v)", minNodeTTL))
+	fs.BoolVar(&rc.NoKeyspaceEvents, "redis-no-keyspace-events", false, "do not enable expired keyspace events (CONFIG SET notify-keyspace-events Ex): find dead nodes by probing only")
+	fs.BoolVar(&cfg.ReadyNeedsRedis, "ready-needs-redis", false, "/readyz answers 503 while the node does not hold its Redis lease")
 	return fs
 }
+
+// redisFlags are the flags that mean nothing without -redis.
+var redisFlags = []string{"redis-cluster", "redis-sentinel-master", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // parseFlags reads the environment through lookupEnv, then args, which win.
 // With -h it prints the usage on stdout and returns options.help set.
@@ -140,7 +162,65 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 	if err := validate(o.server); err != nil {
 		return o, err
 	}
+	if err := redisConfig(&o, fs); err != nil {
+		return o, err
+	}
 	return o, loadKeys(&o)
+}
+
+// redisConfig checks the Redis flags and, with -redis, gives the server
+// its bus config. Set in the environment or on the command line, the other
+// Redis flags need -redis: without it they would be ignored silently.
+func redisConfig(o *options, fs *flag.FlagSet) error {
+	if o.redisURL == "" {
+		var set []string
+		fs.Visit(func(f *flag.Flag) {
+			if slices.Contains(redisFlags, f.Name) {
+				set = append(set, "-"+f.Name)
+			}
+		})
+		if len(set) > 0 {
+			return usageErrorf("%s: needs -redis (without it the node is alone and holds everything in memory)", strings.Join(set, " and "))
+		}
+		return nil
+	}
+	rc := o.redis
+	switch {
+	case o.redisCluster && o.redisMaster != "":
+		return usageErrorf("-redis-cluster and -redis-sentinel-master: give one: the hosts of -redis are either Cluster seeds or Sentinels")
+	case rc.Prefix == "":
+		return usageErrorf("-redis-prefix: must not be empty")
+	case strings.ContainsAny(rc.Prefix, "{}"):
+		return usageErrorf("-redis-prefix %q: must not contain { or }: presenced puts its own hash tags after it", rc.Prefix)
+	case rc.NodeTTL < minNodeTTL:
+		return usageErrorf("-node-ttl %v: must be at least %v", rc.NodeTTL, minNodeTTL)
+	}
+	opts, err := redisbus.ParseURL(o.redisURL, o.redisCluster, o.redisMaster)
+	if err != nil {
+		return usageErrorf("-redis: %s", redact(err.Error(), o.redisURL))
+	}
+	rc.Redis = opts
+	o.server.Redis = &rc
+	return nil
+}
+
+// redact removes the password of rawURL, if it has one, from msg: errors
+// about -redis must not show it.
+func redact(msg, rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// An unparsable URL may still hold a password: drop the userinfo by hand.
+		if at := strings.LastIndex(rawURL, "@"); at >= 0 {
+			if scheme := strings.Index(rawURL, "://"); scheme >= 0 && scheme < at {
+				msg = strings.ReplaceAll(msg, rawURL[scheme+3:at], "xxxxx")
+			}
+		}
+		return msg
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	return msg
 }
 
 // loadKeys reads the JWT key flags into the server config and checks the

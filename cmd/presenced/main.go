@@ -6,7 +6,9 @@
 // a flag on the command line wins over the environment. Run
 // `presenced -h` for the list. Clients are verified with one JWT key
 // (-jwt-secret-file, -jwt-public-key or -jwt-secret); without one,
-// -insecure is required (development: hello names its user). SIGINT or
+// -insecure is required (development: hello names its user). With -redis
+// the node shares presence with the other nodes using that Redis; without
+// it the node is alone and holds everything in memory. SIGINT or
 // SIGTERM drains and stops the server. Exit codes: 0 after a clean stop, 1
 // on a runtime error, 2 on a bad flag or environment value.
 package main

@@ -212,7 +212,12 @@ var durationFlags = map[string]func(o options) time.Duration{
 	"auth-grace":        func(o options) time.Duration { return o.server.Presence.AuthGrace },
 	"drain":             func(o options) time.Duration { return o.server.Drain },
 	"jwt-leeway":        func(o options) time.Duration { return o.server.JWT.Leeway },
+	"node-ttl":          func(o options) time.Duration { return o.redis.NodeTTL },
 }
+
+// durationFloors are the least values of the duration flags that have one
+// above 1 ms.
+var durationFloors = map[string]time.Duration{"node-ttl": minNodeTTL}
 
 // TestDurationFlags gives every duration flag, on the command line and in
 // the environment, a Go duration and a number of milliseconds, and then
@@ -261,14 +266,21 @@ func TestDurationFlags(t *testing.T) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(durationFlags)) {
 		field := durationFlags[name]
+		base := []string{"-insecure"}
+		if slices.Contains(redisFlags, name) {
+			base = append(base, "-redis", "redis://127.0.0.1:6379")
+		}
 		for _, g := range good {
+			if g.want < durationFloors[name] { // TestRedisFlags has those
+				continue
+			}
 			for _, src := range []struct {
 				name string
 				args []string
 				env  env
 			}{
-				{"flag", []string{"-insecure", "-" + name, g.value}, nil},
-				{"env", []string{"-insecure"}, env{envName(name): g.value}},
+				{"flag", append(slices.Clone(base), "-"+name, g.value), nil},
+				{"env", base, env{envName(name): g.value}},
 			} {
 				t.Run(name+"="+g.value+"/"+src.name, func(t *testing.T) {
 					o, err := parseFlags(src.args, src.env.lookup, io.Discard)

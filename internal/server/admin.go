@@ -22,6 +22,10 @@ func (s *Server) newAdminServer() *http.Server {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
+		if s.cfg.ReadyNeedsRedis && s.bus != nil && !s.bus.Up() {
+			http.Error(w, "no redis lease", http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{

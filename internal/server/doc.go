@@ -9,6 +9,12 @@
 // built from Config.Presence and Config.JWT (hub.go), and Run drains on
 // shutdown: bye with retry_ms spread over Config.Drain, close 1001.
 //
+// With Config.Redis the node joins the others sharing that Redis: the
+// server builds an internal/redisbus.Bus, hands it to the hub
+// (presence.Config.Bus), runs it beside the hub and, at the end of a drain,
+// calls its Leave so the other nodes act at once. Without it the node is
+// alone and holds everything in memory.
+//
 // Usage:
 //
 //	reg := prometheus.NewRegistry()

@@ -6,12 +6,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/presence"
 )
 
 // newHub builds the presence hub from cfg: token verification, framing,
-// logger and metrics.
-func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
+// logger, metrics and, with Config.Redis, the bus to the other nodes.
+func newHub(cfg Config, m *metrics, bus *redisbus.Bus) (*presence.Hub, error) {
 	pc := cfg.Presence
 	if pc.Auth == nil && (cfg.JWT.HS256Secret != nil || cfg.JWT.PublicKeyPEM != nil) {
 		v, err := auth.New(cfg.JWT)
@@ -35,6 +36,9 @@ func newHub(cfg Config, m *metrics) (*presence.Hub, error) {
 	pc.Frame = frame
 	pc.Logger = cfg.Logger
 	pc.Metrics = m.presence
+	if bus != nil { // never a typed nil in the interface
+		pc.Bus = bus
+	}
 	h, err := presence.New(pc)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
 )
@@ -30,6 +34,11 @@ const (
 	DefaultDrain                = 10 * time.Second
 	DefaultAdminShutdownTimeout = 5 * time.Second
 )
+
+// busLeaveTimeout bounds the bus's Leave at the end of a drain: the
+// announcement that lets the other nodes act at once rather than after the
+// lease's TTL. Redis unreachable then, they wait for the TTL.
+const busLeaveTimeout = 2 * time.Second
 
 // MinOutbox is the smallest Config.Outbox: the room kept for the answers
 // to one message (presence.MaxReplyBytes) and as much again for room
@@ -89,6 +98,20 @@ type Config struct {
 	Drain time.Duration
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
+	// Redis, when set, joins this node to the others sharing that Redis
+	// (internal/redisbus): every node sees the members of every node, and
+	// a node's death is learnt from its lease. The server sets its Node
+	// (Presence.Node, which is made random when empty), Logger and
+	// Registerer (Registry), its Addr when empty (Addr above) and its
+	// WatchTimeout when zero (Presence.WatchTimeout's). A Redis
+	// outage never closes a client. Default nil: a single node, all in
+	// memory.
+	Redis *redisbus.Config
+	// ReadyNeedsRedis makes /readyz answer 503 while the node does not hold
+	// its Redis lease (not registered yet, Redis unreachable, or reaped).
+	// Default false: /readyz ignores Redis, so that a Redis outage does not
+	// take every node out of the load balancer at once.
+	ReadyNeedsRedis bool
 	// Registry receives the server's collectors and is served on /metrics.
 	// cmd/presenced passes one that also holds the Go and process
 	// collectors. Default: a new registry of the server's own (never the
@@ -128,6 +151,22 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.Redis != nil {
+		rc := *cfg.Redis // the caller's stays untouched
+		if cfg.Presence.Node == "" {
+			cfg.Presence.Node = randomNode()
+		}
+		rc.Node = cfg.Presence.Node
+		if rc.Addr == "" {
+			rc.Addr = cfg.Addr
+		}
+		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it
+			rc.WatchTimeout = cmp.Or(cfg.Presence.WatchTimeout, presence.DefaultWatchTimeout)
+		}
+		rc.Logger = cfg.Logger
+		rc.Registerer = cfg.Registry
+		cfg.Redis = &rc
+	}
 	switch {
 	case cfg.Engine != poller.EngineEpoll && cfg.Engine != poller.EngineNetpoll:
 		return cfg, fmt.Errorf("server: unknown engine %q (want %q or %q)", cfg.Engine, poller.EngineEpoll, poller.EngineNetpoll)
@@ -158,6 +197,7 @@ type Server struct {
 	metrics *metrics       // static after construction
 	poller  *poller.Server // static after construction
 	hub     *presence.Hub  // static after construction
+	bus     *redisbus.Bus  // static after construction; nil: a single node
 	admin   *http.Server   // static after construction
 	adminLn net.Listener   // static after construction; closed by admin
 
@@ -182,7 +222,12 @@ func New(cfg Config) (*Server, error) {
 		metrics:   m,
 		closeLogs: logLimiter{max: 20},
 	}
-	if s.hub, err = newHub(cfg, m); err != nil {
+	if cfg.Redis != nil {
+		if s.bus, err = redisbus.New(*cfg.Redis); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	if s.hub, err = newHub(cfg, m, s.bus); err != nil {
 		return nil, err
 	}
 	// The admin listener first: unlike the poller's, it can be released
@@ -235,10 +280,12 @@ var errRunTwice = errors.New("server: Run called twice")
 // Run serves until ctx is done, then drains: the listener closes, /readyz
 // answers 503, every client gets bye (retry_ms spread over Config.Drain)
 // and close 1001, and Run waits for their closing handshakes (at most the
-// poller's close timeout) before stopping the poller, the presence hub and,
-// last, the admin listener (so a scrape can still see the drain). Run
-// returns once every goroutine it started has stopped; the error joins
-// those of both listeners.
+// poller's close timeout) before stopping the poller, the bus (after its
+// Leave, so that the other nodes give this node's members their leave grace
+// at once), the presence hub and, last, the admin listener (so a scrape can
+// still see the drain). Run returns once every goroutine it started has
+// stopped; the error joins those of both listeners and of the bus. A bus
+// that stops on its own stops the node.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errRunTwice
@@ -250,9 +297,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopPoll()
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()
+	busCtx, stopBus := context.WithCancel(context.Background())
+	defer stopBus()
 
 	var wg sync.WaitGroup
-	var pollErr, adminErr error
+	var pollErr, adminErr, busErr error
 	pollDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(pollDone)
@@ -260,6 +309,21 @@ func (s *Server) Run(ctx context.Context) error {
 		pollErr = s.poller.Run(pollCtx)
 	})
 	wg.Go(func() { _ = s.hub.Run(hubCtx) })
+	busDone := make(chan struct{})
+	if s.bus == nil {
+		close(busDone)
+	} else {
+		wg.Go(func() {
+			defer close(busDone)
+			err := s.bus.Run(busCtx, s.hub)
+			if ctx.Err() == nil { // not the drain's Leave: the bus failed
+				busErr = fmt.Errorf("server: redis bus stopped: %w", cmp.Or(err, errBusStopped))
+				cancel()
+			} else if err != nil && !errors.Is(err, context.Canceled) {
+				busErr = fmt.Errorf("server: redis bus: %w", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		defer cancel()
 		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
@@ -277,6 +341,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.awaitSessions(pollDone, drainCloseWait)
 	stopPoll()
 	<-pollDone
+	s.leaveBus()
+	stopBus()
+	<-busDone
 	stopHub()
 	sctx, scancel := context.WithTimeout(context.Background(), s.cfg.AdminShutdownTimeout)
 	if err := s.admin.Shutdown(sctx); err != nil {
@@ -285,7 +352,32 @@ func (s *Server) Run(ctx context.Context) error {
 	scancel()
 	wg.Wait()
 	s.log.Info("stopped")
-	return errors.Join(pollErr, adminErr)
+	return errors.Join(pollErr, adminErr, busErr)
+}
+
+var errBusStopped = errors.New("its Run returned")
+
+// leaveBus ends the node's part in the cluster once the drain's closes are
+// done: the bus announces it and removes its lease, and the other nodes give
+// this node's members their leave grace at once, so clients that reconnect
+// to them within it cause no leave anywhere.
+func (s *Server) leaveBus() {
+	if s.bus == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), busLeaveTimeout)
+	defer cancel()
+	if err := s.bus.Leave(ctx); err != nil {
+		s.log.Warn("redis bus: leave failed; the other nodes wait for this node's lease to expire", keyErr, err.Error())
+	}
+}
+
+// randomNode is a node id for a node that is given none: 8 random hex
+// digits, like presence's default. The bus needs it before the hub exists.
+func randomNode() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // drainCloseWait bounds the wait for clients to answer the drain's close

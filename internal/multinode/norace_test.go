@@ -1,0 +1,5 @@
+//go:build !race
+
+package multinode
+
+const raceEnabled = false
