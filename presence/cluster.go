@@ -313,7 +313,7 @@ func (h *Hub) Apply(room, node string, hs []Holding, full bool) {
 			if !x.Held {
 				continue
 			}
-			m = r.newMemberLocked(x.User)
+			m = r.newMemberLocked(x.User, memberState{status: x.Status, meta: x.Meta})
 		}
 		r.applyLocked(m, node, x, now)
 	}
@@ -349,11 +349,13 @@ func (r *room) applyLocked(m *member, node string, x Holding, now int64) {
 	r.retypeLocked(m, now)
 }
 
-// newMemberLocked adds a member nobody holds yet; the caller adds a hold.
-func (r *room) newMemberLocked(user string) *member {
-	m := &member{user: user, gracedAt: -1, typingAt: -1, cl: &holders{}}
+// newMemberLocked adds a member with state st, a join; the caller adds
+// the hold.
+func (r *room) newMemberLocked(user string, st memberState) *member {
+	m := &member{user: user, st: st, gracedAt: -1, typingAt: -1, cl: &holders{}}
 	r.members[user] = m
 	r.hub.nMembers.Add(1)
+	r.changeLocked(user, snap{}, snap{present: true, st: st})
 	return m
 }
 
@@ -414,10 +416,15 @@ func (h *Hub) Republish(name string) {
 		}
 	}
 	if name != "" {
-		if r := h.findRoom(name); r != nil {
-			mark(r)
-			r.mu.Unlock()
+		r := h.findRoom(name)
+		if r == nil {
+			// Dropped: this node holds nobody there. What the bus lost may
+			// have been the last leaves.
+			h.cfg.Bus.Publish(name, nil, true)
+			return
 		}
+		mark(r)
+		r.mu.Unlock()
 		return
 	}
 	h.eachRoom(mark)

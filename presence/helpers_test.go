@@ -234,12 +234,21 @@ func (c *client) apply(e *wire.Event, raw []byte) {
 		}
 		v.cur, v.count = e.Cur, e.Count
 		for _, m := range e.Join {
+			if _, ok := v.members[m.U]; ok {
+				c.t.Errorf("%s: join of %s, already a member: %s", c.name, m.U, raw)
+			}
 			v.members[m.U] = m
 		}
 		for _, m := range e.Update {
+			if _, ok := v.members[m.U]; !ok && !v.partial {
+				c.t.Errorf("%s: update of %s, not a member: %s", c.name, m.U, raw)
+			}
 			v.members[m.U] = m
 		}
 		for _, u := range e.Leave {
+			if _, ok := v.members[u]; !ok && !v.partial {
+				c.t.Errorf("%s: leave of %s, not a member: %s", c.name, u, raw)
+			}
 			delete(v.members, u)
 		}
 		if e.Typing != nil {

@@ -57,8 +57,13 @@ func (r *room) flush(t time.Time) (again bool) {
 		slow = r.settleLocked(first, now)
 	}
 	if r.emptyLocked() {
-		if r.cl != nil && r.cl.watched {
-			r.unwatchLocked(now)
+		if r.cl != nil {
+			if r.cl.watched {
+				r.unwatchLocked(now)
+			}
+			// This node holds nobody here any more: the bus can forget the
+			// room (it skips a room it never wrote).
+			r.hub.cfg.Bus.Publish(r.name, nil, true)
 		}
 		r.hub.dropRoomLocked(r)
 		r.mu.Unlock()

@@ -244,7 +244,12 @@ func (b *Bus) Leave(ctx context.Context) error {
 	id := b.selfID()
 	err = b.lv.leave(ctx)
 	if id != "" {
-		b.reap(ctx, id)
+		// Best effort within ctx, without the reaper's lock: the peers
+		// told of the end reap too (under the lock), and deleting twice
+		// is harmless.
+		if rerr := b.reapOnce(ctx, id); rerr != nil {
+			b.m.errors.WithLabelValues("reap").Inc()
+		}
 	}
 	b.leaveMu.Do(func() { close(b.left) })
 	return err

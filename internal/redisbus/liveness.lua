@@ -54,6 +54,9 @@ else
   g = redis.call('GET', KEYS[1])
   if g ~= ARGV[4] then return {'RESET'} end
   if redis.call('EXISTS', p .. 'tomb:' .. me) == 1 then return {'DEAD'} end
+  -- Reaped so long ago that the tomb expired (1 h), or the registry was
+  -- restored without me: dead all the same, peers forgot this id.
+  if redis.call('HEXISTS', reg, me) == 0 then return {'DEAD'} end
   local v = redis.call('GET', p .. 'lease:' .. me)
   if v then
     v = tonumber(v)

@@ -20,10 +20,17 @@ import (
 //	        then user, value pairs (value "": the user is let go)
 //
 // A seq not above the stored one is a retry: nothing is done (returns 0).
+// A delta applies only on top of the sender's previous seq: otherwise the
+// part in Redis is not the one the delta changes (Redis lost its data, or
+// an earlier write failed), and nothing is done (returns 2): the room is
+// republished in full instead. A full write with no holding (the node
+// holds nobody in the room any more) removes the sender from the room:
+// its seq goes too.
 const writeScriptSrc = `
 local seq = tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if seq <= cur then return 0 end
+if ARGV[3] ~= '1' and cur ~= seq - 1 then return 2 end
 if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
 local set = {}
 for i = 7, #ARGV, 2 do
@@ -39,7 +46,11 @@ for i = 7, #ARGV, 2 do
   end
 end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] == '1' and #ARGV < 7 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
 redis.call(ARGV[4], ARGV[5], ARGV[6])
 return 1
 `
@@ -208,8 +219,9 @@ func (b *Bus) round(ctx context.Context, w *writerState) {
 		}
 		for len(rooms) > 0 {
 			n := min(len(rooms), pipelineRooms)
-			f, good := b.write(ctx, w, rooms[:n], batch)
+			f, stale, good := b.write(ctx, w, rooms[:n], batch)
 			failed = append(failed, f...)
+			b.q.markRepublish(stale)
 			ok = ok || good
 			rooms = rooms[n:]
 		}
@@ -229,8 +241,9 @@ func (b *Bus) round(ctx context.Context, w *writerState) {
 }
 
 // write pipelines the scripts of rooms; it returns the rooms whose write
-// failed and whether any succeeded.
-func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch map[string]*pending) (failed []string, ok bool) {
+// failed, those whose delta Redis refused (stale: they need a full
+// republish), and whether Redis answered any.
+func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch map[string]*pending) (failed, stale []string, ok bool) {
 	now := time.Now()
 	type sent struct {
 		room  string
@@ -243,28 +256,51 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 	pipe := b.data.Pipeline()
 	for _, room := range rooms {
 		p := batch[room]
-		seq := w.seqs[room] + 1
-		w.seqs[room] = seq
+		prev, known := w.seqs[room]
+		held := 0
+		for _, h := range p.hs {
+			if h.Held {
+				held++
+			}
+		}
+		empty := p.full && held == 0
+		if empty && !known {
+			continue // never written (or already removed): nothing to remove
+		}
+		// The first write of a room by this incarnation (or since it left
+		// the room) carries its whole part, the Hub's first publish of a
+		// room being all its holders, and its seq starts from the clock,
+		// above any seq it used in the room before, so receivers that
+		// still remember those take it.
+		seq, full := prev+1, p.full
+		if !known {
+			seq, full = uint64(now.UnixMilli())*1000, true
+		}
+		if empty {
+			delete(w.seqs, room) // removed from the room: its seq goes with it
+		} else {
+			w.seqs[room] = seq
+		}
 		m := message{kind: kindDelta, sender: w.id, room: room, seq: seq, ts: now.UnixMilli()}
-		if p.full {
+		if full {
 			m.kind = kindFull
 		}
 		m.hs = make([]presence.Holding, 0, len(p.hs))
 		for _, h := range p.hs {
 			m.hs = append(m.hs, h)
 		}
-		full := "0"
-		if p.full {
-			full = "1"
+		fullArg := "0"
+		if full {
+			fullArg = "1"
 		}
 		args := make([]any, 0, 6+2*len(m.hs))
-		args = append(args, w.id, strconv.FormatUint(seq, 10), full, b.publishCmd(), b.k.channel(room),
+		args = append(args, w.id, strconv.FormatUint(seq, 10), fullArg, b.publishCmd(), b.k.channel(room),
 			appendMessage(nil, &m))
 		var buf []byte
 		for i := range m.hs {
 			h := &m.hs[i]
 			if !h.Held {
-				if !p.full {
+				if !full {
 					args = append(args, h.User, "")
 				}
 				continue
@@ -275,7 +311,11 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		}
 		s := sent{room: room, args: args, keys: []string{b.k.members(room, w.id), b.k.seqs(room)}}
 		s.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.keys, args...)
-		if !w.indexed[room] {
+		switch {
+		case empty:
+			delete(w.indexed, room)
+			pipe.SRem(ctx, b.k.rooms(w.id), room)
+		case !w.indexed[room]:
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
 		}
 		ss = append(ss, s)
@@ -306,9 +346,13 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			continue
 		}
 		ok = true
-		if v == 1 {
+		switch v {
+		case 1:
 			b.m.published.Inc()
+		case 2:
+			stale = append(stale, s.room)
+			delete(w.indexed, s.room) // Redis may have lost the index too
 		}
 	}
-	return failed, ok
+	return failed, stale, ok
 }
