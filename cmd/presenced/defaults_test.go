@@ -24,42 +24,44 @@ import (
 func packageDefaults() map[string]string {
 	d := func(v time.Duration) string { return v.String() }
 	return map[string]string{
-		"addr":                     poller.DefaultAddr,
-		"admin-addr":               server.DefaultAdminAddr,
-		"engine":                   poller.DefaultEngine,
-		"allowed-origins":          "", // every origin
-		"max-message":              strconv.Itoa(poller.DefaultMaxMessage),
-		"max-conns":                "0", // no cap
-		"max-conns-per-ip":         "0", // no cap
-		"outbox":                   strconv.Itoa(poller.DefaultOutbox),
-		"handshake-timeout":        d(poller.DefaultHandshakeTimeout),
-		"log-level":                slog.LevelInfo.String(), // the binary's own
-		"node":                     "",                      // random
-		"hb-interval":              d(presence.DefaultHeartbeatInterval),
-		"hb-timeout":               d(presence.DefaultHeartbeatTimeout),
-		"hello-timeout":            d(presence.DefaultHelloTimeout),
-		"tick":                     d(presence.DefaultTick),
-		"leave-grace":              d(presence.DefaultLeaveGrace),
-		"typing-ttl":               d(presence.DefaultTypingTTL),
-		"list-limit":               strconv.Itoa(presence.DefaultListLimit),
-		"max-rooms":                strconv.Itoa(presence.DefaultMaxRooms),
-		"slow-timeout":             d(presence.DefaultSlowTimeout),
-		"auth-grace":               d(presence.DefaultAuthGrace),
-		"drain":                    d(server.DefaultDrain),
-		"insecure":                 "false",
-		"jwt-secret":               "",
-		"jwt-secret-file":          "",
-		"jwt-public-key":           "",
-		"jwt-issuer":               "", // not checked
-		"jwt-audience":             "", // not checked
-		"jwt-leeway":               d(auth.DefaultLeeway),
-		"redis":                    "", // a single node
-		"redis-cluster":            "false",
-		"redis-sentinel-master":    "",
-		"redis-prefix":             redisbus.DefaultPrefix,
-		"node-ttl":                 d(redisbus.DefaultNodeTTL),
-		"redis-no-keyspace-events": "false",
-		"ready-needs-redis":        "false",
+		"addr":                         poller.DefaultAddr,
+		"admin-addr":                   server.DefaultAdminAddr,
+		"engine":                       poller.DefaultEngine,
+		"allowed-origins":              "", // every origin
+		"max-message":                  strconv.Itoa(poller.DefaultMaxMessage),
+		"max-conns":                    "0", // no cap
+		"max-conns-per-ip":             "0", // no cap
+		"outbox":                       strconv.Itoa(poller.DefaultOutbox),
+		"handshake-timeout":            d(poller.DefaultHandshakeTimeout),
+		"log-level":                    slog.LevelInfo.String(), // the binary's own
+		"node":                         "",                      // random
+		"hb-interval":                  d(presence.DefaultHeartbeatInterval),
+		"hb-timeout":                   d(presence.DefaultHeartbeatTimeout),
+		"hello-timeout":                d(presence.DefaultHelloTimeout),
+		"tick":                         d(presence.DefaultTick),
+		"leave-grace":                  d(presence.DefaultLeaveGrace),
+		"typing-ttl":                   d(presence.DefaultTypingTTL),
+		"list-limit":                   strconv.Itoa(presence.DefaultListLimit),
+		"max-rooms":                    strconv.Itoa(presence.DefaultMaxRooms),
+		"slow-timeout":                 d(presence.DefaultSlowTimeout),
+		"auth-grace":                   d(presence.DefaultAuthGrace),
+		"drain":                        d(server.DefaultDrain),
+		"insecure":                     "false",
+		"jwt-secret":                   "",
+		"jwt-secret-file":              "",
+		"jwt-public-key":               "",
+		"jwt-issuer":                   "", // not checked
+		"jwt-audience":                 "", // not checked
+		"jwt-leeway":                   d(auth.DefaultLeeway),
+		"redis":                        "", // a single node
+		"redis-cluster":                "false",
+		"redis-sentinel-master":        "",
+		"redis-password-file":          "",
+		"redis-sentinel-password-file": "",
+		"redis-prefix":                 redisbus.DefaultPrefix,
+		"node-ttl":                     d(redisbus.DefaultNodeTTL),
+		"redis-no-keyspace-events":     "false",
+		"ready-needs-redis":            "false",
 	}
 }
 
@@ -91,7 +93,7 @@ func TestRegressFlagDefaultsArePackageDefaults(t *testing.T) {
 // out: they change nothing a client sees (the Redis ones: README.md and
 // docs/cluster.md have them).
 var notInProtocol = []string{"admin-addr", "engine", "log-level", "jwt-secret", "jwt-secret-file", "jwt-public-key",
-	"redis", "redis-cluster", "redis-sentinel-master", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
+	"redis", "redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // TestDocsDefaults: the tables of defaults in README.md and
 // docs/protocol.md say what the code does. The flag set's DefValue is the

@@ -64,6 +64,8 @@ type options struct {
 	redisURL       string          // -redis, parsed into server.Redis.Redis
 	redisCluster   bool            // -redis-cluster
 	redisMaster    string          // -redis-sentinel-master
+	redisPassFile  string          // -redis-password-file
+	sentinelPass   string          // -redis-sentinel-password-file
 	redis          redisbus.Config // -redis-prefix, -node-ttl, -redis-no-keyspace-events; server.Redis with -redis
 	help           bool            // -h was given: the usage is printed, nothing runs
 }
@@ -118,6 +120,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.redisURL, "redis", "", "Redis `URL` shared by the nodes: redis://[user:pass@]host:port[,host:port...][/db], rediss:// for TLS (empty: a single node, all in memory)")
 	fs.BoolVar(&o.redisCluster, "redis-cluster", false, "the hosts of -redis are seeds of a Redis Cluster")
 	fs.StringVar(&o.redisMaster, "redis-sentinel-master", "", "the hosts of -redis are Sentinels, and this is the `name` of their master")
+	fs.StringVar(&o.redisPassFile, "redis-password-file", "", "`file` holding the Redis password (surrounding whitespace trimmed), instead of one in the -redis URL, which the process list shows")
+	fs.StringVar(&o.sentinelPass, "redis-sentinel-password-file", "", "`file` holding the password of the Sentinels (surrounding whitespace trimmed)")
 	fs.StringVar(&rc.Prefix, "redis-prefix", redisbus.DefaultPrefix, "`prefix` of every Redis key and channel of presenced (no { or })")
 	durationFlag(fs, &rc.NodeTTL, "node-ttl", redisbus.DefaultNodeTTL, fmt.Sprintf("a node's lease in Redis, renewed every third of it: a dead node is found within about this (at least %v)", minNodeTTL))
 	fs.BoolVar(&rc.NoKeyspaceEvents, "redis-no-keyspace-events", false, "do not enable expired keyspace events (CONFIG SET notify-keyspace-events Ex): find dead nodes by probing only")
@@ -126,7 +130,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 }
 
 // redisFlags are the flags that mean nothing without -redis.
-var redisFlags = []string{"redis-cluster", "redis-sentinel-master", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
+var redisFlags = []string{"redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // parseFlags reads the environment through lookupEnv, then args, which win.
 // With -h it prints the usage on stdout and returns options.help set.
@@ -199,9 +203,34 @@ func redisConfig(o *options, fs *flag.FlagSet) error {
 	if err != nil {
 		return usageErrorf("-redis: %s", redact(err.Error(), o.redisURL))
 	}
+	if o.redisPassFile != "" {
+		if opts.Password, err = readSecretFile("-redis-password-file", o.redisPassFile); err != nil {
+			return err
+		}
+	}
+	if o.sentinelPass != "" {
+		if o.redisMaster == "" {
+			return usageErrorf("-redis-sentinel-password-file: needs -redis-sentinel-master")
+		}
+		if opts.SentinelPassword, err = readSecretFile("-redis-sentinel-password-file", o.sentinelPass); err != nil {
+			return err
+		}
+	}
 	rc.Redis = opts
 	o.server.Redis = &rc
 	return nil
+}
+
+// readSecretFile reads a password file given to flag, trimmed.
+func readSecretFile(flag, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usageErrorf("%s: %v", flag, err)
+	}
+	if b = bytes.TrimSpace(b); len(b) == 0 {
+		return "", usageErrorf("%s %s is empty", flag, path)
+	}
+	return string(b), nil
 }
 
 // redact removes the password of rawURL, if it has one, from msg: errors

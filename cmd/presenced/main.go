@@ -21,10 +21,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/presenced/presenced/internal/server"
 )
@@ -64,6 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	if opts.server.Redis != nil {
+		// go-redis logs through a process-wide logger (dial failures
+		// during an outage): main owns the process, so it sets it here.
+		redis.SetLogger(&redisLog{log: log})
+	}
 
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -97,5 +105,26 @@ func warnInsecure(log *slog.Logger, cfg server.Config) {
 	}
 	if n := len(cfg.JWT.HS256Secret); n > 0 && n < minSecret {
 		log.Warn("HS256 secret shorter than RFC 7518 asks", "bytes", n, "want", minSecret)
+	}
+}
+
+// redisLog sends go-redis's own log lines to slog, at most one a second
+// (an outage makes it log every failed dial).
+type redisLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last time.Time // guarded by mu
+}
+
+func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(l.last) < time.Second
+	if !quiet {
+		l.last = now
+	}
+	l.mu.Unlock()
+	if !quiet {
+		l.log.Warn("go-redis: " + fmt.Sprintf(format, v...))
 	}
 }

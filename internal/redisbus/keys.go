@@ -24,6 +24,8 @@ const partitions = 64
 //	P{n}:last:<node>       the newest incarnation id of node
 //	P{n}:rooms:<id>        SET of the rooms id wrote (the reaper's index)
 //	P{n}:reap:<id>         the reaper's lock, SET NX
+//	P{n}:clock             when a node last ran a liveness round (Redis TIME, ms), PX 4 NodeTTL
+//	P{n}:grace             set for one NodeTTL when no round ran for NodeTTL/2: nobody is reaped meanwhile
 //	P{n}:ctl               channel: node gone / bye announcements
 //	P{p<k>}:m:<room>|<id>  HASH user -> holding, id's part of the room
 //	P{p<k>}:n:<room>       HASH id -> last seq id published for the room

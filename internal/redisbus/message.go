@@ -15,7 +15,9 @@ import (
 //	byte    kind: 1 delta, 2 full, 3 gone, 4 probe
 //	string  sender: the incarnation id ("node#epoch"); for gone, the dead id
 //	string  room ("" for a probe)
-//	uvarint seq: per (sender, room), +1 per message; 0 for gone and probe
+//	uvarint seq: per (sender, room): Unix ms × 1000 at the sender's first
+//	        write of the room (a full message), then +1 per message; 0 for
+//	        gone and probe
 //	uvarint ts: the sender's wall clock, Unix milliseconds
 //	uvarint n: holdings, then n times:
 //	  string  user
