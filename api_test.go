@@ -137,11 +137,29 @@ func TestNoTestOnlyAPI(t *testing.T) {
 func implements(mset *types.MethodSet, iface *types.Interface) bool {
 	for m := range iface.Methods() {
 		sel := mset.Lookup(m.Pkg(), m.Name())
-		if sel == nil || types.TypeString(sel.Obj().Type(), nil) != types.TypeString(m.Type(), nil) {
+		if sel == nil || sigString(sel.Obj().Type()) != sigString(m.Type()) {
 			return false
 		}
 	}
 	return true
+}
+
+// sigString is a method's signature as text without its parameter names,
+// which an interface may spell differently.
+func sigString(t types.Type) string {
+	sig := t.(*types.Signature)
+	var b strings.Builder
+	for _, tuple := range []*types.Tuple{sig.Params(), sig.Results()} {
+		b.WriteString("(")
+		for v := range tuple.Variables() {
+			b.WriteString(types.TypeString(v.Type(), nil) + ",")
+		}
+		b.WriteString(")")
+	}
+	if sig.Variadic() {
+		b.WriteString("...")
+	}
+	return b.String()
 }
 
 // exportPkg is what TestNoTestOnlyAPI needs of `go list -export -json`.
