@@ -72,7 +72,7 @@ func crossNode(t *testing.T, tp *topo) {
 	eventually(t, propagation, func() error { return viewsMatch(peers, nil, false) })
 	if err := all(peers, func(p *peer) error {
 		if len(p.changes(room, "obs", since)) == 0 {
-			return fmt.Errorf("%s saw no leave of obs", p.user)
+			return fmt.Errorf("%s saw no leave of obs; its history of the room:\n%s", p.user, p.history(room, since.Add(-3*time.Second)))
 		}
 		return nil
 	}); err != nil {
