@@ -18,10 +18,12 @@ import (
 // holder keeps the member's last state (it survives the node that set
 // it).
 
-// holders is a member's cluster state. Guarded by the room's mu.
+// holders is a member's cluster state. Guarded by the room's mu. While
+// this node holds the member, m.st is also this node's state of it, at
+// version ver: a holder adopts any newer state (effectiveLocked), so its
+// own and the member's are the same.
 type holders struct {
-	local       memberState  // this node's state of the member, valid while it holds it
-	ver         uint64       // local's version
+	ver         uint64       // the version of m.st as this node holds it
 	remote      []remoteHold // other nodes holding the member
 	typingUntil int64        // hub clock: this node's typing ends; 0 when not typing here
 	dirty       bool         // in r.cl.dirty: the local holding changed since the last publish
@@ -113,10 +115,16 @@ func (r *room) dirtyLocked(m *member) {
 	}
 }
 
-// setLocalLocked makes st, at a new version, this node's state of m.
+// setLocalLocked makes st, at a new version (the newest), this node's
+// state of m and so the member's.
 func (r *room) setLocalLocked(m *member, st memberState) {
-	m.cl.local, m.cl.ver = st, r.hub.clock.next()
+	m.cl.ver = r.hub.clock.next()
 	r.dirtyLocked(m)
+	old, new := snap{present: true, st: m.st}, snap{present: true, st: st}
+	if !old.equal(new) {
+		m.st = st
+		r.changeLocked(m.user, old, new)
+	}
 }
 
 // effectiveLocked sets m.st to its newest holder's state and records the
@@ -126,7 +134,7 @@ func (r *room) effectiveLocked(m *member) {
 	var ver uint64
 	found := false
 	if m.localHeld() {
-		st, ver, found = m.cl.local, m.cl.ver, true
+		st, ver, found = m.st, m.cl.ver, true
 	}
 	for _, h := range m.cl.remote {
 		if !found || newer(h.st, h.ver, st, ver) {
@@ -136,11 +144,11 @@ func (r *room) effectiveLocked(m *member) {
 	if !found {
 		return
 	}
-	if m.localHeld() && (ver != m.cl.ver || st != m.cl.local) {
+	if m.localHeld() && (ver != m.cl.ver || st != m.st) {
 		// The member's state is one register that every holder keeps:
 		// this node adopts the newest and publishes it, so the state
 		// survives the death of the node that set it.
-		m.cl.local, m.cl.ver = st, ver
+		m.cl.ver = ver
 		r.dirtyLocked(m)
 	}
 	old, new := snap{present: true, st: m.st}, snap{present: true, st: st}
@@ -184,7 +192,7 @@ func (m *member) holding(now int64) Holding {
 	if !m.localHeld() {
 		return Holding{User: m.user}
 	}
-	h := Holding{User: m.user, Held: true, Status: m.cl.local.status, Meta: m.cl.local.meta, Version: m.cl.ver}
+	h := Holding{User: m.user, Held: true, Status: m.st.status, Meta: m.st.meta, Version: m.cl.ver}
 	if m.cl.typingUntil > now {
 		h.Typing = time.Duration(m.cl.typingUntil - now)
 	}

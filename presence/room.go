@@ -198,7 +198,7 @@ func (r *room) joinLocked(s *Session, st *wire.State) *sub {
 		if r.cl != nil && !m.localHeld() {
 			// Held by other nodes only: this node holds it now, with the
 			// state they show, at a version that loses to theirs.
-			m.cl.local, m.cl.ver = m.st, 0
+			m.cl.ver = 0
 			r.dirtyLocked(m)
 		}
 		if m.graceUntil != 0 {
@@ -221,9 +221,8 @@ func (r *room) setStateLocked(m *member, st *wire.State) {
 	ns := m.st
 	applyState(&ns, st)
 	if m.cl != nil {
-		if ns != m.cl.local {
+		if ns != m.st {
 			r.setLocalLocked(m, ns)
-			r.effectiveLocked(m)
 		}
 		return
 	}
