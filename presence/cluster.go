@@ -424,15 +424,23 @@ func (h *Hub) Republish(name string) {
 		}
 	}
 	if name != "" {
-		r := h.findRoom(name)
-		if r == nil {
-			// Dropped: this node holds nobody there. What the bus lost may
-			// have been the last leaves.
+		sh := h.shardOf(name)
+		sh.mu.Lock()
+		if sh.rooms[name] == nil {
+			// Dropped: this node holds nobody there (what the bus lost may
+			// have been the last leaves). Published under the shard lock,
+			// so a room created again meanwhile publishes after this.
 			h.cfg.Bus.Publish(name, nil, true)
+			sh.mu.Unlock()
 			return
 		}
-		mark(r)
-		r.mu.Unlock()
+		sh.mu.Unlock()
+		if r := h.findRoom(name); r != nil {
+			mark(r)
+			r.mu.Unlock()
+		} else {
+			h.Republish(name) // dropped in between
+		}
 		return
 	}
 	h.eachRoom(mark)

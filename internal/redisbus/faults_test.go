@@ -264,3 +264,56 @@ func TestRedisRestartEmpty(t *testing.T) {
 		return b.h.count(func(c call) bool { return c.op == "down" && c.node == old }) == 1
 	})
 }
+
+// A node that leaves a room removes its part from Redis; when that write
+// fails, it is retried (the room is republished empty), and a delta that
+// finds its part gone (Redis lost it) is refused and followed by a full
+// write.
+func TestLeaveRoomAndStaleDelta(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	c := s.Client(t)
+	a := startBus(t, "a", standalone(s), nil)
+	a.h.mu.Lock()
+	a.h.onRepublish = func(room string) { // as presence.Hub does for a dropped room
+		a.b.Publish(room, nil, true)
+	}
+	a.h.mu.Unlock()
+	ctx := context.Background()
+	k := a.b.k
+	partExists := func(room string) bool {
+		n, err := c.Exists(ctx, k.members(room, a.b.ID())).Result()
+		return err == nil && n == 1
+	}
+	a.set("r", "alice", "online", true)
+	eventually(t, 5*time.Second, "alice written", func() bool { return partExists("r") })
+
+	// The empty write fails (Redis refuses writes longer than the data
+	// client waits), then is retried.
+	if err := c.Do(ctx, "CLIENT", "PAUSE", "6000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.b.Publish("r", nil, true)
+	eventually(t, 15*time.Second, "the part removed after the pause", func() bool {
+		seq, err := c.HExists(ctx, k.seqs("r"), a.b.ID()).Result()
+		return err == nil && !seq && !partExists("r")
+	})
+
+	// Redis loses the part of room s: the next delta is refused (not
+	// published), and the room is written in full.
+	a.set("s", "bob", "online", true)
+	eventually(t, 5*time.Second, "bob written", func() bool { return partExists("s") })
+	if err := c.Del(ctx, k.members("s", a.b.ID()), k.seqs("s")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	isRepublish := func(call call) bool { return call.op == "republish" && call.room == "s" }
+	a.h.mu.Lock()
+	a.h.onRepublish = func(room string) { a.b.Publish(room, []presence.Holding{a.truthOf(room)["bob"], a.truthOf(room)["carol"]}, true) }
+	a.h.mu.Unlock()
+	a.set("s", "carol", "online", true)
+	eventually(t, 5*time.Second, "republish of s", func() bool { return a.h.count(isRepublish) >= 1 })
+	eventually(t, 5*time.Second, "s written in full", func() bool {
+		n, err := c.HLen(ctx, k.members("s", a.b.ID())).Result()
+		return err == nil && n == 2
+	})
+}

@@ -156,6 +156,7 @@ type writerState struct {
 	seqs    map[string]uint64 // room -> last seq written as id
 	indexed map[string]bool   // rooms added to rooms:<id>
 	failing bool              // the last round wrote nothing: ping before the next
+	top     uint64            // the highest seq this process assigned: a room's first seq is above it
 }
 
 // pipelineRooms is the most rooms written by one pipeline.
@@ -244,6 +245,7 @@ func (b *Bus) round(ctx context.Context, w *writerState) {
 // failed, those whose delta Redis refused (stale: they need a full
 // republish), and whether Redis answered any.
 func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch map[string]*pending) (failed, stale []string, ok bool) {
+	var unindex []any
 	now := time.Now()
 	type sent struct {
 		room  string
@@ -251,6 +253,7 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		index *redis.IntCmd
 		args  []any
 		keys  []string
+		empty bool // removes the node from the room
 	}
 	ss := make([]sent, 0, len(rooms))
 	pipe := b.data.Pipeline()
@@ -272,15 +275,13 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		// room being all its holders, and its seq starts from the clock,
 		// above any seq it used in the room before, so receivers that
 		// still remember those take it.
+		// (Above every seq of this process too, should the clock step back.)
 		seq, full := prev+1, p.full
 		if !known {
-			seq, full = uint64(now.UnixMilli())*1000, true
+			seq, full = max(uint64(now.UnixMilli())*1000, w.top+1), true
 		}
-		if empty {
-			delete(w.seqs, room) // removed from the room: its seq goes with it
-		} else {
-			w.seqs[room] = seq
-		}
+		w.top = max(w.top, seq)
+		w.seqs[room] = seq // an empty write forgets it once written (a failed one is retried)
 		m := message{kind: kindDelta, sender: w.id, room: room, seq: seq, ts: now.UnixMilli()}
 		if full {
 			m.kind = kindFull
@@ -309,13 +310,9 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			buf = appendValue(buf, h, now)
 			args = append(args, h.User, buf[start:len(buf):len(buf)])
 		}
-		s := sent{room: room, args: args, keys: []string{b.k.members(room, w.id), b.k.seqs(room)}}
+		s := sent{room: room, args: args, keys: []string{b.k.members(room, w.id), b.k.seqs(room)}, empty: empty}
 		s.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.keys, args...)
-		switch {
-		case empty:
-			delete(w.indexed, room)
-			pipe.SRem(ctx, b.k.rooms(w.id), room)
-		case !w.indexed[room]:
+		if !empty && !w.indexed[room] {
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
 		}
 		ss = append(ss, s)
@@ -346,12 +343,24 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			continue
 		}
 		ok = true
+		if s.empty && v != 2 {
+			// Removed from the room: forget it, and unindex it (best
+			// effort: the reaper finds nothing there anyway).
+			delete(w.seqs, s.room)
+			delete(w.indexed, s.room)
+			unindex = append(unindex, s.room)
+		}
 		switch v {
 		case 1:
 			b.m.published.Inc()
 		case 2:
 			stale = append(stale, s.room)
 			delete(w.indexed, s.room) // Redis may have lost the index too
+		}
+	}
+	if len(unindex) > 0 {
+		if err := b.data.SRem(ctx, b.k.rooms(w.id), unindex...).Err(); err != nil {
+			b.m.errors.WithLabelValues("publish").Inc()
 		}
 	}
 	return failed, stale, ok
