@@ -12,8 +12,9 @@ import "time"
 // Never the merged view: a user held by two nodes is one member, present
 // until the last holder anywhere lets go.
 //
-// The Hub calls Publish, Watch and Unwatch with a room's lock held, from a
-// room flush or a command on an event loop: they must return at once
+// The Hub calls Publish, Watch and Unwatch with a room's lock (or its
+// shard's) held, from a room flush or a command on an event loop, or from
+// Republish: they must return at once
 // (queue, never wait for Redis) and must not call back into the Hub. The
 // bus calls the Hub's Apply, Loaded, NodeDown and Republish from its own
 // goroutines, holding none of the locks Publish, Watch and Unwatch take.

@@ -123,7 +123,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.redisPassFile, "redis-password-file", "", "`file` holding the Redis password (surrounding whitespace trimmed), instead of one in the -redis URL, which the process list shows")
 	fs.StringVar(&o.sentinelPass, "redis-sentinel-password-file", "", "`file` holding the password of the Sentinels (surrounding whitespace trimmed)")
 	fs.StringVar(&rc.Prefix, "redis-prefix", redisbus.DefaultPrefix, "`prefix` of every Redis key and channel of presenced (no { or })")
-	durationFlag(fs, &rc.NodeTTL, "node-ttl", redisbus.DefaultNodeTTL, fmt.Sprintf("a node's lease in Redis, renewed every third of it: a dead node is found within about this (at least %v)", minNodeTTL))
+	durationFlag(fs, &rc.NodeTTL, "node-ttl", redisbus.DefaultNodeTTL, fmt.Sprintf("a node's lease in Redis, renewed every third of it: the others find a dead node within this plus a third of it (at least %v)", minNodeTTL))
 	fs.BoolVar(&rc.NoKeyspaceEvents, "redis-no-keyspace-events", false, "do not enable expired keyspace events (CONFIG SET notify-keyspace-events Ex): find dead nodes by probing only")
 	fs.BoolVar(&cfg.ReadyNeedsRedis, "ready-needs-redis", false, "/readyz answers 503 while the node does not hold its Redis lease")
 	return fs
