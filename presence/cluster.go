@@ -21,13 +21,69 @@ import (
 // holders is a member's cluster state. Guarded by the room's mu. While
 // this node holds the member, m.st is also this node's state of it, at
 // version ver: a holder adopts any newer state (effectiveLocked), so its
-// own and the member's are the same.
+// own and the member's are the same. The rest is allocated only while
+// needed: an idle member only this node holds costs 16 bytes.
 type holders struct {
-	ver         uint64       // the version of m.st as this node holds it
+	ver uint64    // the version of m.st as this node holds it
+	x   *holdersX // nil while all its fields would be zero
+}
+
+// holdersX is the part of holders an idle local member does without.
+type holdersX struct {
 	remote      []remoteHold // other nodes holding the member
 	typingUntil int64        // hub clock: this node's typing ends; 0 when not typing here
 	dirty       bool         // in r.cl.dirty: the local holding changed since the last publish
 	downGrace   bool         // the grace running is a dead node's, not a local hold
+}
+
+func (h *holders) remote() []remoteHold {
+	if h.x == nil {
+		return nil
+	}
+	return h.x.remote
+}
+
+func (h *holders) typingUntil() int64 {
+	if h.x == nil {
+		return 0
+	}
+	return h.x.typingUntil
+}
+
+func (h *holders) dirty() bool { return h.x != nil && h.x.dirty }
+
+func (h *holders) downGrace() bool { return h.x != nil && h.x.downGrace }
+
+// extra is h.x when h is not nil (a member with a Bus), else nil.
+func (h *holders) extra() *holdersX {
+	if h == nil {
+		return nil
+	}
+	return h.x
+}
+
+// more is h.x, allocated if needed, to write.
+func (h *holders) more() *holdersX {
+	if h.x == nil {
+		h.x = &holdersX{}
+	}
+	return h.x
+}
+
+// trim frees h.x once every field is zero.
+func (h *holders) trim() {
+	if x := h.x; x != nil && len(x.remote) == 0 && x.typingUntil == 0 && !x.dirty && !x.downGrace {
+		h.x = nil
+	}
+}
+
+// dropRemote removes the remote hold at i.
+func (h *holders) dropRemote(i int) {
+	x := h.x
+	x.remote = append(x.remote[:i], x.remote[i+1:]...)
+	if len(x.remote) == 0 {
+		x.remote = nil
+	}
 }
 
 // remoteHold is another node's hold on a member.
@@ -88,17 +144,17 @@ func newer(a memberState, va uint64, b memberState, vb uint64) bool {
 // localHeld reports whether this node holds m: a local connection joined,
 // or a local lost connection's grace runs.
 func (m *member) localHeld() bool {
-	return m.conns > 0 || m.graceUntil != 0 && !m.cl.downGrace
+	return m.conns > 0 || m.graceUntil != 0 && !m.cl.downGrace()
 }
 
 // held reports whether anyone holds m, or a grace keeps it.
 func (m *member) held() bool {
-	return m.conns > 0 || m.graceUntil != 0 || len(m.cl.remote) > 0
+	return m.conns > 0 || m.graceUntil != 0 || len(m.cl.remote()) > 0
 }
 
 func (m *member) remoteAt(node string) int {
-	for i := range m.cl.remote {
-		if m.cl.remote[i].node == node {
+	for i, h := range m.cl.remote() {
+		if h.node == node {
 			return i
 		}
 	}
@@ -108,8 +164,8 @@ func (m *member) remoteAt(node string) int {
 // dirtyLocked records that m's local holding changed: the next flush
 // publishes it.
 func (r *room) dirtyLocked(m *member) {
-	if !m.cl.dirty {
-		m.cl.dirty = true
+	if !m.cl.dirty() {
+		m.cl.more().dirty = true
 		r.cl.dirty = append(r.cl.dirty, m)
 		r.markLocked()
 	}
@@ -136,7 +192,7 @@ func (r *room) effectiveLocked(m *member) {
 	if m.localHeld() {
 		st, ver, found = m.st, m.cl.ver, true
 	}
-	for _, h := range m.cl.remote {
+	for _, h := range m.cl.remote() {
 		if !found || newer(h.st, h.ver, st, ver) {
 			st, ver, found = h.st, h.ver, true
 		}
@@ -160,8 +216,8 @@ func (r *room) effectiveLocked(m *member) {
 
 // retypeLocked sets m's typing entry to the latest typing of its holders.
 func (r *room) retypeLocked(m *member, now int64) {
-	until := m.cl.typingUntil
-	for _, h := range m.cl.remote {
+	until := m.cl.typingUntil()
+	for _, h := range m.cl.remote() {
 		until = max(until, h.typingUntil)
 	}
 	switch {
@@ -179,6 +235,7 @@ func (r *room) retypeLocked(m *member, now int64) {
 // releaseLocked is called when a hold on m ended: m goes if nobody holds it
 // any more, else shows its newest remaining holder's state.
 func (r *room) releaseLocked(m *member, now int64) {
+	defer m.cl.trim()
 	if !m.held() {
 		r.removeMemberLocked(m)
 		return
@@ -193,8 +250,8 @@ func (m *member) holding(now int64) Holding {
 		return Holding{User: m.user}
 	}
 	h := Holding{User: m.user, Held: true, Status: m.st.status, Meta: m.st.meta, Version: m.cl.ver}
-	if m.cl.typingUntil > now {
-		h.Typing = time.Duration(m.cl.typingUntil - now)
+	if until := m.cl.typingUntil(); until > now {
+		h.Typing = time.Duration(until - now)
 	}
 	return h
 }
@@ -220,7 +277,8 @@ func (r *room) publishBusLocked(now int64) {
 		}
 	}
 	for _, m := range cl.dirty {
-		m.cl.dirty = false
+		m.cl.x.dirty = false
+		m.cl.trim()
 	}
 	clear(cl.dirty)
 	cl.dirty = cl.dirty[:0]
@@ -278,11 +336,11 @@ func (r *room) unwatchLocked(now int64) {
 	cl.watched, cl.loadUntil, cl.unsubbedAt = false, 0, 0
 	r.hub.cfg.Bus.Unwatch(r.name)
 	for _, m := range r.members {
-		if len(m.cl.remote) == 0 && !m.cl.downGrace {
+		if len(m.cl.remote()) == 0 && !m.cl.downGrace() {
 			continue
 		}
-		m.cl.remote = nil
-		if m.cl.downGrace {
+		m.cl.x.remote = nil
+		if m.cl.downGrace() {
 			r.endGraceLocked(m)
 		}
 		r.releaseLocked(m, now)
@@ -334,10 +392,7 @@ func (r *room) applyLocked(m *member, node string, x Holding, now int64) {
 		if i < 0 {
 			return
 		}
-		m.cl.remote = append(m.cl.remote[:i], m.cl.remote[i+1:]...)
-		if len(m.cl.remote) == 0 {
-			m.cl.remote = nil
-		}
+		m.cl.dropRemote(i)
 		r.releaseLocked(m, now)
 		return
 	}
@@ -346,11 +401,11 @@ func (r *room) applyLocked(m *member, node string, x Holding, now int64) {
 		hold.typingUntil = now + int64(x.Typing)
 	}
 	if i < 0 {
-		m.cl.remote = append(m.cl.remote, hold)
+		m.cl.more().remote = append(m.cl.remote(), hold)
 	} else {
-		m.cl.remote[i] = hold
+		m.cl.x.remote[i] = hold
 	}
-	if m.cl.downGrace {
+	if m.cl.downGrace() {
 		r.endGraceLocked(m) // held again: the dead node's grace is over
 	}
 	r.effectiveLocked(m)
@@ -395,13 +450,10 @@ func (h *Hub) NodeDown(node string) {
 			if i < 0 {
 				continue
 			}
-			m.cl.remote = append(m.cl.remote[:i], m.cl.remote[i+1:]...)
-			if len(m.cl.remote) == 0 {
-				m.cl.remote = nil
-			}
+			m.cl.dropRemote(i)
 			if !m.held() {
 				m.graceUntil = now + int64(h.cfg.LeaveGrace)
-				m.cl.downGrace = true
+				m.cl.more().downGrace = true
 				m.gracedAt = int32(len(r.graced))
 				r.graced = append(r.graced, m)
 				r.markLocked()

@@ -201,7 +201,7 @@ func TestIdleSizes(t *testing.T) {
 		{"Session", unsafe.Sizeof(Session{}), 208},
 		{"sub", unsafe.Sizeof(sub{}), 32},
 		{"member", unsafe.Sizeof(member{}), 80},
-		{"holders (with a Bus)", unsafe.Sizeof(holders{}), 48},
+		{"holders (with a Bus)", unsafe.Sizeof(holders{}), 16},
 	} {
 		if tt.size != tt.want {
 			t.Errorf("%s is %d bytes, want %d", tt.name, tt.size, tt.want)

@@ -322,7 +322,9 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 // unholdLocked: this node no longer holds m (its last connection left, or
 // the grace of a lost one ended).
 func (r *room) unholdLocked(m *member, now int64) {
-	m.cl.typingUntil = 0
+	if m.cl.x != nil {
+		m.cl.x.typingUntil = 0
+	}
 	r.dirtyLocked(m)
 	r.releaseLocked(m, now)
 }
@@ -331,7 +333,9 @@ func (r *room) unholdLocked(m *member, now int64) {
 func (r *room) endGraceLocked(m *member) {
 	m.graceUntil = 0
 	if m.cl != nil {
-		m.cl.downGrace = false
+		if m.cl.x != nil {
+			m.cl.x.downGrace = false
+		}
 	}
 	if i := m.gracedAt; i >= 0 {
 		last := len(r.graced) - 1
@@ -375,12 +379,13 @@ func (r *room) removeMemberLocked(m *member) {
 func (r *room) typingLocked(m *member, on bool, now int64) {
 	until := now + int64(r.hub.cfg.TypingTTL)
 	if m.cl != nil {
-		if !on && m.cl.typingUntil == 0 {
+		if !on && m.cl.typingUntil() == 0 {
 			return
 		}
-		m.cl.typingUntil = 0
+		x := m.cl.more()
+		x.typingUntil = 0
 		if on {
-			m.cl.typingUntil = until
+			x.typingUntil = until
 		}
 		r.dirtyLocked(m)
 		r.retypeLocked(m, now)
@@ -439,7 +444,7 @@ func (r *room) expireLocked(now int64) {
 			continue
 		}
 		if m.cl != nil {
-			local := !m.cl.downGrace
+			local := !m.cl.downGrace()
 			r.endGraceLocked(m)
 			if local {
 				r.unholdLocked(m, now)
@@ -453,6 +458,10 @@ func (r *room) expireLocked(now int64) {
 	}
 	for _, e := range r.typing {
 		if e.m != nil && e.until <= now {
+			if x := e.m.cl.extra(); x != nil {
+				x.typingUntil = 0 // every holder's typing is over
+				e.m.cl.trim()
+			}
 			r.stopTypingLocked(e.m)
 		}
 	}

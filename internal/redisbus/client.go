@@ -152,10 +152,18 @@ func newClients(o ClientOptions, ttl time.Duration) (live, data redis.UniversalC
 	lo.ContextTimeoutEnabled = true
 	lo.PoolSize = 4
 	lo.ReadOnly, lo.RouteByLatency, lo.RouteRandomly = false, false, false
+	// The liveness script's replies are small: small buffers, no pipelines.
+	lo.ReadBufferSize, lo.WriteBufferSize, lo.PipelinePoolSize = 4<<10, 4<<10, -1
 
 	do := o.universal(dataClientName)
 	do.ReadTimeout = time.Second
 	do.WriteTimeout = time.Second
 	do.ContextTimeoutEnabled = true
+	// Buffers are per connection, resident for its life (go-redis's
+	// defaults, 32 KiB and 128 KiB for its pipeline pool, cost a node
+	// about 1 MB): the pipelines are the writer's and the loads', whose
+	// replies are small; bufio flushes larger writes as it goes.
+	do.ReadBufferSize, do.WriteBufferSize = 8<<10, 8<<10
+	do.PipelineReadBufferSize, do.PipelineWriteBufferSize, do.PipelinePoolSize = 16<<10, 32<<10, 2
 	return redis.NewUniversalClient(lo), redis.NewUniversalClient(do), nil
 }
