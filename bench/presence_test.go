@@ -121,7 +121,11 @@ func runIdlePresence(tb testing.TB, cfg server.Config, n, rooms int, settle time
 		tb.Fatalf("%v sessions after settling, want %d", got, n)
 	}
 	if prefix := os.Getenv(envHeapProf); prefix != "" {
-		writeHeapProfile(tb, fmt.Sprintf("%s-%s-presence-idle.pprof", prefix, cfg.Engine))
+		kind := "presence-idle"
+		if cfg.Redis != nil {
+			kind += "-redis"
+		}
+		writeHeapProfile(tb, fmt.Sprintf("%s-%s-%s.pprof", prefix, cfg.Engine, kind))
 	}
 
 	for _, p := range procs {
