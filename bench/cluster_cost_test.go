@@ -51,7 +51,7 @@ type clusterCost struct {
 func runClusterCost(tb testing.TB, n, rooms int, window, leaveGrace time.Duration) clusterCost {
 	tb.Helper()
 	rs := redistest.Start(tb)
-	pc := benchNodeConfig("")
+	pc := benchNodeConfig()
 	pc.LeaveGrace = leaveGrace
 	nodes := startCluster(tb, rs, 3, pc)
 	rdb := rs.Client(tb)

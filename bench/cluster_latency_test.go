@@ -51,7 +51,7 @@ func runClusterLatency(tb testing.TB, rate int, d time.Duration) *clusterLatency
 	tb.Helper()
 	warnIfBusy(tb)
 	const room = "lat"
-	nodes := startCluster(tb, redistest.Start(tb), 3, benchNodeConfig(""))
+	nodes := startCluster(tb, redistest.Start(tb), 3, benchNodeConfig())
 	total := int(d*time.Duration(rate)/time.Second) + 1
 	sent := make([]atomic.Int64, total+1) // unix ns of set k's send
 	res := &clusterLatency{}
@@ -160,7 +160,7 @@ func runClusterStorm(tb testing.TB, perNode, rate int, d time.Duration) stormRes
 		tick  = 100 * time.Millisecond
 	)
 	rs := redistest.Start(tb)
-	cluster := startCluster(tb, rs, nodes, benchNodeConfig(""))
+	cluster := startCluster(tb, rs, nodes, benchNodeConfig())
 	rdb := rs.Client(tb)
 	var clients []*member
 	for i, n := range cluster {

@@ -54,7 +54,7 @@ func runClusterSync(tb testing.TB, n int) clusterSync {
 	checkFDRoom(tb, n)
 	const room = "r0" // presence-idle's room with envRooms=1
 	rs := redistest.Start(tb)
-	nodes := startCluster(tb, rs, 3, benchNodeConfig(""))
+	nodes := startCluster(tb, rs, 3, benchNodeConfig())
 	rdb := rs.Client(tb)
 	mem0 := usedMemory(tb, rdb)
 	for k, part := range splitConns(n) {

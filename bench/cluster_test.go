@@ -33,11 +33,11 @@ import (
 // benchNodeConfig is the presence config of the cluster nodes: the
 // defaults (tick 100 ms, leave grace 5 s), insecure hellos, and a rate
 // limit high enough for the benchmark's changers.
-func benchNodeConfig(node string) presence.Config {
-	return presence.Config{Insecure: true, Node: node, Rate: 1000, Burst: 1000}
+func benchNodeConfig() presence.Config {
+	return presence.Config{Insecure: true, Rate: 1000, Burst: 1000}
 }
 
-// startCluster starts n nodes n1..nN on rdb's Redis, with pc (its Node
+// startCluster starts n nodes n1..nN sharing r, with pc (its Node
 // replaced), and waits until each sees all n.
 func startCluster(tb testing.TB, r *redistest.Server, n int, pc presence.Config) []*presenceServer {
 	tb.Helper()
