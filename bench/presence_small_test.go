@@ -16,7 +16,7 @@ import (
 func TestIdlePresenceSmall(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
-			r := runIdlePresence(t, engine, 200, 20, 100*time.Millisecond)
+			r := runIdlePresence(t, idlePresenceConfig(engine, ""), 200, 20, 100*time.Millisecond)
 			t.Logf("%d conns: heap %.0f B/conn, rss %.0f B/conn, %.2f goroutines/conn", r.conns, r.heap, r.rss, r.goroutines)
 			if r.goroutines >= 0.5 {
 				t.Errorf("%.2f goroutines per connection, want 0", r.goroutines)

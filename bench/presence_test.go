@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/presence"
 )
@@ -51,21 +52,36 @@ func BenchmarkIdlePresence(b *testing.B) {
 	rooms := envInt(os.Getenv, envPresenceRooms, 1000)
 	for _, engine := range engines {
 		b.Run(engine, func(b *testing.B) {
-			r := runIdlePresence(b, engine, n, rooms, envDurationOr(envSettle, 2*time.Second))
+			r := runIdlePresence(b, idlePresenceConfig(engine, ""), n, rooms, envDurationOr(envSettle, 2*time.Second))
 			r.report(b)
 			b.ReportMetric(float64(rooms), "rooms")
 		})
 	}
 }
 
+// idlePresenceConfig is the server of the idle experiment: a single node,
+// or with redisAddr a node of a cluster over that Redis.
+func idlePresenceConfig(engine, redisAddr string) server.Config {
+	cfg := server.Config{Engine: engine, Presence: presence.Config{Insecure: true}}
+	if redisAddr != "" {
+		cfg.Redis = &redisbus.Config{Redis: redisbus.ClientOptions{Addrs: []string{redisAddr}}}
+	}
+	return cfg
+}
+
 // runIdlePresence runs one idle experiment and checks that the server
 // releases every session and, once stopped, every goroutine.
-func runIdlePresence(tb testing.TB, engine string, n, rooms int, settle time.Duration) idleResult {
+func runIdlePresence(tb testing.TB, cfg server.Config, n, rooms int, settle time.Duration) idleResult {
 	tb.Helper()
 	checkFDRoom(tb, n)
 	warnIfBusy(tb)
 	verifyNoLeak := leakCheck()
-	s := startPresenceServer(tb, server.Config{Engine: engine, Presence: presence.Config{Insecure: true}})
+	s := startPresenceServer(tb, cfg)
+	if cfg.Redis != nil { // the bus's connections are made before the baseline
+		eventually(tb, 30*time.Second, "the node registered", func() bool {
+			return s.value(tb, "presenced_cluster_nodes") == 1 && s.value(tb, "presenced_redis_up") == 1
+		})
+	}
 
 	rss0, err := residentBytes() // as an operator reads it: no forced GC
 	if err != nil {
@@ -105,7 +121,11 @@ func runIdlePresence(tb testing.TB, engine string, n, rooms int, settle time.Dur
 		tb.Fatalf("%v sessions after settling, want %d", got, n)
 	}
 	if prefix := os.Getenv(envHeapProf); prefix != "" {
-		writeHeapProfile(tb, fmt.Sprintf("%s-%s-presence-idle.pprof", prefix, engine))
+		kind := "presence-idle"
+		if cfg.Redis != nil {
+			kind += "-redis"
+		}
+		writeHeapProfile(tb, fmt.Sprintf("%s-%s-%s.pprof", prefix, cfg.Engine, kind))
 	}
 
 	for _, p := range procs {
