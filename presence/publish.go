@@ -74,6 +74,9 @@ func (r *room) flush(t time.Time) (again bool) {
 		// busy every tick keeps it and allocates nothing.
 		r.pending = coalesce.Changes[string, snap]{}
 		r.buf, r.syncFrame, r.out = nil, nil, nil
+		if r.cl != nil {
+			r.cl.dirty = nil // published: its slice goes with the scratch
+		}
 		if len(r.owed) == 0 {
 			r.owed = nil // the list a join storm grew: 24 bytes a joiner
 		}

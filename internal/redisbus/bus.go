@@ -170,7 +170,7 @@ func New(cfg Config) (*Bus, error) {
 	b := &Bus{
 		cfg: cfg, k: keys{prefix: cfg.Prefix}, live: live, data: data, cluster: cluster,
 		log: cfg.Logger, m: m,
-		maxQueued: 65536, recvQueue: 2048, maxBuffered: 10000,
+		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
 		loaders:  4,
 		left:     make(chan struct{}),

@@ -164,6 +164,6 @@ func newClients(o ClientOptions, ttl time.Duration) (live, data redis.UniversalC
 	// about 1 MB): the pipelines are the writer's and the loads', whose
 	// replies are small; bufio flushes larger writes as it goes.
 	do.ReadBufferSize, do.WriteBufferSize = 8<<10, 8<<10
-	do.PipelineReadBufferSize, do.PipelineWriteBufferSize, do.PipelinePoolSize = 16<<10, 32<<10, 2
+	do.PipelineReadBufferSize, do.PipelineWriteBufferSize, do.PipelinePoolSize = 8<<10, 16<<10, 2
 	return redis.NewUniversalClient(lo), redis.NewUniversalClient(do), nil
 }

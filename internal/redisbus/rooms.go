@@ -23,6 +23,15 @@ type roomState struct {
 	suspectAt time.Time
 }
 
+// applied records seq as the last applied of sender (senders is made on
+// the first: an idle watched room costs less).
+func (r *roomState) applied(sender string, seq uint64) {
+	if r.senders == nil {
+		r.senders = map[string]uint64{}
+	}
+	r.senders[sender] = seq
+}
+
 // roomsLoop is the goroutine that owns every watched room: it handles the
 // Hub's Watch/Unwatch, received messages and confirmations, load results,
 // liveness events, and calls the Hub.
@@ -96,7 +105,7 @@ func (l *roomsLoop) onCommand(c command) {
 		}
 		l.version++
 		r := &roomState{name: c.room, g: l.b.group(c.room), version: l.version,
-			senders: map[string]uint64{}, deadline: time.Now().Add(l.b.cfg.WatchTimeout), gone: &goneFlag{}}
+			deadline: time.Now().Add(l.b.cfg.WatchTimeout), gone: &goneFlag{}}
 		l.rooms[c.room] = r
 		l.unloaded[r] = struct{}{}
 		l.sub(r.g).set(l.b.k.channel(c.room), r.version)
@@ -248,7 +257,7 @@ func (l *roomsLoop) handle(r *roomState, m message, fresh bool, tried map[string
 	case known && m.seq <= cur:
 		return // duplicate or stale
 	case m.kind == kindFull || m.seq == cur+1:
-		r.senders[m.sender] = m.seq
+		r.applied(m.sender, m.seq)
 		if ms := time.Now().UnixMilli() - m.ts; ms >= 0 {
 			l.b.m.propagation.Observe(float64(ms) / 1000)
 		}
@@ -298,7 +307,7 @@ func (l *roomsLoop) onResult(res fetchResult) {
 		if cur, ok := r.senders[p.id]; ok && p.seq < cur {
 			continue // Redis is behind what was applied (it lost data)
 		}
-		r.senders[p.id] = p.seq
+		r.applied(p.id, p.seq)
 		l.b.hub.Apply(r.name, p.id, p.hs, true)
 	}
 	r.fetching = false
