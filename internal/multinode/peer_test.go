@@ -199,6 +199,26 @@ func (p *peer) firstSync(room string) (*client.Sync, bool) {
 	return nil, false
 }
 
+// lastCursor is the cursor of the last sync or diff of room the peer
+// recorded.
+func (p *peer) lastCursor(room string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.events) - 1; i >= 0; i-- {
+		ev := p.events[i].ev
+		if ev.Room != room {
+			continue
+		}
+		switch {
+		case ev.Kind == client.EventSynced && ev.Sync != nil:
+			return ev.Sync.Cursor
+		case ev.Kind == client.EventChanged && ev.Diff != nil:
+			return ev.Diff.Cursor
+		}
+	}
+	return ""
+}
+
 // changes describes every event of room since t0 that shows user leaving
 // or joining: a diff listing them, or a full sync without them after they
 // were seen (a sync with them after one without is a join).

@@ -113,6 +113,12 @@ func viewsMatch(peers []*peer, wantTyping map[string][]string, ignoreTyping bool
 			if err := viewEquals(v, want[room]); err != nil {
 				errs = append(errs, fmt.Errorf("%s@%s: %s: %w", p.user, p.via, room, err))
 			}
+			// The view changes before its event is read off the client's
+			// channel: a match counts once the events are there too, so a
+			// time taken after it is after every event that made it.
+			if cur := p.lastCursor(room); cur != v.Cursor {
+				errs = append(errs, fmt.Errorf("%s@%s: %s: events up to %q, the view is at %q", p.user, p.via, room, cur, v.Cursor))
+			}
 			if !ignoreTyping {
 				got := slices.Sorted(slices.Values(v.Typing))
 				w := slices.Sorted(slices.Values(wantTyping[room]))
