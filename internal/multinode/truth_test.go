@@ -61,20 +61,16 @@ func during(t *testing.T, d time.Duration, fn func() error) {
 // truth is what every view should show: room -> user -> state, from the
 // intents of the peers that are not gone (a user's newest intent wins).
 func truth(peers []*peer) map[string]map[string]client.State {
-	type best struct {
-		st  client.State
-		seq uint64
-	}
-	rooms := map[string]map[string]best{}
+	rooms := map[string]map[string]intent{} // the newest intent of each user
 	for _, p := range peers {
 		p.mu.Lock()
 		if !p.gone {
 			for room, in := range p.intent {
 				if rooms[room] == nil {
-					rooms[room] = map[string]best{}
+					rooms[room] = map[string]intent{}
 				}
 				if b, ok := rooms[room][p.user]; !ok || in.seq > b.seq {
-					rooms[room][p.user] = best{in.st, in.seq}
+					rooms[room][p.user] = in
 				}
 			}
 		}

@@ -308,7 +308,9 @@ func TestLeaveRoomAndStaleDelta(t *testing.T) {
 	}
 	isRepublish := func(call call) bool { return call.op == "republish" && call.room == "s" }
 	a.h.mu.Lock()
-	a.h.onRepublish = func(room string) { a.b.Publish(room, []presence.Holding{a.truthOf(room)["bob"], a.truthOf(room)["carol"]}, true) }
+	a.h.onRepublish = func(room string) {
+		a.b.Publish(room, []presence.Holding{a.truthOf(room)["bob"], a.truthOf(room)["carol"]}, true)
+	}
 	a.h.mu.Unlock()
 	a.set("s", "carol", "online", true)
 	eventually(t, 5*time.Second, "republish of s", func() bool { return a.h.count(isRepublish) >= 1 })
