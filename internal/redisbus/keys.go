@@ -21,7 +21,7 @@ const partitions = 64
 //	P{n}:reg               HASH id -> registration info
 //	P{n}:lease:<id>        the lease, PX NodeTTL
 //	P{n}:tomb:<id>         id was reaped (fence), PX 1 h
-//	P{n}:last:<node>       the newest incarnation id of node
+//	P{n}:last:<node>       the newest incarnation id of node, PX 1 day past its last round
 //	P{n}:rooms:<id>        SET of the rooms id wrote (the reaper's index)
 //	P{n}:reap:<id>         the reaper's lock, SET NX
 //	P{n}:clock             when a node last ran a liveness round (Redis TIME, ms), PX 4 NodeTTL

@@ -48,7 +48,7 @@ if mode == 'reg' then
   retire(ARGV[10])
   local last = redis.call('GET', p .. 'last:' .. ARGV[9])
   if last ~= ARGV[10] then retire(last) end
-  redis.call('SET', p .. 'last:' .. ARGV[9], me)
+  redis.call('SET', p .. 'last:' .. ARGV[9], me, 'PX', 86400000)
   redis.call('PUBLISH', ctl, 'hello ' .. me)
 else
   g = redis.call('GET', KEYS[1])
@@ -66,6 +66,8 @@ end
 
 redis.call('SET', p .. 'lease:' .. me, ARGV[6], 'PX', ttl)
 redis.call('HSET', reg, me, ARGV[8])
+-- last:<node> lives a day past the last round of its node.
+if mode == 'tick' then redis.call('PEXPIRE', p .. 'last:' .. ARGV[9], 86400000) end
 
 -- The judgement clock: when no node ran a round for more than ttl/2 (Redis
 -- paused, stopped or unreachable for everyone), nobody could renew either:
