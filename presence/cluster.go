@@ -216,6 +216,9 @@ func (r *room) effectiveLocked(m *member) {
 
 // retypeLocked sets m's typing entry to the latest typing of its holders.
 func (r *room) retypeLocked(m *member, now int64) {
+	if x := m.cl.x; x != nil && x.typingUntil != 0 && x.typingUntil <= now {
+		x.typingUntil = 0 // this node's typing is over
+	}
 	until := m.cl.typingUntil()
 	for _, h := range m.cl.remote() {
 		until = max(until, h.typingUntil)
@@ -460,6 +463,7 @@ func (h *Hub) NodeDown(node string) {
 			}
 			r.effectiveLocked(m)
 			r.retypeLocked(m, now)
+			m.cl.trim()
 		}
 	})
 }

@@ -87,6 +87,11 @@ func converge(t *testing.T, seed uint64) {
 	synctest.Wait()
 	settle(envs["A"])
 
+	for _, id := range ids {
+		if id != killed {
+			checkIdleHolders(t, envs[id].h)
+		}
+	}
 	for _, room := range rooms {
 		truth := map[string]bool{}
 		for _, cn := range conns {

@@ -351,3 +351,78 @@ func TestClusterTypingEndsWithHold(t *testing.T) {
 		watcher.checkView(b.h, "r")
 	})
 }
+
+// A join without a state takes the state set on another node, with its
+// version: once that node lets go, the state stays, and a third node's
+// join without a state does not bring back the default.
+func TestClusterJoinKeepsStateSetElsewhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := newMemNet()
+		a := net.node(t, "A", Config{})
+		b := net.node(t, "B", Config{})
+		c := net.node(t, "C", Config{})
+		watcher := dial(t, a.h, "carol") // A watches r before alice joins it there
+		watcher.join("r", 1, "")
+		onB := dial(t, b.h, "alice")
+		onB.join("r", 1, `{"status":"away"}`)
+		settle(a, b, c)
+		onA := dial(t, a.h, "alice")
+		onA.join("r", 1, "")
+		settle(a, b, c)
+		onB.send(`{"t":"leave","id":2,"room":"r"}`)
+		settle(a, b, c)
+		onC := dial(t, c.h, "alice")
+		onC.join("r", 1, "")
+		settle(a, b, c)
+		onA.events()
+		onC.events()
+		if va, vc := onA.viewOf("r"), onC.viewOf("r"); va != "[alice:away carol:online]" || vc != "[alice:away carol:online]" {
+			t.Errorf("A shows %s, C shows %s: want alice away (set on B) on both", va, vc)
+		}
+	})
+}
+
+// checkIdleHolders fails if a member of h's rooms keeps the extra holder
+// state while all of it is zero or over.
+func checkIdleHolders(t *testing.T, h *Hub) {
+	t.Helper()
+	now := h.now()
+	h.eachRoom(func(r *room) {
+		for _, m := range r.members {
+			if m.cl == nil || m.cl.x == nil {
+				continue
+			}
+			x := m.cl.x
+			if len(x.remote) == 0 && x.typingUntil <= now && !x.dirty && !x.downGrace {
+				t.Errorf("%s in %s on %s keeps idle holder state %+v", m.user, r.name, h.Node(), *x)
+			}
+		}
+	})
+}
+
+// After a node's death and after typing on two nodes, idle members give
+// their extra holder state back.
+func TestClusterIdleHoldersFreed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := newMemNet()
+		a := net.node(t, "A", Config{})
+		b := net.node(t, "B", Config{})
+		c := net.node(t, "C", Config{})
+		onA := dial(t, a.h, "alice")
+		onA.join("r", 1, "")
+		onB := dial(t, b.h, "alice")
+		onB.join("r", 1, "")
+		settle(a, b, c)
+		onA.send(`{"t":"typing","room":"r","on":true}`)
+		time.Sleep(2 * time.Second)
+		onB.send(`{"t":"typing","room":"r","on":true}`)
+		time.Sleep(a.h.cfg.TypingTTL + time.Second)
+		settle(a, b, c)
+		net.kill("B")
+		settle(a, b, c)
+		time.Sleep(a.h.cfg.LeaveGrace)
+		settle(a, b, c)
+		checkIdleHolders(t, a.h)
+		checkIdleHolders(t, c.h)
+	})
+}

@@ -194,19 +194,27 @@ func (r *room) joinLocked(s *Session, st *wire.State) *sub {
 				m.cl.ver = 0
 			}
 		}
+		m.conns++
 	} else {
+		adopt := false
 		if r.cl != nil && !m.localHeld() {
 			// Held by other nodes only: this node holds it now, with the
-			// state they show, at a version that loses to theirs.
+			// state they show at their version (adopted below, once it
+			// holds it), so it neither wins over theirs nor falls back to
+			// a default.
 			m.cl.ver = 0
 			r.dirtyLocked(m)
+			adopt = true
 		}
 		if m.graceUntil != 0 {
 			r.endGraceLocked(m)
 		}
+		m.conns++
+		if adopt {
+			r.effectiveLocked(m)
+		}
 		r.setStateLocked(m, st)
 	}
-	m.conns++
 	if r.cl != nil {
 		r.watchLocked()
 	}

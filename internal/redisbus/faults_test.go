@@ -319,3 +319,32 @@ func TestLeaveRoomAndStaleDelta(t *testing.T) {
 		return err == nil && n == 2
 	})
 }
+
+// A sender whose part of a room is gone from Redis (its empty write's
+// message lost) is dropped by a resync: no ghost stays. A Redis that lost
+// its data is not taken for that (TestRedisRestartEmpty).
+func TestResyncDropsSenderThatLeft(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	c := s.Client(t)
+	ctx := context.Background()
+	a := startBus(t, "a", standalone(s), nil)
+	b := startBus(t, "b", standalone(s), nil)
+	b.b.Watch("r")
+	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded("r")) == 1 })
+	a.set("r", "alice", "online", true)
+	converged(t, b, a, "r", 5*time.Second)
+	// a left the room, and its message was lost.
+	if err := c.Del(ctx, a.b.k.members("r", a.b.ID())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HDel(ctx, a.b.k.seqs("r"), a.b.ID()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a's part dropped by the reconnect's resync", func() bool {
+		return len(b.h.part("r", a.b.ID())) == 0
+	})
+}

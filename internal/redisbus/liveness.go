@@ -89,6 +89,7 @@ type liveness struct {
 
 	mu   sync.Mutex
 	me   string               // guarded by mu: my current id ("" before registration)
+	ds   string               // guarded by mu: the dataset id (gen) of my registration; "" while registering
 	live map[string]bool      // guarded by mu: registered at the last round
 	dead map[string]time.Time // guarded by mu: known dead ids, when learnt
 }
@@ -145,6 +146,15 @@ func (l *liveness) id() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.me
+}
+
+// dataset is the dataset id (the gen key) Redis had at this node's
+// registration, "" while (re)registering: a read that finds another one
+// (or none) read a Redis that lost its data.
+func (l *liveness) dataset() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ds
 }
 
 // alive: id was registered at the last round and is not known dead since.
@@ -271,6 +281,9 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	case "RESET", "DEAD", "ROLLBACK":
 		l.log.Warn("redisbus: registering again under a new id", "id", me, "why", r.status)
 		l.prevID, l.gen, l.pending, l.missing = me, "", "", nil
+		l.mu.Lock()
+		l.ds = ""
+		l.mu.Unlock()
 		return true
 	case "OK", "SUSPECT":
 	default:
@@ -284,7 +297,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 		l.gen, l.pending = r.gen, ""
 		l.selfIDs[me] = true
 		l.mu.Lock()
-		l.me = me
+		l.me, l.ds = me, r.gen
 		l.mu.Unlock()
 		l.log.Info("redisbus: registered", "id", me)
 		l.fresh = true

@@ -266,7 +266,7 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 				held++
 			}
 		}
-		empty := p.full && held == 0
+		empty := held == 0 && (p.full || !known) // a first write of only let-gos holds nobody either
 		if empty && !known {
 			continue // never written (or already removed): nothing to remove
 		}

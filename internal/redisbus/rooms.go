@@ -310,6 +310,17 @@ func (l *roomsLoop) onResult(res fetchResult) {
 		r.applied(p.id, p.seq)
 		l.b.hub.Apply(r.name, p.id, p.hs, true)
 	}
+	if res.left != nil {
+		// Senders this node follows whose part is gone from the same
+		// dataset: they left the room (their empty write's message was
+		// lost).
+		for id := range r.senders {
+			if res.left(id) {
+				delete(r.senders, id)
+				l.b.hub.Apply(r.name, id, nil, true)
+			}
+		}
+	}
 	r.fetching = false
 	buf := r.buf
 	r.buf = nil

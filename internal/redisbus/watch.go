@@ -41,7 +41,12 @@ type fetchResult struct {
 	r     *roomState
 	only  string
 	parts []part
-	seqs  map[*roomState]map[string]uint64 // anti-entropy; non-nil for seqsOf jobs
+	// left are the senders (only, or any) with no seq in the room: they
+	// left it (an empty write removes a sender's part and seq). Set only
+	// when the read found this node's dataset, so a Redis that lost its
+	// data is not taken for senders that left.
+	left func(id string) bool
+	seqs map[*roomState]map[string]uint64 // anti-entropy; non-nil for seqsOf jobs
 }
 
 // loader runs fetch jobs; a failed room load is retried (with backoff)
@@ -61,9 +66,9 @@ func (b *Bus) loader(ctx context.Context) {
 			res = fetchResult{r: j.r, only: j.only}
 			backoff := 100 * time.Millisecond
 			for {
-				parts, err := b.readRoom(ctx, j.r.name, j.only)
+				parts, left, err := b.readRoom(ctx, j.r.name, j.only)
 				if err == nil {
-					res.parts = parts
+					res.parts, res.left = parts, left
 					break
 				}
 				b.m.errors.WithLabelValues("load").Inc()
@@ -91,24 +96,28 @@ func (b *Bus) loader(ctx context.Context) {
 // atomic read: a change made meanwhile has a larger seq, is buffered by
 // the rooms loop and replayed after; holdings are absolute, so replaying
 // one already read is harmless.
-func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
+//
+// left reports the senders that have no seq in the room (they left it), or
+// is nil when the dataset is not the one this node registered in (Redis
+// lost its data: absent senders may only not have republished yet).
+func (b *Bus) readRoom(ctx context.Context, room, only string) (_ []part, left func(string) bool, _ error) {
 	var parts []part
 	if only != "" {
 		v, err := b.data.HGet(ctx, b.k.seqs(room), only).Result()
-		if err == redis.Nil {
-			return nil, nil
+		switch {
+		case err == redis.Nil:
+		case err != nil:
+			return nil, nil, err
+		default:
+			seq, _ := strconv.ParseUint(v, 10, 64)
+			parts = append(parts, part{id: only, seq: seq})
 		}
-		if err != nil {
-			return nil, err
-		}
-		seq, _ := strconv.ParseUint(v, 10, 64)
-		parts = append(parts, part{id: only, seq: seq})
 	} else {
 		var cursor uint64
 		for {
 			kv, next, err := b.data.HScan(ctx, b.k.seqs(room), cursor, "", scanCount).Result()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			for i := 0; i+1 < len(kv); i += 2 {
 				seq, _ := strconv.ParseUint(kv[i+1], 10, 64)
@@ -119,6 +128,16 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
 			}
 		}
 	}
+	// After the seqs: a dataset read now is the one they were read from.
+	if ds := b.lv.dataset(); ds != "" {
+		if gen, err := b.data.Get(ctx, b.k.gen()).Result(); err == nil && gen == ds {
+			listed := make(map[string]bool, len(parts))
+			for _, p := range parts {
+				listed[p.id] = true
+			}
+			left = func(id string) bool { return (only == "" || id == only) && !listed[id] }
+		}
+	}
 	live := parts[:0]
 	for _, p := range parts {
 		if b.isOwn(p.id) || !b.isRegistered(ctx, p.id) {
@@ -126,12 +145,12 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) ([]part, error) {
 		}
 		hs, err := b.readPart(ctx, room, p.id)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p.hs = hs
 		live = append(live, p)
 	}
-	return live, nil
+	return live, left, nil
 }
 
 // isRegistered: id is alive as liveness knows it, or (not seen yet: it
