@@ -75,7 +75,9 @@ func (r *room) flush(t time.Time) (again bool) {
 		r.pending = coalesce.Changes[string, snap]{}
 		r.buf, r.syncFrame, r.out = nil, nil, nil
 		if r.cl != nil {
-			r.cl.dirty = nil // published: its slice goes with the scratch
+			// Published above, and the lock was held since (an idle
+			// tick delivers nothing): the list is empty.
+			r.cl.dirty = nil
 		}
 		if len(r.owed) == 0 {
 			r.owed = nil // the list a join storm grew: 24 bytes a joiner
