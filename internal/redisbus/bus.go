@@ -18,7 +18,7 @@
 // on Redis: they take queueMu or cmdMu, tiny mutexes held by nothing that
 // calls out. The Hub's methods are called from the bus's goroutines with
 // none of the bus's locks held. Lock order: none nests (sub.mu, queueMu,
-// cmdMu, idMu are leaves).
+// cmdMu and liveness's mu are leaves).
 //
 // An Apply may reach the Hub for a room just after its Unwatch (it was in
 // flight): the Hub ignores Apply for rooms it does not watch.
@@ -112,10 +112,6 @@ type Bus struct {
 	left    chan struct{} // closed by Leave
 	stopped chan struct{} // closed when Run returns
 	leaveMu sync.Once
-
-	idMu sync.Mutex
-	id   string          // guarded by idMu: the registered incarnation id, "" before
-	ids  map[string]bool // guarded by idMu: every id this process registered
 
 	q publishQueue
 
@@ -256,19 +252,11 @@ func (b *Bus) Leave(ctx context.Context) error {
 }
 
 // selfID is the registered incarnation id, "" before the first registration.
-func (b *Bus) selfID() string {
-	b.idMu.Lock()
-	defer b.idMu.Unlock()
-	return b.id
-}
+func (b *Bus) selfID() string { return b.lv.id() }
 
 // isOwn: id is an incarnation of this process (its messages and keys are
 // never applied here).
-func (b *Bus) isOwn(id string) bool {
-	b.idMu.Lock()
-	defer b.idMu.Unlock()
-	return b.ids[id]
-}
+func (b *Bus) isOwn(id string) bool { return b.lv.own(id) }
 
 // Publish queues the room's changed (or, full, all) local holdings; it
 // never blocks.
@@ -287,13 +275,6 @@ func (b *Bus) Unwatch(room string) { b.command(command{op: opUnwatch, room: room
 
 // registered implements livenessEvents.
 func (b *Bus) registered(id string, fresh bool) {
-	b.idMu.Lock()
-	b.id = id
-	if b.ids == nil {
-		b.ids = map[string]bool{}
-	}
-	b.ids[id] = true
-	b.idMu.Unlock()
 	b.q.kickWriter()
 	b.command(command{op: opRegistered, room: id, fresh: fresh})
 }

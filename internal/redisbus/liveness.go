@@ -83,13 +83,13 @@ type liveness struct {
 	confirmed uint64          // the lease value of my last successful renewal
 	missing   []string        // ids found missing at the last round (SUSPECT)
 	prevLive  map[string]bool // registered ids at the last successful round
-	selfIDs   map[string]bool // every id this process registered
 	upState   bool            // the last lost() state sent
 	fresh     bool            // registered(id, true) was sent in this round
 
 	mu   sync.Mutex
 	me   string               // guarded by mu: my current id ("" before registration)
 	ds   string               // guarded by mu: the dataset id (gen) of my registration; "" while registering
+	self map[string]bool      // guarded by mu (written by the round): every id this process registered
 	live map[string]bool      // guarded by mu: registered at the last round
 	dead map[string]time.Time // guarded by mu: known dead ids, when learnt
 }
@@ -108,7 +108,7 @@ func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenes
 		kick:      make(chan string, 1),
 		ctlc:      make(chan string, 64),
 		prevLive:  map[string]bool{},
-		selfIDs:   map[string]bool{},
+		self:      map[string]bool{},
 		live:      map[string]bool{},
 		dead:      map[string]time.Time{},
 	}
@@ -146,6 +146,14 @@ func (l *liveness) id() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.me
+}
+
+// own reports whether id is an incarnation of this process (its messages
+// and keys are never applied here), safe concurrently.
+func (l *liveness) own(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.self[id]
 }
 
 // dataset is the dataset id (the gen key) Redis had at this node's
@@ -295,9 +303,9 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	l.confirmed = l.counter
 	if mode == "reg" {
 		l.gen, l.pending = r.gen, ""
-		l.selfIDs[me] = true
 		l.mu.Lock()
 		l.me, l.ds = me, r.gen
+		l.self[me] = true
 		l.mu.Unlock()
 		l.log.Info("redisbus: registered", "id", me)
 		l.fresh = true
@@ -319,7 +327,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 		live[id] = true
 	}
 	for id := range l.prevLive {
-		if !live[id] && !l.selfIDs[id] {
+		if !live[id] && !l.self[id] {
 			l.declareLocked(id, how, false, out)
 		}
 	}
@@ -391,7 +399,7 @@ func (l *liveness) onCtl(ctx context.Context, msg string) {
 	id := f[1]
 	var out []func()
 	l.roundMu.Lock()
-	if l.leaving || l.selfIDs[id] {
+	if l.leaving || l.self[id] {
 		again := !l.leaving && id == l.id() && f[0] == "dead"
 		l.roundMu.Unlock()
 		if again { // a peer reaped me: learn DEAD and register again now
