@@ -249,10 +249,8 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 	now := time.Now()
 	type sent struct {
 		room  string
-		cmd   *redis.Cmd
+		call  *scriptCall
 		index *redis.IntCmd
-		args  []any
-		keys  []string
 		empty bool // removes the node from the room
 	}
 	ss := make([]sent, 0, len(rooms))
@@ -310,34 +308,25 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			buf = appendValue(buf, h, now)
 			args = append(args, h.User, buf[start:len(buf):len(buf)])
 		}
-		s := sent{room: room, args: args, keys: []string{b.k.members(room, w.id), b.k.seqs(room)}, empty: empty}
-		s.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.keys, args...)
+		s := sent{room: room, empty: empty,
+			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room)}, args: args}}
+		s.call.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.call.keys, args...)
 		if !empty && !w.indexed[room] {
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
 		}
 		ss = append(ss, s)
 	}
 	_, _ = pipe.Exec(ctx)
-	// NOSCRIPT: the script cache is empty (a restarted Redis, a new
-	// Cluster node): send those with EVAL, which caches it.
-	var again []int
-	for i, s := range ss {
-		if redis.HasErrorPrefix(s.cmd.Err(), "NOSCRIPT") {
-			again = append(again, i)
-		}
+	calls := make([]*scriptCall, len(ss))
+	for i := range ss {
+		calls[i] = ss[i].call
 	}
-	if len(again) > 0 {
-		pipe := b.data.Pipeline()
-		for _, i := range again {
-			ss[i].cmd = pipe.Eval(ctx, writeScriptSrc, ss[i].keys, ss[i].args...)
-		}
-		_, _ = pipe.Exec(ctx)
-	}
+	b.evalNoScript(ctx, writeScriptSrc, calls)
 	for _, s := range ss {
 		if s.index != nil && s.index.Err() == nil {
 			w.indexed[s.room] = true
 		}
-		v, err := s.cmd.Int()
+		v, err := s.call.cmd.Int()
 		if err != nil || (s.index != nil && s.index.Err() != nil) {
 			failed = append(failed, s.room)
 			continue
@@ -364,4 +353,30 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		}
 	}
 	return failed, stale, ok
+}
+
+// scriptCall is one pipelined EVALSHA: its keys and arguments, kept to
+// send it again, and its reply.
+type scriptCall struct {
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+// evalNoScript sends again with EVAL, in one pipeline, the calls Redis
+// answered NOSCRIPT: its script cache was empty (a restarted Redis, a new
+// Cluster node); EVAL caches the script for the next EVALSHA.
+func (b *Bus) evalNoScript(ctx context.Context, src string, calls []*scriptCall) {
+	var pipe redis.Pipeliner
+	for _, c := range calls {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+			if pipe == nil {
+				pipe = b.data.Pipeline()
+			}
+			c.cmd = pipe.Eval(ctx, src, c.keys, c.args...)
+		}
+	}
+	if pipe != nil {
+		_, _ = pipe.Exec(ctx)
+	}
 }

@@ -81,31 +81,19 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string) error {
 	now := time.Now().UnixMilli()
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
-		run := func(eval func(p redis.Pipeliner, keys []string, args ...any) *redis.Cmd) ([]*redis.Cmd, error) {
-			pipe := b.data.Pipeline()
-			cmds := make([]*redis.Cmd, n)
-			for i, room := range rooms[:n] {
-				m := message{kind: kindGone, sender: id, room: room, ts: now}
-				cmds[i] = eval(pipe, []string{b.k.members(room, id), b.k.seqs(room)},
-					id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m))
-			}
-			_, err := pipe.Exec(ctx)
-			return cmds, err
+		pipe := b.data.Pipeline()
+		calls := make([]*scriptCall, n)
+		for i, room := range rooms[:n] {
+			m := message{kind: kindGone, sender: id, room: room, ts: now}
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
+				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
+			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
+			calls[i] = c
 		}
-		cmds, err := run(func(p redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
-			return p.EvalSha(ctx, goneScript.Hash(), keys, args...)
-		})
-		if err != nil {
-			noscript := false
-			for _, c := range cmds {
-				noscript = noscript || redis.HasErrorPrefix(c.Err(), "NOSCRIPT")
-			}
-			if !noscript {
-				return err
-			}
-			if _, err := run(func(p redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
-				return p.Eval(ctx, goneScriptSrc, keys, args...)
-			}); err != nil {
+		_, _ = pipe.Exec(ctx)
+		b.evalNoScript(ctx, goneScriptSrc, calls)
+		for _, c := range calls {
+			if err := c.cmd.Err(); err != nil {
 				return err
 			}
 		}
