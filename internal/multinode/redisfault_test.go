@@ -108,13 +108,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 func TestPubSubKilled(t *testing.T) {
 	tp := standalone(t)
 	g := startNodes(t, tp, 3)
-	var peers []*peer
-	for i, n := range g.n {
-		p := dial(t, n.url(), fmt.Sprintf("u%d", i))
-		p.join("r", state("online", i))
-		peers = append(peers, p)
-	}
-	eventually(t, propagation, func() error { return viewsMatch(peers, nil, false) })
+	peers := onePerNode(t, g, "r")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for round := range 3 {
@@ -147,13 +141,7 @@ func TestPubSubKilled(t *testing.T) {
 func TestClientPause(t *testing.T) {
 	tp := standalone(t)
 	g := startNodes(t, tp, 3)
-	var peers []*peer
-	for i, n := range g.n {
-		p := dial(t, n.url(), fmt.Sprintf("u%d", i))
-		p.join("r", state("online", i))
-		peers = append(peers, p)
-	}
-	eventually(t, propagation, func() error { return viewsMatch(peers, nil, false) })
+	peers := onePerNode(t, g, "r")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	since := time.Now()
@@ -192,4 +180,18 @@ func TestRedisUpMetric(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// onePerNode joins one user per node (u0, u1…) to room and waits until
+// every view is true.
+func onePerNode(t *testing.T, g *nodes, room string) []*peer {
+	t.Helper()
+	var peers []*peer
+	for i, n := range g.n {
+		p := dial(t, n.url(), fmt.Sprintf("u%d", i))
+		p.join(room, state("online", i))
+		peers = append(peers, p)
+	}
+	eventually(t, propagation, func() error { return viewsMatch(peers, nil, false) })
+	return peers
 }
