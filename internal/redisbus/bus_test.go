@@ -62,8 +62,7 @@ func TestPublishReceive(t *testing.T) {
 	a.set("early", "u1", "online", true)
 	a.set("early", "u2", "away", true)
 	eventually(t, 5*time.Second, "published", func() bool { return value(t, a.b.m.published) >= 1 })
-	b.b.Watch("early")
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded("early")) == 1 })
+	b.watch(t, "early")
 	cs := b.h.roomCalls("early")
 	if len(cs) < 2 || cs[0].op != "apply" || !cs[0].full || cs[0].node != a.b.ID() || cs[0].n != 2 || cs[1].op != "loaded" {
 		t.Fatalf("want Apply(full, 2 holdings by a) then Loaded, got %+v", cs)
@@ -111,8 +110,7 @@ func TestSeqRules(t *testing.T) {
 	b := startBus(t, "b", standalone(s), nil)
 	k := a.b.k
 	const room = "seq"
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	a.set(room, "u1", "online", true)
 	converged(t, b, a, room, 5*time.Second)
 	ctx := context.Background()
@@ -188,8 +186,7 @@ func TestCoalescing(t *testing.T) {
 	a := startBus(t, "a", standalone(s), nil)
 	b := startBus(t, "b", standalone(s), nil)
 	const room = "storm"
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	const calls = 2000
 	for i := range calls {
 		a.set(room, "u"+strconv.Itoa(i%50), "s"+strconv.Itoa(i), i%7 != 0)
@@ -218,8 +215,7 @@ func TestWatchLargeRoom(t *testing.T) {
 		return n == users
 	})
 	before := commandCalls(t, c, "hscan")
-	b.b.Watch(room)
-	eventually(t, 10*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watchWithin(t, room, 10*time.Second)
 	cs := b.h.roomCalls(room)
 	if cs[0].op != "apply" || !cs[0].full || cs[0].n != users || cs[1].op != "loaded" {
 		t.Fatalf("want Apply(full, %d) then Loaded, got %+v", users, cs[:2])
@@ -243,8 +239,7 @@ func TestWatchTimeout(t *testing.T) {
 	if err := c.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	if n := len(b.h.part(room, a.b.ID())); n != 0 {
 		t.Fatalf("Loaded after the load (%d holdings): Redis was paused", n)
 	}

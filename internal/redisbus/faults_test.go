@@ -20,8 +20,7 @@ func TestPubSubKill(t *testing.T) {
 	b := startBus(t, "b", standalone(s), nil)
 	rooms := []string{"k1", "k2", "k3"}
 	for _, r := range rooms {
-		b.b.Watch(r)
-		eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(r)) == 1 })
+		b.watch(t, r)
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -110,8 +109,7 @@ func TestUnwatch(t *testing.T) {
 	a := startBus(t, "a", standalone(s), nil)
 	b := startBus(t, "b", standalone(s), nil)
 	const room = "uw"
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	a.set(room, "u1", "online", true)
 	converged(t, b, a, room, 5*time.Second)
 	b.b.Unwatch(room)
@@ -163,8 +161,7 @@ func TestReaper(t *testing.T) {
 	b := startBusWith(t, Config{Redis: opts, Node: "b", NodeTTL: ttl}, nil)
 	w := startBusWith(t, Config{Redis: opts, Node: "w", NodeTTL: ttl}, nil)
 	rooms := []string{"r1", "r2", "r3"}
-	w.b.Watch("r1")
-	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("r1")) == 1 })
+	w.watch(t, "r1")
 	for _, r := range rooms {
 		a.set(r, "u1", "online", true)
 	}
@@ -198,8 +195,7 @@ func TestLeave(t *testing.T) {
 	c := s.Client(t)
 	a := startBus(t, "a", standalone(s), nil)
 	w := startBus(t, "w", standalone(s), nil)
-	w.b.Watch("l")
-	eventually(t, 5*time.Second, "loaded", func() bool { return w.h.count(isLoaded("l")) == 1 })
+	w.watch(t, "l")
 	id := a.b.ID()
 	a.set("l", "u1", "online", true)
 	// Queued, not yet written: Leave writes it first.
@@ -226,8 +222,7 @@ func TestProbeRecreates(t *testing.T) {
 		b.probeQuiet, b.probeWait = 150*time.Millisecond, 150*time.Millisecond
 	})
 	const room = "p"
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	a.set(room, "u1", "online", true)
 	converged(t, b, a, room, 5*time.Second)
 	// Quiet but healthy: probes come back, nothing is recreated.
@@ -250,8 +245,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 	a := startBusWith(t, Config{Redis: standalone(s), Node: "a", NodeTTL: ttl}, nil)
 	b := startBusWith(t, Config{Redis: standalone(s), Node: "b", NodeTTL: ttl}, nil)
 	const room = "restart"
-	b.b.Watch(room)
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded(room)) == 1 })
+	b.watch(t, room)
 	a.set(room, "u1", "online", true)
 	converged(t, b, a, room, 5*time.Second)
 	old := a.b.ID()
@@ -330,8 +324,7 @@ func TestResyncDropsSenderThatLeft(t *testing.T) {
 	ctx := context.Background()
 	a := startBus(t, "a", standalone(s), nil)
 	b := startBus(t, "b", standalone(s), nil)
-	b.b.Watch("r")
-	eventually(t, 5*time.Second, "loaded", func() bool { return b.h.count(isLoaded("r")) == 1 })
+	b.watch(t, "r")
 	a.set("r", "alice", "online", true)
 	converged(t, b, a, "r", 5*time.Second)
 	// a left the room, and its message was lost.

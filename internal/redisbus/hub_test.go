@@ -214,6 +214,15 @@ func converged(t *testing.T, reader, n *node, room string, timeout time.Duration
 	})
 }
 
+// watch watches room on n and waits for its Loaded.
+func (n *node) watch(t *testing.T, room string) { n.watchWithin(t, room, 5*time.Second) }
+
+func (n *node) watchWithin(t *testing.T, room string, d time.Duration) {
+	t.Helper()
+	n.b.Watch(room)
+	eventually(t, d, "loaded", func() bool { return n.h.count(isLoaded(room)) == 1 })
+}
+
 func isLoaded(room string) func(call) bool {
 	return func(c call) bool { return c.op == "loaded" && c.room == room }
 }
