@@ -208,6 +208,15 @@ type Config struct {
 	WatchTimeout time.Duration
 }
 
+// RandomNode is the default Config.Node: 8 random hex digits. (A caller
+// that needs the node's name before the Hub exists, for a Bus, draws it
+// with this.)
+func RandomNode() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 func (cfg Config) withDefaults() (Config, error) {
 	dur := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {
@@ -220,9 +229,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		}
 	}
 	if cfg.Node == "" {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		cfg.Node = hex.EncodeToString(b[:])
+		cfg.Node = RandomNode()
 	}
 	if !wire.ValidID(cfg.Node) {
 		return cfg, errors.New("presence: Node must be 1-128 bytes of [A-Za-z0-9._:@/-]")

@@ -3,8 +3,6 @@ package server
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -154,14 +152,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Redis != nil {
 		rc := *cfg.Redis // the caller's stays untouched
 		if cfg.Presence.Node == "" {
-			cfg.Presence.Node = randomNode()
+			cfg.Presence.Node = presence.RandomNode()
 		}
 		rc.Node = cfg.Presence.Node
 		if rc.Addr == "" {
 			rc.Addr = cfg.Addr
 		}
-		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it
-			rc.WatchTimeout = cmp.Or(cfg.Presence.WatchTimeout, presence.DefaultWatchTimeout)
+		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it (both default alike)
+			rc.WatchTimeout = cfg.Presence.WatchTimeout
 		}
 		rc.Logger = cfg.Logger
 		rc.Registerer = cfg.Registry
@@ -370,14 +368,6 @@ func (s *Server) leaveBus() {
 	if err := s.bus.Leave(ctx); err != nil {
 		s.log.Warn("redis bus: leave failed; the other nodes wait for this node's lease to expire", keyErr, err.Error())
 	}
-}
-
-// randomNode is a node id for a node that is given none: 8 random hex
-// digits, like presence's default. The bus needs it before the hub exists.
-func randomNode() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // drainCloseWait bounds the wait for clients to answer the drain's close
