@@ -221,7 +221,8 @@ func redisConfig(o *options, fs *flag.FlagSet) error {
 	return nil
 }
 
-// readSecretFile reads a password file given to flag, trimmed.
+// readSecretFile reads a secret file given to flag, trimmed of
+// surrounding whitespace; it must not be empty.
 func readSecretFile(flag, path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -276,14 +277,11 @@ func loadKeys(o *options) error {
 	case o.jwtSecret != "":
 		jc.HS256Secret = []byte(o.jwtSecret)
 	case o.jwtSecretFile != "":
-		b, err := os.ReadFile(o.jwtSecretFile)
+		secret, err := readSecretFile("-jwt-secret-file", o.jwtSecretFile)
 		if err != nil {
-			return usageErrorf("-jwt-secret-file: %v", err)
+			return err
 		}
-		if b = bytes.TrimSpace(b); len(b) == 0 {
-			return usageErrorf("-jwt-secret-file %s is empty", o.jwtSecretFile)
-		}
-		jc.HS256Secret = b
+		jc.HS256Secret = []byte(secret)
 	case o.jwtPublicKey != "":
 		b, err := os.ReadFile(o.jwtPublicKey)
 		if err != nil {
