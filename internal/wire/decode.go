@@ -178,6 +178,35 @@ func CompactMeta(meta json.RawMessage) []byte {
 	return b.Bytes()
 }
 
+// AppendCompactMeta appends meta without insignificant whitespace to dst,
+// as CompactMeta does but into the caller's buffer, and nothing for an
+// empty or null meta. meta must have passed DecodeCommand or DecodeRequest
+// (a valid JSON object): it does not check the syntax again.
+func AppendCompactMeta(dst []byte, meta []byte) []byte {
+	if len(meta) == 0 || string(meta) == "null" {
+		return dst
+	}
+	inString := false
+	start := 0
+	for i := 0; i < len(meta); i++ {
+		c := meta[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++ // the escaped byte cannot end the string
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ', c == '\t', c == '\n', c == '\r':
+			dst = append(dst, meta[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(dst, meta[start:]...)
+}
+
 // CompactMetaString is CompactMeta as a string ("" for an empty or null
 // meta), without a second copy: the compacted bytes are new and never
 // written again.

@@ -182,6 +182,7 @@ func TestDecodeCommandValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			checkRequest(t, []byte(tt.msg))
 			var c Command
 			if err := DecodeCommand([]byte(tt.msg), &c); err != nil {
 				t.Fatalf("DecodeCommand(%s): %v", tt.msg, err)
@@ -341,6 +342,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			checkRequest(t, []byte(tt.msg))
 			var c Command
 			err := DecodeCommand([]byte(tt.msg), &c)
 			var werr *Error
@@ -497,6 +499,9 @@ func TestCompactMeta(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := append(json.RawMessage(nil), tt.meta...)
 			got := CompactMeta(in)
+			if app := AppendCompactMeta(nil, in); string(app) != string(got) {
+				t.Errorf("AppendCompactMeta(%q) = %q, CompactMeta %q", in, app, got)
+			}
 			if tt.want == nil {
 				if got != nil {
 					t.Fatalf("CompactMeta(%q) = %q, want nil", tt.meta, got)

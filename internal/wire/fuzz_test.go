@@ -54,11 +54,20 @@ func FuzzDecodeCommand(f *testing.F) {
 		`{"t":"join","id":1,"room":"r","state":{"status":"a"},"state":{"meta":{}}}`,
 		strings.Repeat("[", 5000) + strings.Repeat("]", 5000),
 		`{"t":"ping","ts":12345678901234567890}`,
+		// The fast path of DecodeRequest at its edges.
+		`{"T":"leave","ID":2,"Room":"chat:42"}`, `{"t":"ping","ts":-9223372036854775808}`,
+		`{"t":"ping","ts":9223372036854775807}`, `{"t":"ping","ts":-0}`, `{"t":"ping","ts":01}`,
+		`{"t":"typing","room":"r","on":null,"x":[1.5e+3,-0.0,{"":""},[]]}`,
+		`{"t":"join","id":1,"room":"r","state":{"status":null,"meta":{"a":"\u00e9\n","b":"Ã©"}}}`,
+		`{"t":"set","id":1,"room":"r","state":{"status":"away","Status":"busy"}}`,
+		`{"t":"join","id":1,"room":"r","state":{"meta":{}},"state":null}`,
+		`{"t":"pong","ts":1,"x":"\ud800"}`, `{"t":"pong","ts":1e0}`, `{"t":"hello","v":1,"user":"a","v":2}`,
 	} {
 		f.Add([]byte(msg))
 	}
 
 	f.Fuzz(func(t *testing.T, msg []byte) {
+		checkRequest(t, msg)
 		in := bytes.Clone(msg)
 		var c Command
 		err := DecodeCommand(msg, &c)
