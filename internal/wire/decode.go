@@ -87,10 +87,16 @@ func (c *Command) check() error {
 		if c.User != "" && !ValidID(c.User) {
 			return badRequest("user must be 1-128 bytes of [A-Za-z0-9._:@/-]")
 		}
+		// The first invalid room in sorted order: the same message for
+		// the same command, whatever the map's order.
+		bad, found := "", false
 		for room := range c.Resume {
-			if !ValidID(room) {
-				return badRequest("resume room %.140q is not a valid room id", room)
+			if !ValidID(room) && (!found || room < bad) {
+				bad, found = room, true
 			}
+		}
+		if found {
+			return badRequest("resume room %.140q is not a valid room id", bad)
 		}
 	case TJoin, TLeave, TSync:
 		needID, needRoom = true, true

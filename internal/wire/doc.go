@@ -12,9 +12,12 @@
 //	buf = wire.AppendListEnd(buf)
 //	buf = wire.AppendEnd(buf)
 //
-// Decoding uses encoding/json: DecodeCommand returns ErrSyntax for a message
-// that is not JSON (close 1007) and an *Error (answered with err, the
-// connection stays open) for JSON that is not a valid command.
+// Decoding: DecodeCommand uses encoding/json and returns ErrSyntax for a
+// message that is not JSON (close 1007) and an *Error (answered with err,
+// the connection stays open) for JSON that is not a valid command. The
+// server decodes with DecodeRequest: the same results, but the common
+// commands are decoded in place, without allocating, into a Request whose
+// strings alias the message (copy what outlives it).
 //
 // Everything here is a pure function or an immutable value: safe for
 // concurrent use. Standard library only.
