@@ -3,9 +3,11 @@ package poller
 import (
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 )
 
 // discardEngine takes every byte at once: the cost measured is the
@@ -81,6 +83,110 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		t.Errorf("feed: %v allocations, want 0", n)
 	}
 }
+
+// replyHandler answers each message and each deadline the way presence
+// does: a frame encoded in a scratch buffer it reuses, handed to SendCopy.
+type replyHandler struct {
+	nopHandler
+	scratch []byte
+}
+
+func (h *replyHandler) OnMessage(c *Conn, _ ws.OpCode, msg []byte) {
+	h.scratch = AppendTextFrame(h.scratch[:0], []byte(`{"t":"ack","id":12345}`))
+	if err := c.SendCopy(h.scratch); err != nil {
+		panic(err)
+	}
+}
+
+func (h *replyHandler) OnDeadline(c *Conn) {
+	h.scratch = AppendTextFrame(h.scratch[:0], []byte(`{"t":"ping","ts":1700000000123}`))
+	if err := c.SendCopy(h.scratch); err != nil {
+		panic(err)
+	}
+}
+
+// stallEngine takes no byte while stalled (EAGAIN), every byte otherwise.
+type stallEngine struct {
+	discardEngine
+	stalled *bool
+}
+
+func (e stallEngine) write(c *Conn, p []byte) (int, error) {
+	if *e.stalled {
+		return 0, unix.EAGAIN
+	}
+	return len(p), nil
+}
+
+func (e stallEngine) writev(c *Conn, bufs [][]byte) (int, error) {
+	if *e.stalled {
+		return 0, unix.EAGAIN
+	}
+	return e.discardEngine.writev(c, bufs)
+}
+
+// Replies cost no allocation: the poller copies what it must keep into
+// outbox storage it takes from a pool while frames are queued and returns
+// once they are written (an idle connection holds none).
+func TestRepliesDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocations are counted without -race (make test runs them so)")
+	}
+	in := maskedText(`{"t":"join","id":12345,"room":"chat:42"}`)
+	buf := make([]byte, len(in))
+	stalled := false
+	var slot atomic.Int64
+	tests := []struct {
+		name string
+		run  func(c *Conn)
+	}{
+		{"reply to a message, in the reader's batch", func(c *Conn) {
+			copy(buf, in)
+			if c.feed(buf) {
+				t.Fatal("connection finished")
+			}
+		}},
+		{"ping on a deadline, in its batch", func(c *Conn) {
+			slot.Store(1)
+			if done, _ := c.deadlineBatch(&slot, 1); done {
+				t.Fatal("connection finished")
+			}
+		}},
+		{"replies queued while the peer is behind, then written", func(c *Conn) {
+			stalled = true
+			for range 3 {
+				copy(buf, in)
+				c.feed(buf)
+			}
+			stalled = false
+			if c.onWritable() || c.OutboxLen() != 0 {
+				t.Fatal("outbox not written")
+			}
+		}},
+		{"a shared frame offered while the peer is behind, then written", func(c *Conn) {
+			stalled = true
+			c.Offer(sharedFrame)
+			stalled = false
+			c.onWritable()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &replyHandler{}
+			c := openConn(t, h)
+			c.eng = stallEngine{stalled: &stalled}
+			tt.run(c) // warm up the pool
+			if n := testing.AllocsPerRun(1000, func() { tt.run(c) }); n != 0 {
+				t.Errorf("%v allocations per run, want 0", n)
+			}
+			if c.ob != nil || c.out != nil {
+				t.Errorf("an idle connection holds outbox storage")
+			}
+		})
+	}
+}
+
+var sharedFrame = AppendTextFrame(nil, []byte(`{"t":"diff","room":"chat:42"}`))
 
 func BenchmarkSend(b *testing.B) {
 	frame := AppendTextFrame(nil, make([]byte, 200))

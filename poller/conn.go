@@ -67,6 +67,7 @@ type Conn struct {
 	peerClosed bool     // a close frame arrived
 	sentClose  bool     // a close frame is queued or written
 	out        [][]byte // queued frames not yet taken by the kernel; out[0] is trimmed as written
+	ob         *outbox  // the storage of out while frames are queued (see outbox); nil when the outbox is empty
 	outLen     int      // bytes in out
 	closeInfo  CloseInfo
 	reject     RejectReason
@@ -89,17 +90,25 @@ func (c *Conn) SetValue(v any) { c.value = v }
 // so the same bytes can be sent to many connections and must not be
 // modified afterwards. It returns ErrFull, queuing nothing, when the frame
 // does not fit in the outbox, and ErrClosed once the connection is closing.
-func (c *Conn) Send(frame []byte) error { return c.queue(frame, 0) }
+func (c *Conn) Send(frame []byte) error { return c.queue(frame, 0, false) }
+
+// SendCopy is Send for a frame whose bytes the caller reuses once it
+// returns (a reply encoded in a scratch buffer): what the kernel does not
+// take at once is copied into the connection's outbox storage, which comes
+// from a pool and goes back to it when the outbox drains, so a reply
+// costs no allocation.
+func (c *Conn) SendCopy(frame []byte) error { return c.queue(frame, 0, true) }
 
 // Offer queues frame like Send, but only if Config.ReplyReserve of the
 // outbox stays free after it; otherwise it returns ErrFull, queuing
 // nothing. It is for frames that may be dropped and made up for later
 // (presence's diffs and syncs): however many of them other goroutines
 // offer, the room the reader checked for a message's replies stays free.
-func (c *Conn) Offer(frame []byte) error { return c.queue(frame, c.sh.cfg.ReplyReserve) }
+func (c *Conn) Offer(frame []byte) error { return c.queue(frame, c.sh.cfg.ReplyReserve, false) }
 
-// queue queues frame if keep bytes of the outbox stay free after it.
-func (c *Conn) queue(frame []byte, keep int) error {
+// queue queues frame, or a copy of it, if keep bytes of the outbox stay
+// free after it.
+func (c *Conn) queue(frame []byte, keep int, copied bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
@@ -111,7 +120,7 @@ func (c *Conn) queue(frame []byte, keep int) error {
 	if c.outLen+len(frame)+keep > c.sh.cfg.Outbox {
 		return ErrFull
 	}
-	c.enqueueLocked(frame)
+	c.enqueueCopyLocked(frame, copied)
 	return nil
 }
 
@@ -154,7 +163,11 @@ func (c *Conn) OutboxLen() int {
 // enqueueLocked appends frame to the outbox and writes at once unless the
 // reader is batching. When nothing is queued the frame is written straight
 // from the caller's slice, so a fast connection costs no allocation.
-func (c *Conn) enqueueLocked(frame []byte) {
+func (c *Conn) enqueueLocked(frame []byte) { c.enqueueCopyLocked(frame, false) }
+
+// enqueueCopyLocked is enqueueLocked; with copied, the bytes it queues are
+// a copy in the outbox storage.
+func (c *Conn) enqueueCopyLocked(frame []byte, copied bool) {
 	if len(c.out) == 0 && !c.batching {
 		n, err := c.eng.write(c, frame)
 		switch {
@@ -166,6 +179,13 @@ func (c *Conn) enqueueLocked(frame []byte) {
 		default:
 			frame = frame[n:]
 		}
+	}
+	if c.ob == nil {
+		c.ob = c.sh.getOutbox()
+		c.out = c.ob.frames[:0]
+	}
+	if copied {
+		frame = c.ob.keep(frame)
 	}
 	c.out = append(c.out, frame)
 	c.outLen += len(frame)
@@ -196,7 +216,7 @@ func (c *Conn) flushLocked() bool {
 		}
 	}
 	if c.outLen == 0 {
-		c.out = nil // an idle connection holds no buffer
+		c.releaseOutLocked() // an idle connection holds no buffer
 		// A paused reader resumes from onWritable: keep asking for it, even
 		// when a flush outside onWritable (a deadline's batch) drained the
 		// outbox.
@@ -229,8 +249,18 @@ func (c *Conn) consumeOutLocked(n int) {
 
 func (c *Conn) dropOutboxLocked() {
 	clear(c.out)
-	c.out = nil
+	c.releaseOutLocked()
 	c.outLen = 0
+}
+
+// releaseOutLocked returns the storage of an empty (or dropped) outbox to
+// the pool.
+func (c *Conn) releaseOutLocked() {
+	c.out = nil
+	if ob := c.ob; ob != nil {
+		c.ob = nil
+		c.sh.putOutbox(ob)
+	}
 }
 
 // startCloseLocked queues frame, a close frame (the outbox bound does not

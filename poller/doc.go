@@ -22,6 +22,7 @@
 //	for _, c := range subscribers {
 //		_ = c.Send(frame) // ...send the same bytes to many; never blocks, ErrFull when the outbox is full
 //	}
+//	_ = c.SendCopy(scratch) // a reply in a buffer the caller reuses: queued as a copy
 //
 // Concurrency: Server methods, Conn.Send, Conn.Close, Conn.SetDeadline and
 // Conn.OutboxLen are safe for concurrent use. Handler callbacks for one

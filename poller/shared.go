@@ -18,6 +18,7 @@ type shared struct {
 	limits   limits
 	ids      atomic.Uint64
 	panics   panicLog
+	outboxes sync.Pool // *outbox: the storage of outboxes that hold frames
 
 	// maxBacklog bounds the input kept for a paused connection by an engine
 	// that cannot stop reading (netpoll); static after construction.
