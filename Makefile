@@ -64,9 +64,12 @@ cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a
 	echo "cluster: redis on 127.0.0.1:$(CLUSTER_REDIS_PORT); nodes ws://127.0.0.1:8080/ws, :8081, :8082 (admin :9090-:9092); Ctrl-C stops all"; \
 	wait -n
 
-test: deps ## The whole suite: installs missing deps, go vet, race tests, then TEST_FUZZTIME of each fuzz target
+# The allocation guards (AllocsPerRun tests, named *Alloc*) run again
+# without -race: the race detector's sync.Pool drops items at random.
+test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'Alloc' ./coalesce ./internal/wire ./poller ./presence ./internal/server
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
 race: deps ## Tests of PKG with the race detector

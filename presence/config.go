@@ -16,15 +16,17 @@ import (
 // through a thin adapter in internal/server. Every method must be safe for
 // concurrent use and must never block.
 type Sink interface {
-	// Send queues one frame (as built by Config.Frame); the sink keeps a
-	// reference to it, so it is never modified afterwards. An error means the
-	// frame was not queued (the outbox is full, or the connection is closing).
-	// Presence Sends replies and session frames (welcome, ack, err, pong,
-	// ping, refresh, bye).
+	// Send queues a copy of one frame (as built by Config.Frame): the
+	// caller reuses frame's bytes once Send returns, so replies cost no
+	// allocation. An error means the frame was not queued (the outbox is
+	// full, or the connection is closing). Presence Sends replies and
+	// session frames (welcome, ack, err, pong, ping, refresh, bye).
 	Send(frame []byte) error
-	// Offer is Send for room frames (diffs and syncs), which may be dropped
-	// and made up for with a sync: it must leave the room the transport
-	// keeps for a message's replies, so fan-outs never crowd them out.
+	// Offer queues a room frame (a diff or a sync) without copying it: the
+	// sink keeps a reference, the same bytes go to every subscriber and
+	// are never modified afterwards. Room frames may be dropped and made
+	// up for with a sync: Offer must leave the room the transport keeps
+	// for a message's replies, so fan-outs never crowd them out.
 	Offer(frame []byte) error
 	// Close starts closing the connection with code. It reports whether it
 	// did: false when the connection was already closing (the client or

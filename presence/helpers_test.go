@@ -41,7 +41,13 @@ type fakeSink struct {
 
 var _ Sink = (*fakeSink)(nil)
 
-func (f *fakeSink) Send(frame []byte) error {
+// Send keeps a copy of frame: the caller reuses it.
+func (f *fakeSink) Send(frame []byte) error { return f.queue(frame, true) }
+
+// Offer keeps frame itself: room frames are shared and never modified.
+func (f *fakeSink) Offer(frame []byte) error { return f.queue(frame, false) }
+
+func (f *fakeSink) queue(frame []byte, copied bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -50,14 +56,14 @@ func (f *fakeSink) Send(frame []byte) error {
 	case f.full, f.maxFrame > 0 && len(frame) > f.maxFrame:
 		return errSinkFull
 	}
+	if copied {
+		frame = bytes.Clone(frame)
+	}
 	f.frames = append(f.frames, frame)
 	f.sent++
 	f.bytes += len(frame)
 	return nil
 }
-
-// Offer is Send: the fake sink keeps no reply reserve.
-func (f *fakeSink) Offer(frame []byte) error { return f.Send(frame) }
 
 func (f *fakeSink) Close(code wire.CloseCode, reason string) bool {
 	f.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,11 +20,12 @@ const (
 // Hub owns the rooms and sessions of one node. Create it with New, run its
 // flushers with Run, open a Session per connection.
 type Hub struct {
-	cfg   Config                     // static after New
-	seed  maphash.Seed               // static after New
-	base  time.Time                  // static after New: the origin of the hub's monotonic clock
-	sched *coalesce.Scheduler[*room] // static after New; runs the room flushes
-	clock hlc                        // versions of this node's member states (with a Bus)
+	cfg     Config                     // static after New
+	seed    maphash.Seed               // static after New
+	base    time.Time                  // static after New: the origin of the hub's monotonic clock
+	sched   *coalesce.Scheduler[*room] // static after New; runs the room flushes
+	clock   hlc                        // versions of this node's member states (with a Bus)
+	replies sync.Pool                  // *replyBuf: the encoding scratch of session replies
 
 	rooms    [roomShards]roomShard
 	sessions [sessionShards]sessionShard
@@ -147,6 +149,7 @@ func (h *Hub) lockRoom(name string) *room {
 		sh.mu.Lock()
 		r := sh.rooms[name]
 		if r == nil {
+			name = strings.Clone(name) // kept: a command's room aliases its message
 			r = newRoom(h, sh, name)
 			sh.rooms[name] = r
 			h.nRooms.Add(1)

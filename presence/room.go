@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/presenced/presenced/coalesce"
@@ -242,19 +243,54 @@ func (r *room) setStateLocked(m *member, st *wire.State) {
 	r.changeLocked(m.user, old, new)
 }
 
+// applyState applies st to dst. st may alias a client's message (see
+// wire.Request): what dst keeps is copied, and only when it changed, so an
+// unchanged state or a common status allocates nothing.
 func applyState(dst *memberState, st *wire.State) {
 	if st == nil {
 		return
 	}
-	if st.Status != "" {
-		dst.status = st.Status
+	if st.Status != "" && st.Status != dst.status {
+		dst.status = internStatus(st.Status)
 	}
 	if len(st.Meta) > 0 {
-		dst.meta = wire.CompactMetaString(st.Meta)
-		if dst.meta == "{}" {
+		// A decoded meta is at most wire.MaxMetaLen bytes: its compact
+		// form fits the stack buffer.
+		var buf [wire.MaxMetaLen]byte
+		m := wire.AppendCompactMeta(buf[:0], st.Meta)
+		switch {
+		case string(m) == "{}":
 			dst.meta = "" // the same as no meta: encoded {}
+		case string(m) != dst.meta:
+			dst.meta = string(m)
 		}
 	}
+}
+
+// internStatus returns status as a string of its own: a constant for the
+// statuses clients commonly send, else a copy.
+func internStatus(status string) string {
+	switch status {
+	case "online":
+		return "online"
+	case "away":
+		return "away"
+	case "busy":
+		return "busy"
+	case "idle":
+		return "idle"
+	case "offline":
+		return "offline"
+	case "dnd":
+		return "dnd"
+	case "active":
+		return "active"
+	case "inactive":
+		return "inactive"
+	case "invisible":
+		return "invisible"
+	}
+	return strings.Clone(status)
 }
 
 // leave removes sb (see leaveLocked).

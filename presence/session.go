@@ -5,8 +5,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/presenced/presenced/internal/wire"
 )
@@ -62,24 +64,28 @@ func (s *Session) deliver(frame []byte) bool {
 	return false
 }
 
-// send encodes nothing: it frames payload and queues it.
-func (s *Session) send(payload []byte) {
-	frame := s.hub.frame(payload)
-	if s.sink.Send(frame) != nil {
+// send frames the payload encoded in rb, hands the frame to the sink
+// (which copies it) and returns rb to the hub.
+func (s *Session) send(rb *replyBuf) {
+	rb.frame = s.hub.cfg.Frame(rb.frame[:0], rb.payload)
+	if s.sink.Send(rb.frame) != nil {
 		s.hub.cfg.Metrics.SendFailures.Add(1)
-		return
+	} else {
+		s.hub.countSent(1, len(rb.frame))
 	}
-	s.hub.countSent(1, len(frame))
+	s.hub.putReply(rb)
 }
 
 func (s *Session) ack(id int64) {
-	var a [48]byte
-	s.send(wire.AppendAck(a[:0], id))
+	rb := s.hub.reply()
+	rb.payload = wire.AppendAck(rb.payload, id)
+	s.send(rb)
 }
 
 func (s *Session) fail(id int64, code, msg string) {
-	var a [256]byte
-	s.send(wire.AppendErr(a[:0], id, code, msg))
+	rb := s.hub.reply()
+	rb.payload = wire.AppendErr(rb.payload, id, code, msg)
+	s.send(rb)
 }
 
 // badRequest is the err message for a command DecodeCommand refused: the
@@ -103,8 +109,11 @@ func (s *Session) HandleText(msg []byte) {
 	}
 	now := s.hub.now()
 	s.lastSeen = now
-	var c wire.Command
-	err := wire.DecodeCommand(msg, &c)
+	// c is on the stack and its strings alias msg: what outlives this call
+	// is copied where it is kept (the user in hello, a new room's name in
+	// lockRoom, statuses and meta in applyState, a held typing's room).
+	var c wire.Request
+	err := wire.DecodeRequest(msg, &c)
 	if errors.Is(err, wire.ErrSyntax) {
 		if s.state == awaitingHello {
 			s.hub.cfg.Metrics.HelloFailures.Inc("bad_request")
@@ -158,14 +167,14 @@ func (s *Session) HandleText(msg []byte) {
 
 // limited handles a command over the rate: typing is held back (and
 // coalesced with later ones), others get rate_limited; a flood closes 4029.
-func (s *Session) limited(c *wire.Command, valid bool, now int64) {
+func (s *Session) limited(c *wire.Request, valid bool, now int64) {
 	s.hub.cfg.Metrics.RateLimited.Add(1)
 	if s.lim.reject(now, s.hub.cfg.Rate, s.hub.cfg.FloodSeconds) {
 		s.closeWith(wire.CloseRateLimited, CloseRate, "rate limited")
 		return
 	}
 	if valid && c.T == wire.TTyping {
-		s.heldRoom, s.heldOn = c.Room, c.On
+		s.heldRoom, s.heldOn = strings.Clone(c.Room), c.On
 		s.rearm()
 		return
 	}
@@ -184,14 +193,22 @@ func (s *Session) applyHeld(now, interval int64) {
 	}
 }
 
-func (s *Session) command(c *wire.Command, now int64) {
+// stateOf is c's state, nil if it carried none.
+func stateOf(c *wire.Request) *wire.State {
+	if c.HasState {
+		return &c.State
+	}
+	return nil
+}
+
+func (s *Session) command(c *wire.Request, now int64) {
 	switch c.T {
 	case wire.TJoin:
-		s.join(c.Room, c.State, c.ID, "", false, now)
+		s.join(c.Room, stateOf(c), c.ID, "", false, now)
 	case wire.TLeave:
 		s.leave(c.Room, c.ID, now)
 	case wire.TSet:
-		s.set(c.Room, c.State, c.ID)
+		s.set(c.Room, stateOf(c), c.ID)
 	case wire.TTyping:
 		s.typing(c.Room, c.On, now)
 	case wire.TSync:
@@ -199,20 +216,23 @@ func (s *Session) command(c *wire.Command, now int64) {
 	case wire.TAuth:
 		s.auth(c.Token, c.ID, now)
 	case wire.TPing:
-		var a [48]byte
-		s.send(wire.AppendPong(a[:0], c.TS))
+		rb := s.hub.reply()
+		rb.payload = wire.AppendPong(rb.payload, c.TS)
+		s.send(rb)
 	case wire.THello:
 		s.fail(c.ID, wire.ErrCodeBadRequest, "hello was already received")
 	}
 }
 
-func (s *Session) hello(c *wire.Command, now int64) {
+func (s *Session) hello(c *wire.Request, now int64) {
 	cfg := &s.hub.cfg
 	var id Identity
 	switch {
 	case c.Token != "" && cfg.Auth != nil:
 		var err error
-		id, err = cfg.Auth.Authenticate(c.Token)
+		// A copy: an Authenticator may keep the token (a cache), and
+		// c.Token aliases the message.
+		id, err = cfg.Auth.Authenticate(strings.Clone(c.Token))
 		if err != nil && !errors.Is(err, ErrUnauthorized) {
 			// The verifier failed, not the token: the client may retry.
 			cfg.Logger.Warn("presence: token verification failed", "err", err)
@@ -225,7 +245,7 @@ func (s *Session) hello(c *wire.Command, now int64) {
 			return
 		}
 	case c.User != "" && cfg.Insecure:
-		id = Identity{User: c.User}
+		id = Identity{User: strings.Clone(c.User)} // kept: c.User aliases the message
 	default:
 		s.helloFailed(wire.CloseUnauthorized, CloseAuth, "a token is required", "unauthorized")
 		return
@@ -241,9 +261,12 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	s.scheduleRefresh(now, false)
 	hb := int64(cfg.HeartbeatInterval)
 	s.nextPing = now + hb/2 + rand.Int64N(hb/2+1)
-	var a [512]byte
-	p := wire.AppendWelcome(a[:0], cfg.Node, s.connID(), s.user, cfg.HeartbeatInterval.Milliseconds(), cfg.MaxMessage)
-	s.send(p)
+	var conn [64]byte
+	cid := s.appendConnID(conn[:0])
+	rb := s.hub.reply()
+	rb.payload = wire.AppendWelcome(rb.payload, cfg.Node, unsafe.String(unsafe.SliceData(cid), len(cid)), s.user,
+		cfg.HeartbeatInterval.Milliseconds(), cfg.MaxMessage)
+	s.send(rb)
 	if s.hub.draining.Load() {
 		s.bye(time.Duration(s.hub.drainWindow.Load()))
 		return
@@ -259,7 +282,7 @@ func (s *Session) hello(c *wire.Command, now int64) {
 	var forbidden, tooMany []string
 	for _, room := range rooms {
 		cfg.Metrics.ResumeAttempts.Add(1)
-		switch s.join(room, c.State, 0, c.Resume[room], true, now) {
+		switch s.join(room, stateOf(c), 0, c.Resume[room], true, now) {
 		case wire.ErrCodeForbidden:
 			forbidden = append(forbidden, room)
 		case wire.ErrCodeTooManyRooms:
@@ -300,7 +323,9 @@ func (s *Session) failRooms(code, what string, rooms []string) {
 		msg = strconv.AppendInt(msg, int64(more), 10)
 		msg = append(msg, " more"...)
 	}
-	s.send(wire.AppendErr(nil, 0, code, string(msg)))
+	rb := s.hub.reply()
+	rb.payload = wire.AppendErr(rb.payload, 0, code, unsafe.String(unsafe.SliceData(msg), len(msg)))
+	s.send(rb)
 }
 
 // MaxReplyBytes bounds the bytes of the frames (with a WebSocket header of
@@ -311,8 +336,11 @@ func (s *Session) failRooms(code, what string, rooms []string) {
 // its outbox is free never drops an answer (poller.Config.ReplyReserve).
 const MaxReplyBytes = 2048
 
-func (s *Session) connID() string {
-	return s.hub.cfg.Node + "-" + strconv.FormatUint(s.seq, 36)
+// appendConnID appends the connection id: node, "-", seq in base 36.
+func (s *Session) appendConnID(dst []byte) []byte {
+	dst = append(dst, s.hub.cfg.Node...)
+	dst = append(dst, '-')
+	return strconv.AppendUint(dst, s.seq, 36)
 }
 
 func (s *Session) findSub(room string) *sub {
@@ -543,13 +571,15 @@ func (s *Session) HandleDeadline() {
 	}
 	if now >= s.nextPing {
 		cfg.Metrics.OutboxDepth.Observe(float64(s.sink.Buffered()))
-		var a [48]byte
-		s.send(wire.AppendPing(a[:0], time.Now().UnixMilli()))
+		rb := s.hub.reply()
+		rb.payload = wire.AppendPing(rb.payload, time.Now().UnixMilli())
+		s.send(rb)
 		s.nextPing = now + int64(cfg.HeartbeatInterval)
 	}
 	if s.refreshAt != 0 && now >= s.refreshAt {
-		var a [48]byte
-		s.send(wire.AppendRefresh(a[:0], s.expSec))
+		rb := s.hub.reply()
+		rb.payload = wire.AppendRefresh(rb.payload, s.expSec)
+		s.send(rb)
 		s.refreshAt = 0
 	}
 	if s.heldRoom != "" {
@@ -629,7 +659,8 @@ func (s *Session) bye(window time.Duration) {
 	if ms := window.Milliseconds(); ms > 0 {
 		retry = rand.Int64N(ms)
 	}
-	var a [64]byte
-	s.send(wire.AppendBye(a[:0], "draining", retry))
+	rb := s.hub.reply()
+	rb.payload = wire.AppendBye(rb.payload, "draining", retry)
+	s.send(rb)
 	s.sink.Close(wire.CloseGoingAway, "draining")
 }

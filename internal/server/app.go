@@ -98,7 +98,8 @@ var _ presence.Sink = (*connSink)(nil)
 
 func (c *connSink) conn() *poller.Conn { return (*poller.Conn)(c) }
 
-func (c *connSink) Send(frame []byte) error { return c.conn().Send(frame) }
+// Send copies: presence reuses the frames of its replies.
+func (c *connSink) Send(frame []byte) error { return c.conn().SendCopy(frame) }
 
 func (c *connSink) Offer(frame []byte) error { return c.conn().Offer(frame) }
 
