@@ -98,6 +98,48 @@ func TestCommandAllocsEndToEnd(t *testing.T) {
 	}
 }
 
+// TestHeartbeatAllocsEndToEnd measures the server's heartbeat on a live,
+// joined connection of a whole server: the poller's deadline sweep, the
+// session's ping, its frame and the write. Each run waits for one ping (at
+// the poller's deadline resolution, 100 ms).
+func TestHeartbeatAllocsEndToEnd(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocations are counted without -race (make test runs them so)")
+	}
+	if testing.Short() {
+		t.Skip("a few seconds of pings")
+	}
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			cfg := quickConfig(engine)
+			cfg.Presence = presence.Config{Insecure: true, Tick: time.Hour, HeartbeatInterval: 50 * time.Millisecond}
+			n := startServer(t, cfg)
+			alice := login(t, n, "alice")
+			alice.send(`{"t":"join","id":1,"room":"chat:42"}`)
+			alice.expect("ack")
+			ping := len(answer(`{"t":"ping","ts":1700000000000}`)) // a ping is as long as its pong
+			out := make([]byte, ping)
+			run := func() {
+				if _, err := io.ReadFull(alice.conn, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run()
+			if string(out[2:11]) != `{"t":"pin` {
+				t.Fatalf("got %q, want a ping", out)
+			}
+			// The least of two measurements, as in leastAllocs.
+			least := testing.AllocsPerRun(20, run)
+			if least > 0 {
+				least = min(least, testing.AllocsPerRun(20, run))
+			}
+			if least > 0 {
+				t.Errorf("%v allocations per ping, want 0 (3 before this guard)", least)
+			}
+		})
+	}
+}
+
 // leastAllocs is testing.AllocsPerRun of run, the least of three
 // measurements. It counts the allocations of the whole process: under CPU
 // contention (other test binaries running) the runtime's own come and go,
