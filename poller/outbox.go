@@ -14,10 +14,13 @@ type outbox struct {
 
 // Sizes of an outbox: frames and copied bytes it keeps room for. More
 // frames grow Conn.out beyond frames (the pool keeps the small array); a
-// copy that does not fit data is a slice of its own.
+// copy that does not fit data is a slice of its own. 512 bytes hold a
+// turn's usual replies (an ack or a pong is about 25 bytes, a welcome
+// about 120) while a connection that stays behind, holding its outbox,
+// keeps little.
 const (
 	outboxFrames = 8
-	outboxData   = 1024
+	outboxData   = 512
 )
 
 func (sh *shared) getOutbox() *outbox {
