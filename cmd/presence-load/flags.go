@@ -13,27 +13,27 @@ import (
 // config is the command line, checked and with the scenario's defaults
 // filled in. Static once parsed.
 type config struct {
-	scenario   string
-	target     string
-	urls       []string
-	conns      int
-	rooms      int
-	rate       float64
-	duration   time.Duration
-	changers   int
-	disrupt    string
-	disruptAt  time.Duration
-	procs      int
-	sources    []netip.Addr
-	ramp       int
-	token      string
-	jwtSecret  string
-	maxErrors  int
-	progress   time.Duration
-	settle     time.Duration
-	quiet      bool
-	child      int      // -child: this process is child number child of a parent (-1: not a child)
-	args       []string // the command line, for the children
+	scenario  string
+	target    string
+	urls      []string
+	conns     int
+	rooms     int
+	rate      float64
+	duration  time.Duration
+	changers  int
+	disrupt   string
+	disruptAt time.Duration
+	procs     int
+	sources   []netip.Addr
+	ramp      int
+	token     string
+	jwtSecret string
+	maxErrors int
+	progress  time.Duration
+	settle    time.Duration
+	quiet     bool
+	child     int      // -child: this process is child number child of a parent (-1: not a child)
+	args      []string // the command line, for the children
 
 	// disruptFn replaces running -disrupt with sh -c (tests).
 	disruptFn func() error

@@ -197,12 +197,12 @@ func (a *aggregator) summary() summary {
 		Changers: cfg.changers, Rate: cfg.rate, DurationS: cfg.duration.Seconds(), Procs: cfg.procs,
 	}
 	var (
-		sum                   counters
-		h                     = histData{}
-		firstDial, lastConn   int64
-		firstLoss, converged  int64
-		notConverged          bool
-		cuts                  []cutReport
+		sum                  counters
+		h                    = histData{}
+		firstDial, lastConn  int64
+		firstLoss, converged int64
+		notConverged         bool
+		cuts                 []cutReport
 	)
 	for _, r := range a.finals {
 		if r == nil {
