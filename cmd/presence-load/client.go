@@ -188,7 +188,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (c *client) open(ctx context.Context, reopen bool) error {
 	w := c.w
 	start := time.Now()
-	ws, err := dialWS(ctx, w.urls[c.url], w.source(c.g), 10*time.Second)
+	// Dial on a goroutine of its own: the deep stack of dialing and the
+	// upgrade goes with it, and this long-lived goroutine, which only
+	// reads, keeps a small one.
+	type dialed struct {
+		ws  *wsConn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		ws, err := dialWS(ctx, w.urls[c.url], w.source(c.g), 10*time.Second)
+		ch <- dialed{ws, err}
+	}()
+	d := <-ch
+	ws, err := d.ws, d.err
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,14 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -129,7 +131,11 @@ func (w *worker) settle() {
 func (w *worker) fail(c *client, what string, err error) {
 	w.live.errors.Add(1)
 	if w.errShown.Add(1) <= maxErrShown {
-		fmt.Fprintf(w.stderr, "presence-load: %s %s: %s: %v\n", c.user, w.urls[c.url].raw, what, err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			hint = " (out of local ports toward this server: add -source addresses)"
+		}
+		fmt.Fprintf(w.stderr, "presence-load: %s %s: %s: %v%s\n", c.user, w.urls[c.url].raw, what, err, hint)
 	}
 }
 
@@ -200,7 +206,10 @@ func (w *worker) run(ctx context.Context, start <-chan int64, emit func(report))
 	progress.Wait()
 	w.stop.Store(true)
 	for _, c := range w.clients {
-		c.closeWS(false)
+		// An RST, not a FIN: a socket closed first by this side would sit
+		// in TIME_WAIT for a minute, holding a local port the next run
+		// needs.
+		c.closeWS(true)
 	}
 	cancel()
 	clients.Wait()
