@@ -37,9 +37,11 @@ type client struct {
 	resuming  bool // the hello resumed the room: a diff from cur means it worked
 	inSync    bool // the events of a sync are being reported
 	cur       []byte
-	retryMS   int64 // the last bye's retry_ms, -1: none
-	everJoin  bool
-	listener  bool // static: it keeps a view (fanout, typing, cluster, reconnect, leave)
+	retryMS   int64  // the last bye's retry_ms, -1: none
+	everJoin  bool   // joined its room once
+	settled   bool   // counted in worker.settled (joined, or gave up)
+	joinID    uint32 // the session's join command (0: resumed instead)
+	listener  bool   // static: it keeps a view (fanout, typing, cluster, reconnect, leave)
 	view      view
 	typingWas uint64 // typing: the set before the current message
 	typingNow uint64
@@ -98,7 +100,7 @@ func (c *client) run(ctx context.Context) {
 	c.retryMS = -1
 	for attempt := 0; ; attempt++ {
 		if !w.admit(ctx) {
-			w.settle()
+			c.settle()
 			return
 		}
 		err := c.open(ctx, false)
@@ -107,16 +109,17 @@ func (c *client) run(ctx context.Context) {
 			break
 		}
 		if w.stopping() {
-			w.settle()
+			c.settle()
 			return
 		}
 		w.fail(c, "connect", err)
 		if attempt == 2 {
-			w.settle()
+			c.settle()
 			return
 		}
 		sleepCtx(ctx, backoff(attempt))
 	}
+	defer c.settle() // a client that never joins does not hold up ready
 	for {
 		err := c.read()
 		c.lost()
@@ -214,6 +217,7 @@ func (c *client) open(ctx context.Context, reopen bool) error {
 	c.retryMS = -1
 	r, canResume := c.proto.(resumer)
 	c.resuming = reopen && canResume
+	c.joinID = 0
 	c.mu.Lock()
 	if w.stopping() { // worker.run closes the sessions it sees: do not start one after
 		c.mu.Unlock()
@@ -228,6 +232,7 @@ func (c *client) open(ctx context.Context, reopen bool) error {
 		c.wbuf = c.proto.Hello(c.wbuf[:0], c.user, token)
 		if err = ws.writeText(c.wbuf); err == nil && (!w.sc.churn || c.inRoom.Load() || !reopen) {
 			c.nextID++
+			c.joinID = c.nextID
 			c.wbuf = c.proto.Join(c.wbuf[:0], c.nextID, c.room, c.status)
 			err = ws.writeText(c.wbuf)
 		}
@@ -314,6 +319,9 @@ func (c *client) onEvent(ev *event) {
 		return
 	case evErr:
 		w.fail(c, "err", errors.New(ev.code))
+		if ev.id != 0 && ev.id == c.joinID {
+			c.settle() // its room refused it: do not wait for it
+		}
 		return
 	case evBye:
 		c.retryMS = ev.retryMS
@@ -383,6 +391,14 @@ func (c *client) gotRoom() {
 	if !c.everJoin {
 		c.everJoin = true
 		c.w.live.joined.Add(1)
+		c.settle()
+	}
+}
+
+// settle counts c in worker.settled, once.
+func (c *client) settle() {
+	if !c.settled {
+		c.settled = true
 		c.w.settle()
 	}
 }

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/internal/server"
 	"github.com/presenced/presenced/presence"
 )
@@ -34,13 +39,20 @@ type testServer struct {
 	t    *testing.T
 	addr string
 
+	tweak func(*server.Config)
+
 	mu   sync.Mutex
 	stop func() // the running server's
 }
 
 func startTestServer(t *testing.T) *testServer {
+	return startTestServerWith(t, nil)
+}
+
+// startTestServerWith starts a server whose config tweak changes.
+func startTestServerWith(t *testing.T, tweak func(*server.Config)) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, addr: "127.0.0.1:0"}
+	ts := &testServer{t: t, addr: "127.0.0.1:0", tweak: tweak}
 	ts.start()
 	t.Cleanup(func() {
 		ts.mu.Lock()
@@ -52,7 +64,7 @@ func startTestServer(t *testing.T) *testServer {
 
 func (ts *testServer) start() {
 	ts.t.Helper()
-	s, err := server.New(server.Config{
+	cfg := server.Config{
 		Addr:      ts.addr,
 		AdminAddr: "127.0.0.1:0",
 		Registry:  prometheus.NewRegistry(),
@@ -63,7 +75,11 @@ func (ts *testServer) start() {
 			LeaveGrace: 200 * time.Millisecond,
 			ListLimit:  10000,
 		},
-	})
+	}
+	if ts.tweak != nil {
+		ts.tweak(&cfg)
+	}
+	s, err := server.New(cfg)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
@@ -297,3 +313,38 @@ func TestFlags(t *testing.T) {
 type io_discard struct{}
 
 func (io_discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestTokens: -jwt-secret mints a token per user; a join the token does
+// not allow is an error, and does not hold up the ready line.
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	const secret = "0123456789abcdef0123456789abcdef"
+	ts := startTestServerWith(t, func(cfg *server.Config) {
+		cfg.Presence.Insecure = false
+		cfg.JWT = auth.Config{HS256Secret: []byte(secret)}
+	})
+	t.Run("jwt-secret", func(t *testing.T) {
+		s, stderr, err := runLoad(t, []string{"-url", ts.url(), "-conns", "10", "-rooms", "2", "-duration", "200ms",
+			"-settle", "0s", "-progress", "50ms", "-jwt-secret", secret}, nil)
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, stderr)
+		}
+		checkSummary(t, s, stderr, false, false)
+	})
+	t.Run("room refused", func(t *testing.T) {
+		enc := base64.RawURLEncoding
+		body := enc.EncodeToString(fmt.Appendf(nil, `{"sub":"u0","exp":%d,"rooms":["other"]}`, time.Now().Add(time.Hour).Unix()))
+		head := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(head + "." + body))
+		token := head + "." + body + "." + enc.EncodeToString(mac.Sum(nil))
+		s, stderr, err := runLoad(t, []string{"-url", ts.url(), "-conns", "3", "-rooms", "1", "-duration", "200ms",
+			"-settle", "0s", "-token", token}, nil)
+		if !errors.Is(err, errTooManyErrors) || s.Errors != 3 || s.Joined != 0 || s.Connected != 3 {
+			t.Errorf("err %v, errors %d, joined %d, connected %d: want errTooManyErrors, 3, 0, 3", err, s.Errors, s.Joined, s.Connected)
+		}
+		if !strings.Contains(stderr, "ready conns=0\n") || !strings.Contains(stderr, "forbidden") {
+			t.Errorf("stderr:\n%s", stderr)
+		}
+	})
+}

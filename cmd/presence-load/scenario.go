@@ -23,9 +23,11 @@ type scenario struct {
 	changers int // changers of the run (fanout, typing, cluster), all processes
 	nCuts    int // leave: how many conns are cut (victims: u0 .. u<nCuts-1>)
 
-	// reconnect: views that are true now (owned conns), the first loss and
-	// the last time every owned view became true after it (unix ns).
+	// reconnect: views that are true now (owned conns); whether one turned
+	// false in the measured phase; the first loss and the last time every
+	// owned view became true again (unix ns).
 	viewsTrue atomic.Int64
+	disturbed atomic.Bool
 	firstLoss atomic.Int64
 	converged atomic.Int64
 
@@ -180,9 +182,12 @@ func (sc *scenario) setViewOK(c *client, ok bool) {
 	c.viewOK = ok
 	if !ok {
 		sc.viewsTrue.Add(-1)
+		if sc.w.measuring() {
+			sc.disturbed.Store(true)
+		}
 		return
 	}
-	if sc.viewsTrue.Add(1) == int64(len(sc.w.clients)) && sc.firstLoss.Load() != 0 {
+	if sc.viewsTrue.Add(1) == int64(len(sc.w.clients)) && sc.disturbed.Load() {
 		sc.converged.Store(time.Now().UnixNano())
 	}
 }

@@ -243,7 +243,7 @@ func (w *worker) final() report {
 		FirstLossNs:   w.sc.firstLoss.Load(),
 		ConvergedNs:   w.sc.converged.Load(),
 	}
-	if w.sc.firstLoss.Load() != 0 && w.sc.viewsTrue.Load() != int64(len(w.clients)) {
+	if w.sc.disturbed.Load() && w.sc.viewsTrue.Load() != int64(len(w.clients)) {
 		r.ConvergedNs = -1 // not converged at the end
 	}
 	for j := range w.sc.nCuts {
