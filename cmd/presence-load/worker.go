@@ -135,7 +135,7 @@ func (w *worker) fail(c *client, what string, err error) {
 		if errors.Is(err, syscall.EADDRNOTAVAIL) {
 			hint = " (out of local ports toward this server: add -source addresses)"
 		}
-		fmt.Fprintf(w.stderr, "presence-load: %s %s: %s: %v%s\n", c.user, w.urls[c.url].raw, what, err, hint)
+		fmt.Fprintf(w.stderr, "presence-load: %s: %s: %v%s\n", c.user, what, err, hint)
 	}
 }
 
