@@ -75,14 +75,14 @@ func newFlagSet(cfg *config, urls, sources *string) *flag.FlagSet {
 	fs.StringVar(urls, "url", "ws://127.0.0.1:8080/ws", "comma-separated WebSocket `URLs`; connection i uses url i mod their number")
 	fs.IntVar(&cfg.conns, "conns", 1000, "`connections` (members, listeners), changers not included")
 	fs.IntVar(&cfg.rooms, "rooms", 0, "`rooms`; 0: 1 for fanout, typing and cluster, else conns/15 (at least 1)")
-	fs.Float64Var(&cfg.rate, "rate", 0, "changes a `second` (set, typing, join/leave, cuts); 0: 1 for leave, else 100")
+	fs.Float64Var(&cfg.rate, "rate", 0, "`n` changes a second in all (sets, typing, joins and leaves, cuts); 0: 1 for leave, else 100")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long the scenario runs once every connection is ready")
 	fs.IntVar(&cfg.changers, "changers", 10, "fanout, typing, cluster: connections that make the changes (extra to -conns)")
 	fs.StringVar(&cfg.disrupt, "disrupt", "", "reconnect: shell `command` run at -disrupt-at (sh -c)")
 	fs.DurationVar(&cfg.disruptAt, "disrupt-at", 0, "reconnect: when to run -disrupt after the start; 0: duration/3")
 	fs.IntVar(&cfg.procs, "procs", 1, "`processes`: the connections are spread over this many children (each has its own open-file limit)")
 	fs.StringVar(sources, "source", "", "comma-separated source `addresses`, round robin per connection (127.0.0.10,127.0.0.11); default: the kernel's choice")
-	fs.IntVar(&cfg.ramp, "ramp", 0, "connections opened a `second` in all; 0: as fast as 64 opening at once per process allow")
+	fs.IntVar(&cfg.ramp, "ramp", 0, "`n` connections opened a second in all; 0: as fast as 64 opening at once per process allow")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent in every hello (all connections are its subject)")
 	fs.StringVar(&cfg.jwtSecret, "jwt-secret", "", "mint an HS256 JWT per user with this `secret` (sub=user, exp in 1 h); default: insecure hellos naming the user")
 	fs.IntVar(&cfg.maxErrors, "max-errors", 0, "exit with status 1 when the run counts more `errors`")
@@ -204,7 +204,7 @@ connections (except in reconnect), unreadable messages. Exit status 1 when error
 			line += " " + name
 		}
 		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
-		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
 		fmt.Fprintln(w)
