@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -347,4 +348,85 @@ func TestTokens(t *testing.T) {
 			t.Errorf("stderr:\n%s", stderr)
 		}
 	})
+}
+
+// proxy forwards TCP connections to a server; cut closes every forwarded
+// connection (a network failure the server learns of as a reset or EOF).
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns []net.Conn // guarded by mu
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		for _, pair := range [][2]net.Conn{{c, s}, {s, c}} {
+			p.wg.Go(func() {
+				io.Copy(pair[0], pair[1])
+				pair[0].Close()
+				pair[1].Close()
+			})
+		}
+	}
+}
+
+func (p *proxy) cut() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	p.conns = nil
+	return nil
+}
+
+// TestResume: connections cut while the server stays up come back and
+// resume their rooms from their cursors (within the leave grace, so the
+// server still has the history).
+func TestResume(t *testing.T) {
+	t.Parallel()
+	ts := startTestServerWith(t, func(cfg *server.Config) { cfg.Presence.LeaveGrace = 10 * time.Second })
+	p := startProxy(t, ts.addr)
+	args := []string{"-url", "ws://" + p.ln.Addr().String() + "/ws", "-scenario", "reconnect", "-conns", "20", "-rooms", "2",
+		"-duration", "2s", "-disrupt-at", "300ms", "-settle", "300ms", "-progress", "200ms"}
+	s, stderr, err := runLoad(t, args, func(cfg *config) { cfg.disruptFn = p.cut })
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr)
+	}
+	checkSummary(t, s, stderr, false, false)
+	if s.Reconnects != 20 || s.Resumes != 20 || s.ConvergeMS <= 0 {
+		t.Errorf("reconnects %d, resumes %d, converge_ms %v: want 20, 20, > 0", s.Reconnects, s.Resumes, s.ConvergeMS)
+	}
 }
