@@ -216,10 +216,11 @@ func (w *worker) run(ctx context.Context, start <-chan int64, emit func(report))
 	send(w.final())
 }
 
-// progress reports the counters every -progress.
+// progress reports the counters twice every -progress, so that the
+// parent's progress line is at most half a period old.
 func (w *worker) progress(ctx context.Context, send func(report)) {
 	var prev [histBuckets]uint64
-	t := time.NewTicker(w.cfg.progress)
+	t := time.NewTicker(w.cfg.progress / 2)
 	defer t.Stop()
 	for {
 		select {
