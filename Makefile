@@ -33,8 +33,9 @@ help: ## List the targets
 	@echo
 	@echo "Variables: FUZZTIME=$(FUZZTIME) TEST_FUZZTIME=$(TEST_FUZZTIME) TEST_TIMEOUT=$(TEST_TIMEOUT) BENCH=$(BENCH) PKG=$(PKG) ARGS=$(ARGS)"
 
-build: ## Build bin/presenced
+build: ## Build bin/presenced and bin/presence-load
 	$(GO) build -o bin/presenced ./cmd/presenced
+	$(GO) build -o bin/presence-load ./cmd/presence-load
 
 run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090); extra flags in ARGS
 	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure $(ARGS)
