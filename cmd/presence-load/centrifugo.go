@@ -5,8 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"sync"
-	"unicode/utf16"
-	"unicode/utf8"
 )
 
 // centrifugoProto speaks Centrifugo's client protocol (v2, JSON over
@@ -36,6 +34,9 @@ import (
 //
 // Centrifugo's application ping is the message {} and must be answered with
 // {} (or it closes the connection 8 s later): Parse returns that reply.
+// A publisher receives its own publication too, before its publish reply
+// (both usually in one message). A token with "exp" makes Centrifugo close
+// the connection at expiry (it expects a refresh): mint it for the whole run.
 //
 // A centrifugoProto holds no per-connection state; its methods are safe for
 // concurrent use. The zero value is ready; it must not be copied after first use.
@@ -122,7 +123,10 @@ func (c *centrifugoProto) Parse(p []byte, fn func(ev *event)) (reply []byte, err
 	if ev == nil {
 		ev = new(event)
 	}
-	defer c.events.Put(ev)
+	defer func() {
+		*ev = event{} // keep no slice of p alive in the pool
+		c.events.Put(ev)
+	}()
 	for len(p) > 0 {
 		line := p
 		p = nil
@@ -331,98 +335,4 @@ func (s *jsonScanner) infoUser() (user []byte) {
 		}
 	}
 	return user
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if b >= 0x20 && b != '"' && b != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch b {
-		case '"', '\\':
-			dst = append(dst, '\\', b)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-// unescapeJSON decodes the inside of a JSON string that holds escapes. It
-// allocates: Centrifugo escapes only what the sender escaped, and
-// presence-load sends plain names.
-func unescapeJSON(b []byte) ([]byte, bool) {
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			out = append(out, b[i])
-			continue
-		}
-		if i++; i == len(b) {
-			return nil, false
-		}
-		switch b[i] {
-		case '"', '\\', '/':
-			out = append(out, b[i])
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'u':
-			r, ok := hex4(b[i+1:])
-			if !ok {
-				return nil, false
-			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				if r2, ok := hex4(b[min(i+3, len(b)):]); ok && i+2 < len(b) && b[i+1] == '\\' && b[i+2] == 'u' {
-					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-						r = d
-						i += 6
-					}
-				}
-			}
-			out = utf8.AppendRune(out, r)
-		default:
-			return nil, false
-		}
-	}
-	return out, true
-}
-
-func hex4(b []byte) (rune, bool) {
-	if len(b) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
 }
