@@ -62,9 +62,12 @@ func startCentrifugo(t *testing.T, bin string) string {
 		}
 	})
 	base := "127.0.0.1:" + strconv.Itoa(port)
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get("http://" + base + "/health")
+		resp, err := hc.Get("http://" + base + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
