@@ -23,13 +23,17 @@ CLUSTER_REDIS_PORT ?= 6390
 CACHE := $(CURDIR)/.cache
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+# Centrifugo, the peer that bench-compare runs beside presenced: built from
+# the module proxy at a pinned version into .cache (never committed).
+CENTRIFUGO_VERSION := v6.9.1
+CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
 
-.PHONY: help build run cluster test race fuzz bench lint ci deps
+.PHONY: help build run cluster test race fuzz bench lint ci deps centrifugo
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
 	@echo
-	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-13s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: FUZZTIME=$(FUZZTIME) TEST_FUZZTIME=$(TEST_FUZZTIME) TEST_TIMEOUT=$(TEST_TIMEOUT) BENCH=$(BENCH) PKG=$(PKG) ARGS=$(ARGS)"
 
@@ -98,6 +102,12 @@ lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
 $(STATICCHECK):
 	@echo "lint: installing staticcheck $(STATICCHECK_VERSION)"
 	@GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+centrifugo: $(CENTRIFUGO) ## Install the pinned Centrifugo (CENTRIFUGO_VERSION) into .cache/tools (go install from the module proxy; not part of make test)
+
+$(CENTRIFUGO):
+	@echo "centrifugo: installing Centrifugo $(CENTRIFUGO_VERSION) (a few minutes)"
+	@GOBIN=$(dir $@) $(GO) install github.com/centrifugal/centrifugo/v6@$(CENTRIFUGO_VERSION)
 
 ci: lint test ## What a careful CI runs: lint, then the whole suite
 
