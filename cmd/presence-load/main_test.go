@@ -287,7 +287,6 @@ func TestFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"-scenario", "nope"}, "-scenario"},
-		{[]string{"-target", "centrifugo"}, "centrifugo.go"},
 		{[]string{"-target", "x"}, "unknown"},
 		{[]string{"-url", "wss://h/ws"}, "ws://"},
 		{[]string{"-conns", "0"}, "-conns"},

@@ -79,8 +79,10 @@ type event struct {
 // protocols maps each -target to the constructor of its protocol: one value
 // per connection. A new target adds one line.
 func protocols() map[string]func() protocol {
+	centrifugo := new(centrifugoProto) // safe for concurrent use; holds a pool
 	return map[string]func() protocol{
-		"presenced": func() protocol { return new(presencedProto) },
+		"presenced":  func() protocol { return new(presencedProto) },
+		"centrifugo": func() protocol { return centrifugo },
 	}
 }
 
@@ -95,9 +97,5 @@ func protocolFor(target string) (func() protocol, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	if target == "centrifugo" {
-		return nil, fmt.Errorf("-target centrifugo: not in this build yet (cmd/presence-load/centrifugo.go); available: %s",
-			strings.Join(names, ", "))
-	}
 	return nil, fmt.Errorf("-target %q: unknown; available: %s", target, strings.Join(names, ", "))
 }
