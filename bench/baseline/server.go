@@ -186,13 +186,6 @@ func (s *Server) room(name string) *room {
 	return r
 }
 
-// lookup returns the room or nil.
-func (s *Server) lookup(name string) *room {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.rooms[name]
-}
-
 // removeIfEmpty forgets r when nothing is left in it.
 func (s *Server) removeIfEmpty(r *room) {
 	s.mu.Lock()

@@ -222,7 +222,7 @@ type results struct {
 	IdleS       float64           `json:"idle_s"`
 	CurveIdleS  float64           `json:"curve_idle_s"`
 	Skipped     map[string]string `json:"skipped,omitempty"`
-	Runs        []measurement             `json:"runs"`
+	Runs        []measurement     `json:"runs"`
 }
 
 func (h *harness) resultsPath() string { return filepath.Join(h.out, "results.json") }
