@@ -96,7 +96,8 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 	if r.RSSBefore, err = readRSS(s.pid()); err != nil {
 		return r.fail(err)
 	}
-	args := append(h.loadArgs(s, "idle", n, r.Rooms), "-duration", (idle + readyTimeout(n) + time.Minute).String())
+	// -duration counts from ready: the load outlives the measurement by 10 s.
+	args := append(h.loadArgs(s, "idle", n, r.Rooms), "-duration", (idle + 10*time.Second).String())
 	l, err := h.startLoad(label, args...)
 	if err != nil {
 		return r.fail(err)
@@ -120,7 +121,7 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 			r.IdleCPUUsConnS = r.CPUS * 1e6 / float64(n) / window.Seconds()
 		}
 	}
-	r.takeSummary(l.finish(0))
+	r.takeSummary(l.finish(time.Minute))
 	return r
 }
 
@@ -177,7 +178,8 @@ func (h *harness) leave(ctx context.Context, name string) (r measurement) {
 		return r.fail(err)
 	}
 	defer s.stop()
-	args := append(h.loadArgs(s, "leave", r.Conns, r.Rooms), "-duration", h.leaveDuration.String())
+	// The settle outlasts the servers' leave grace (5 s) and the last cut's leave.
+	args := append(h.loadArgs(s, "leave", r.Conns, r.Rooms), "-duration", h.leaveDuration.String(), "-settle", "8s")
 	l, err := h.startLoad(label, args...)
 	if err != nil {
 		return r.fail(err)

@@ -62,6 +62,9 @@ func TestTable(t *testing.T) {
 | cut → others learn, p50 (ms) | 5,100 (1×) | — |
 | cut → others learn, p99 (ms) | 5,200 (1×) | — |
 
+A server with stale listeners fell behind: its CPU per change per listener counts only the
+window (changes plus a 2 s settle) and understates; deliveries per CPU-second does not.
+
 [1] baseline idle 1,000: boom
 `
 	if got != want {

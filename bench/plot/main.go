@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -76,9 +77,8 @@ func lines(res *results) []series {
 	return out
 }
 
-// needsLog reports whether the values spread over more than 10×.
-func needsLog(ls []series) bool {
-	lo, hi := 0.0, 0.0
+// span returns the smallest and largest value of ls.
+func span(ls []series) (lo, hi float64) {
 	for _, l := range ls {
 		for _, p := range l.xys {
 			if lo == 0 || p.Y < lo {
@@ -87,7 +87,26 @@ func needsLog(ls []series) bool {
 			hi = max(hi, p.Y)
 		}
 	}
+	return lo, hi
+}
+
+// needsLog reports whether the values spread over more than 10×.
+func needsLog(ls []series) bool {
+	lo, hi := span(ls)
 	return lo > 0 && hi/lo > 10
+}
+
+// wholeTicks labels ticks as whole numbers (bytes), not 50000.00.
+type wholeTicks struct{ plot.Ticker }
+
+func (t wholeTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := t.Ticker.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = strconv.FormatFloat(ts[i].Value, 'f', 0, 64)
+		}
+	}
+	return ts
 }
 
 func run(args []string, stderr io.Writer) error {
@@ -118,11 +137,18 @@ func run(args []string, stderr io.Writer) error {
 	p.X.Label.Text = "connections"
 	p.Y.Label.Text = "bytes per connection"
 	p.Add(plotter.NewGrid())
+	// Room above the lines for the legend; a linear axis starts at 0.
+	lo, hi := span(ls)
 	if needsLog(ls) {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		p.Y.Label.Text += " (log scale)"
+		p.Y.Min, p.Y.Max = lo/1.5, hi*4
+	} else {
+		p.Y.Min, p.Y.Max = 0, hi*1.35
+		p.Y.Tick.Marker = wholeTicks{plot.DefaultTicks{}}
 	}
+	p.Title.Padding = vg.Points(8)
 	for i, l := range ls {
 		line, points, err := plotter.NewLinePoints(l.xys)
 		if err != nil {
@@ -137,6 +163,7 @@ func run(args []string, stderr io.Writer) error {
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(10), vg.Points(-5)
 	p.BackgroundColor = color.White
 	if err := p.Save(9*vg.Inch, 5*vg.Inch, *out); err != nil {
 		return err
