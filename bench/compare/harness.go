@@ -29,6 +29,7 @@ type harness struct {
 	fanoutRate       float64
 	fanoutDuration   time.Duration
 	changers         int
+	baselineRamp     int
 	leaveConns       int
 	leaveDuration    time.Duration
 	quick            bool
@@ -59,6 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (*harness, error) {
 	fs.Float64Var(&h.fanoutRate, "fanout-rate", 100, "status `changes` per second in a fan-out run")
 	fs.DurationVar(&h.fanoutDuration, "fanout-duration", 20*time.Second, "length of the changes in a fan-out run")
 	fs.IntVar(&h.changers, "changers", 10, "members making the fan-out changes, round robin")
+	fs.IntVar(&h.baselineRamp, "baseline-ramp", 0, "`connections` a second while the baseline's fan-out room fills (it broadcasts every join to every member: L²/2 frames; too fast and it drops connections); 0: as fast as presence-load goes, like the other servers")
 	fs.IntVar(&h.leaveConns, "leave-conns", 1000, "connections of the leave run, 10 per room (0: no leave run)")
 	fs.DurationVar(&h.leaveDuration, "leave-duration", 20*time.Second, "length of the leave run (one cut a second)")
 	fs.BoolVar(&h.quick, "quick", false, "smoke run: small N, short periods (flags given explicitly win)")

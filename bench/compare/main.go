@@ -23,7 +23,10 @@
 //     change per listener (CPU from ready to the end of the changes plus
 //     the 2 s settle), deliveries per server CPU-second, p99 change → seen,
 //     stale listeners. presenced runs with -list-limit above L so that its
-//     diffs carry member state.
+//     diffs carry member state. The baseline broadcasts every join to every
+//     member (L²/2 frames to fill the room): when it drops connections
+//     while the room fills (more than L/10 errors before ready), the run
+//     fails early and says so; -baseline-ramp slows its arrivals.
 //   - leave: -leave-conns connections, 10 per room, one cut (RST) a second:
 //     cut → every other member has seen the leave (p50, p99).
 //

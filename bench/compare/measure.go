@@ -37,6 +37,7 @@ type measurement struct {
 
 	// fanout
 	Rate              float64 `json:"rate,omitempty"` // changes per second
+	Ramp              int     `json:"ramp,omitempty"` // connections per second while the room filled (0: unlimited)
 	DurationS         float64 `json:"duration_s,omitempty"`
 	CPUUsPerChangeL   float64 `json:"cpu_us_per_change_listener,omitempty"`
 	DeliveriesPerCPUS float64 `json:"deliveries_per_cpu_s,omitempty"`
@@ -67,7 +68,7 @@ type summary struct {
 
 // loadArgs are the arguments every presence-load run gets for server s.
 func (h *harness) loadArgs(s *server, scenario string, conns, rooms int) []string {
-	args := []string{"-scenario", scenario, "-url", s.url, "-conns", strconv.Itoa(conns), "-rooms", strconv.Itoa(rooms), "-quiet"}
+	args := []string{"-scenario", scenario, "-url", s.url, "-conns", strconv.Itoa(conns), "-rooms", strconv.Itoa(rooms), "-progress", "1s"}
 	if s.name == centrifugoName {
 		args = append(args, "-target", "centrifugo", "-jwt-secret", jwtSecret)
 	}
@@ -81,6 +82,9 @@ func (h *harness) loadArgs(s *server, scenario string, conns, rooms int) []strin
 func readyTimeout(conns int) time.Duration {
 	return time.Minute + time.Duration(conns)*20*time.Millisecond
 }
+
+// readyErrors is how many errors before ready fail a measurement early.
+func readyErrors(conns int) int64 { return int64(max(100, conns/10)) }
 
 // idle measures the memory and CPU of n idle joined connections, 15 per
 // room, held for idle after ready.
@@ -102,7 +106,7 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 	if err != nil {
 		return r.fail(err)
 	}
-	if err := l.waitReady(ctx, readyTimeout(n)); err != nil {
+	if err := l.waitReady(ctx, readyTimeout(n), readyErrors(n)); err != nil {
 		r.fail(err)
 	} else {
 		window := min(idle, h.cpuWindow)
@@ -142,11 +146,18 @@ func (h *harness) fanout(ctx context.Context, name string, listeners int) (r mea
 	args := append(h.loadArgs(s, "fanout", listeners, 1),
 		"-rate", strconv.FormatFloat(h.fanoutRate, 'f', -1, 64), "-changers", strconv.Itoa(h.changers),
 		"-duration", d.String(), "-settle", "2s", "-max-errors", strconv.Itoa(listeners))
+	timeout := readyTimeout(listeners)
+	if name == baselineName && h.baselineRamp > 0 {
+		// Each join is a frame to every member: the room costs L²/2 frames to fill.
+		r.Ramp = h.baselineRamp
+		args = append(args, "-ramp", strconv.Itoa(h.baselineRamp))
+		timeout = 2*time.Minute + time.Duration(listeners)*time.Second/time.Duration(h.baselineRamp)
+	}
 	l, err := h.startLoad(label, args...)
 	if err != nil {
 		return r.fail(err)
 	}
-	if err := l.waitReady(ctx, readyTimeout(listeners)); err != nil {
+	if err := l.waitReady(ctx, timeout, readyErrors(listeners)); err != nil {
 		r.fail(err)
 		_, _ = l.finish(0)
 		return r
@@ -184,7 +195,7 @@ func (h *harness) leave(ctx context.Context, name string) (r measurement) {
 	if err != nil {
 		return r.fail(err)
 	}
-	if err := l.waitReady(ctx, readyTimeout(r.Conns)); err != nil {
+	if err := l.waitReady(ctx, readyTimeout(r.Conns), readyErrors(r.Conns)); err != nil {
 		r.fail(err)
 	}
 	r.takeSummary(l.finish(h.leaveDuration + time.Minute))

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -147,6 +149,16 @@ type load struct {
 	ready  chan struct{} // closed at the line "ready conns=N"
 	done   chan struct{} // closed when cmd has been waited for
 	err    error         // cmd.Wait's, once done
+	last   string        // its last stderr line, once done
+	errors atomic.Int64  // errors= of its last progress line
+}
+
+// exitErr describes the load's exit with its last words; after done.
+func (l *load) exitErr() string {
+	if l.last == "" {
+		return fmt.Sprint(l.err)
+	}
+	return fmt.Sprintf("%v: %s", l.err, truncate(l.last, 300))
 }
 
 // startLoad starts presence-load with args, its stderr copied to a log.
@@ -176,6 +188,11 @@ func (h *harness) startLoad(label string, args ...string) (*load, error) {
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(logf, line)
+			l.last = line
+			if m := progressErrors.FindStringSubmatch(line); m != nil {
+				n, _ := strconv.ParseInt(m[1], 10, 64)
+				l.errors.Store(n)
+			}
 			if !once && strings.HasPrefix(line, "ready ") {
 				once = true
 				close(l.ready)
@@ -191,17 +208,32 @@ func (h *harness) startLoad(label string, args ...string) (*load, error) {
 	return l, nil
 }
 
-// waitReady waits for the ready line, the load's exit, or timeout.
-func (l *load) waitReady(ctx context.Context, timeout time.Duration) error {
-	select {
-	case <-l.ready:
-		return nil
-	case <-l.done:
-		return fmt.Errorf("presence-load exited before ready: %v", l.err)
-	case <-time.After(timeout):
-		return fmt.Errorf("presence-load not ready after %v", timeout)
-	case <-ctx.Done():
-		return ctx.Err()
+// progressErrors finds the error count of a progress line.
+var progressErrors = regexp.MustCompile(`^t=\S+ .* errors=(\d+)`)
+
+// waitReady waits for the ready line, the load's exit, timeout, or more
+// than maxErrors errors in a progress line (a server that drops
+// connections while they join never gets them all ready).
+func (l *load) waitReady(ctx context.Context, timeout time.Duration, maxErrors int64) error {
+	deadline := time.After(timeout)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.ready:
+			return nil
+		case <-l.done:
+			return fmt.Errorf("presence-load exited before ready: %s", l.exitErr())
+		case <-deadline:
+			return fmt.Errorf("presence-load not ready after %v (%d errors)", timeout, l.errors.Load())
+		case <-tick.C:
+			if n := l.errors.Load(); n > maxErrors {
+				_ = l.cmd.Process.Kill()
+				return fmt.Errorf("%d errors before ready: the server drops connections while they join", n)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -225,7 +257,7 @@ func (l *load) finish(wait time.Duration) (json.RawMessage, error) {
 		out = out[i+1:] // the summary is the last line
 	}
 	if !json.Valid(out) || len(out) == 0 {
-		return nil, fmt.Errorf("presence-load (%v) printed no JSON summary: %q", l.err, truncate(l.stdout.String(), 200))
+		return nil, fmt.Errorf("presence-load (%s) printed no JSON summary", l.exitErr())
 	}
 	var exitErr *exec.ExitError
 	if l.err != nil && !errors.As(l.err, &exitErr) {

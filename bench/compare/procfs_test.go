@@ -62,3 +62,19 @@ func TestReadSelf(t *testing.T) {
 		t.Errorf("readCPU: %v", err)
 	}
 }
+
+func TestProgressErrors(t *testing.T) {
+	for line, want := range map[string]string{
+		"t=12s conns=15000 joins/s=1200 deliveries/s=980000 p50=12.1ms p99=88.0ms errors=7": "7",
+		"ready conns=15000": "",
+		"presence-load: u1 ws://x: connection lost: errors=9": "",
+	} {
+		got := ""
+		if m := progressErrors.FindStringSubmatch(line); m != nil {
+			got = m[1]
+		}
+		if got != want {
+			t.Errorf("%q: %q, want %q", line, got, want)
+		}
+	}
+}

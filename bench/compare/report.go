@@ -99,8 +99,10 @@ func table(runs []measurement, servers []string, ref string, acceptConns int) st
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\nA server with stale listeners fell behind: its CPU per change per listener counts only the\n" +
-		"window (changes plus a 2 s settle) and understates; deliveries per CPU-second does not.\n")
+	if len(sortedRuns(runs, kindFanout, 0)) > 0 {
+		b.WriteString("\nA server with stale listeners fell behind: its CPU per change per listener counts only the\n" +
+			"window (changes plus a 2 s settle) and understates; deliveries per CPU-second does not.\n")
+	}
 	if len(notes) > 0 {
 		b.WriteString("\n")
 		for i, n := range notes {
