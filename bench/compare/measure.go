@@ -115,7 +115,7 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 		sleep(ctx, window)
 		cpu1, err1 := readCPU(s.pid())
 		rss, err2 := readRSS(s.pid())
-		if err := firstErr(err0, err1, err2, s.alive(), ctx.Err()); err != nil {
+		if err := firstErr(err0, err1, err2, s.alive(), l.running(), ctx.Err()); err != nil {
 			r.fail(err)
 		} else {
 			r.RSSAfter = rss

@@ -161,6 +161,16 @@ func (l *load) exitErr() string {
 	return fmt.Sprintf("%v: %s", l.err, truncate(l.last, 300))
 }
 
+// running reports an error when the load has exited (its connections with it).
+func (l *load) running() error {
+	select {
+	case <-l.done:
+		return fmt.Errorf("presence-load ended during the measurement: %s", l.exitErr())
+	default:
+		return nil
+	}
+}
+
 // startLoad starts presence-load with args, its stderr copied to a log.
 func (h *harness) startLoad(label string, args ...string) (*load, error) {
 	l := &load{ready: make(chan struct{}), done: make(chan struct{})}
