@@ -28,12 +28,12 @@ STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
 
-.PHONY: help build run cluster test race fuzz bench lint ci deps centrifugo
+.PHONY: help build run cluster test race fuzz bench bench-compare lint ci deps centrifugo
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
 	@echo
-	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-13s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: FUZZTIME=$(FUZZTIME) TEST_FUZZTIME=$(TEST_FUZZTIME) TEST_TIMEOUT=$(TEST_TIMEOUT) BENCH=$(BENCH) PKG=$(PKG) ARGS=$(ARGS)"
 
@@ -92,6 +92,18 @@ fuzz: ## Fuzz every fuzz target of the module for FUZZTIME each
 
 bench: ## Benchmarks matching BENCH in PKG, with allocations
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKG)
+
+# bench/compare writes results.json, table.md and logs/ into a directory
+# of its own; bench/plot (a module of its own, so that gonum stays out of
+# go.mod) draws RSS per connection from it. A -quick smoke run keeps its
+# plot in its directory and leaves bench/rss-per-conn.png alone.
+bench-compare: ## Run presenced (epoll, netpoll), bench/baseline and Centrifugo on the same presence-load workloads, one after another (~30 min; not part of test): table of ratios and raw JSON in .cache/bench-compare/<UTC time>/, plot in bench/rss-per-conn.png; flags in ARGS (-quick, -servers, -conns-curve, -idle, -h)
+	@out=$(CACHE)/bench-compare/$$(date -u +%Y%m%dT%H%M%SZ); \
+	$(GO) run ./bench/compare -out $$out $(ARGS); \
+	[ -f $$out/results.json ] || exit 0; \
+	plot=../rss-per-conn.png; \
+	case " $(ARGS) " in *" -quick "*|*" -quick=true "*) plot=$$out/rss-per-conn.png;; esac; \
+	cd bench/plot && $(GO) run . -in $$out/results.json -out $$plot
 
 lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
 	@unformatted=$$(gofmt -l .); \

@@ -6,4 +6,10 @@
 // presenced processes, and read Redis's side with INFO. Results, with the
 // commands that reproduce them and the machine they ran on, are in
 // RESULTS.md.
+//
+// Beside it (issue T4): bench/baseline is the typical presence server
+// presenced is compared with, bench/compare the harness of `make
+// bench-compare` (servers as processes, presence-load as the client,
+// figures from /proc), bench/plot a module of its own that draws RSS per
+// connection from bench/compare's JSON.
 package bench
