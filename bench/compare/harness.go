@@ -30,6 +30,7 @@ type harness struct {
 	fanoutDuration   time.Duration
 	changers         int
 	baselineRamp     int
+	peerFanoutMax    int
 	leaveConns       int
 	leaveDuration    time.Duration
 	quick            bool
@@ -61,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*harness, error) {
 	fs.DurationVar(&h.fanoutDuration, "fanout-duration", 20*time.Second, "length of the changes in a fan-out run")
 	fs.IntVar(&h.changers, "changers", 10, "members making the fan-out changes, round robin")
 	fs.IntVar(&h.baselineRamp, "baseline-ramp", 0, "`connections` a second while the baseline's fan-out room fills (it broadcasts every join to every member: L²/2 frames; too fast and it drops connections); 0: as fast as presence-load goes, like the other servers")
+	fs.IntVar(&h.peerFanoutMax, "peer-fanout-max", 5000, "largest fan-out room run for the baseline and Centrifugo: both send every join to every member, so filling a room of L costs L²/2 frames (50 M at 10,000, over 10 minutes here); 0: no limit")
 	fs.IntVar(&h.leaveConns, "leave-conns", 1000, "connections of the leave run, 10 per room (0: no leave run)")
 	fs.DurationVar(&h.leaveDuration, "leave-duration", 20*time.Second, "length of the leave run (one cut a second)")
 	fs.BoolVar(&h.quick, "quick", false, "smoke run: small N, short periods (flags given explicitly win)")
@@ -273,6 +275,10 @@ func (h *harness) runAll(ctx context.Context) (*results, error) {
 		for _, l := range h.fanoutListeners {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
+			}
+			if h.peerFanoutMax > 0 && l > h.peerFanoutMax && (s == baselineName || s == centrifugoName) {
+				h.logf("%s fanout %d listeners: skipped (-peer-fanout-max %d: filling the room costs %d join frames)", s, l, h.peerFanoutMax, l*l/2)
+				continue
 			}
 			h.logf("%s fanout %d listeners, %g changes/s for %v", s, l, h.fanoutRate, h.fanoutDuration)
 			if err := record(h.fanout(ctx, s, l)); err != nil {

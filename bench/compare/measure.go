@@ -147,6 +147,10 @@ func (h *harness) fanout(ctx context.Context, name string, listeners int) (r mea
 		"-rate", strconv.FormatFloat(h.fanoutRate, 'f', -1, 64), "-changers", strconv.Itoa(h.changers),
 		"-duration", d.String(), "-settle", "2s", "-max-errors", strconv.Itoa(listeners))
 	timeout := readyTimeout(listeners)
+	if name == baselineName || name == centrifugoName {
+		// L²/2 join frames to fill the room, at some 50,000 a second.
+		timeout += time.Duration(listeners*listeners/2/50000) * time.Second
+	}
 	if name == baselineName && h.baselineRamp > 0 {
 		// Each join is a frame to every member: the room costs L²/2 frames to fill.
 		r.Ramp = h.baselineRamp

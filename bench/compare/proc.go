@@ -83,7 +83,15 @@ func (h *harness) startServer(name, label string, listLimit int) (*server, error
 		}
 		s.cmd = h.pinned("0", argv...)
 	case baselineName:
-		s.cmd = h.pinned("0", h.bin("baseline"), "-addr", addr)
+		argv := []string{h.bin("baseline"), "-addr", addr}
+		if listLimit > 0 {
+			// A fan-out room: filling it queues up to one join frame per
+			// member on every connection at once. A queue that holds them
+			// keeps the baseline from dropping its listeners during the
+			// fill; it changes nothing once the room is full.
+			argv = append(argv, "-send-buffer", strconv.Itoa(listLimit))
+		}
+		s.cmd = h.pinned("0", argv...)
 	case centrifugoName:
 		s.url = "ws://" + addr + "/connection/websocket"
 		s.cmd = h.pinned("0", h.centrifugoBin, "--config", h.centrifugoConfig,
