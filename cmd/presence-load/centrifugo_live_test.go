@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -279,4 +282,50 @@ func TestCentrifugoLive(t *testing.T) {
 
 	a.send(p.Leave(nil, 4, room))
 	a.await("unsubscribe ack", 5*time.Second, func(ev liveEvent) bool { return ev.kind == evAck && ev.id == 4 })
+}
+
+// TestCentrifugoLiveScenarios runs the fanout and leave scenarios against
+// Centrifugo through the command's own code path (run).
+func TestCentrifugoLiveScenarios(t *testing.T) {
+	bin := os.Getenv(centrifugoEnv)
+	if bin == "" {
+		t.Skip(centrifugoEnv + " is not set: run `make centrifugo` and set it to .cache/tools/centrifugo-v6.9.1/centrifugo to run the live test")
+	}
+	url := startCentrifugo(t, bin)
+	common := []string{"-target", "centrifugo", "-url", url, "-jwt-secret", centrifugoDevSecret,
+		"-quiet", "-ready-timeout", "30s"}
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"fanout", []string{"-scenario", "fanout", "-conns", "50", "-changers", "3", "-rate", "30", "-duration", "1s", "-settle", "500ms"}},
+		{"leave", []string{"-scenario", "leave", "-conns", "40", "-rooms", "4", "-rate", "8", "-duration", "1s", "-settle", "500ms"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := run(ctx, append(slices.Clone(common), tt.args...), &stdout, &stderr); err != nil {
+				t.Fatalf("run: %v\n%s", err, stderr.String())
+			}
+			var s summary
+			if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+				t.Fatalf("summary %q: %v", stdout.String(), err)
+			}
+			t.Logf("%s", stdout.Bytes())
+			if s.Errors != 0 || s.Stale != 0 || s.Joined != int64(s.Conns+s.Changers) {
+				t.Errorf("errors %d, stale %d, joined %d: want 0, 0, %d\n%s", s.Errors, s.Stale, s.Joined, s.Conns+s.Changers, stderr.String())
+			}
+			switch tt.name {
+			case "fanout": // 30 changes, each seen by the 50 listeners
+				if s.Deliveries < 30*50 || s.Latencies < 30*50 || s.P50MS <= 0 {
+					t.Errorf("deliveries %d, latencies %d, p50 %v: want >= 1500, >= 1500, > 0", s.Deliveries, s.Latencies, s.P50MS)
+				}
+			case "leave": // a cut every 125 ms from 125 ms on: 7 cuts
+				if s.Cuts != 7 || s.LeaveP50MS <= 0 {
+					t.Errorf("cuts %d, leave_p50_ms %v: want 7, > 0", s.Cuts, s.LeaveP50MS)
+				}
+			}
+		})
+	}
 }

@@ -33,6 +33,11 @@ func (c *client) onEvent(ev *event) {
 		}
 		return
 	}
+	if ev.kind == evSync && len(ev.room) == 0 {
+		// Centrifugo's subscribe reply names no channel: it answers this
+		// client's join, and a client joins only its own room.
+		ev.room = append(ev.room, c.room...)
+	}
 	if string(ev.room) != c.room {
 		return
 	}

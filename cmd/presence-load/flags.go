@@ -31,6 +31,7 @@ type config struct {
 	maxErrors int
 	progress  time.Duration
 	settle    time.Duration
+	readyTO   time.Duration // -ready-timeout; 0: wait for ready forever
 	quiet     bool
 	child     int      // -child: this process is child number child of a parent (-1: not a child)
 	args      []string // the command line, for the children
@@ -88,6 +89,7 @@ func newFlagSet(cfg *config, urls, sources *string) *flag.FlagSet {
 	fs.IntVar(&cfg.maxErrors, "max-errors", 0, "exit with status 1 when the run counts more `errors`")
 	fs.DurationVar(&cfg.progress, "progress", time.Second, "period of the progress line on stderr")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the scenario before the final check (stale, leaves)")
+	fs.DurationVar(&cfg.readyTO, "ready-timeout", 2*time.Minute, "stop with the summary and exit status 1 when not every connection has joined after this `time` (0: wait forever)")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress lines (ready and errors still go to stderr)")
 	fs.IntVar(&cfg.child, "child", -1, "internal: run as child `n` of a -procs parent")
 	return fs
@@ -144,8 +146,8 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 		return nil, usagef("-rooms, -rate, -ramp and -max-errors cannot be negative")
 	case cfg.procs < 1:
 		return nil, usagef("-procs %d: at least 1", cfg.procs)
-	case cfg.duration <= 0 || cfg.progress <= 0 || cfg.settle < 0:
-		return nil, usagef("-duration and -progress must be positive, -settle not negative")
+	case cfg.duration <= 0 || cfg.progress <= 0 || cfg.settle < 0 || cfg.readyTO < 0:
+		return nil, usagef("-duration and -progress must be positive, -settle and -ready-timeout not negative")
 	case cfg.hasChangers() && cfg.changers < 1:
 		return nil, usagef("-changers %d: at least 1", cfg.changers)
 	case cfg.scenario == "typing" && cfg.changers > 64:
@@ -185,7 +187,9 @@ func printUsage(fs *flag.FlagSet, w io.Writer) {
 
 Opens the connections (hello, then join of the connection's room), prints "ready conns=N" on stderr
 once every one has joined (or failed three times), runs the scenario for -duration, waits -settle,
-and prints one JSON summary on stdout. A progress line goes to stderr every -progress:
+and prints one JSON summary on stdout. When not every connection has joined -ready-timeout after
+the start, it stops, counts each connection that has not joined as an error, prints the summary
+and exits with status 1. A progress line goes to stderr every -progress:
   t=12s conns=15000 joins/s=1200 deliveries/s=980000 p50=12.1ms p99=88.0ms errors=0
 Deliveries are the presence events connections receive in the measured phase (a member joined,
 left, changed status, started or stopped typing). Errors: failed connections, err replies, lost

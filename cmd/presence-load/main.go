@@ -54,6 +54,10 @@ func exitStatus(err error, stderr io.Writer) int {
 	}
 }
 
+// errNotReady is run's answer when not every connection had joined
+// -ready-timeout after the start; the summary is printed all the same.
+var errNotReady = errors.New("not every connection joined within -ready-timeout")
+
 // errTooManyErrors is run's answer when the run counted more errors than
 // -max-errors; the summary is printed all the same.
 var errTooManyErrors = errors.New("more errors than -max-errors")
@@ -75,11 +79,14 @@ func execute(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return runChild(ctx, cfg, os.Stdin, stdout, stderr)
 	}
 	sum, err := runParent(ctx, cfg, stderr)
-	if err != nil {
+	if err != nil && !errors.Is(err, errNotReady) {
 		return err
 	}
 	if err := writeSummary(stdout, sum); err != nil {
 		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %d errors", err, sum.Errors)
 	}
 	if sum.Errors > int64(cfg.maxErrors) {
 		return fmt.Errorf("%w: %d errors", errTooManyErrors, sum.Errors)

@@ -62,7 +62,7 @@ const (
 type event struct {
 	kind    eventKind
 	id      uint32 // evAck/evErr: the command
-	room    []byte // may alias p: copy to keep
+	room    []byte // may alias p: copy to keep; an evSync without one answers the client's own join
 	user    []byte // evChange/evJoin/evLeave/evTyping: the member (one event per member)
 	status  []byte // evChange/evJoin/evSync: its status
 	sentNs  int64  // evChange/evTyping: the "ts" the sender embedded, 0 when absent

@@ -57,7 +57,8 @@ func writeSummary(w io.Writer, s summary) error {
 }
 
 // runParent runs the workers, prints the ready and progress lines, runs
-// -disrupt, and merges the final reports into the summary.
+// -disrupt, and merges the final reports into the summary. It returns the
+// summary with errNotReady when -ready-timeout passed before ready.
 func runParent(ctx context.Context, cfg *config, stderr io.Writer) (summary, error) {
 	reports := make(chan report, 16)
 	procs, wait, err := startProcs(ctx, cfg, reports, stderr)
@@ -69,6 +70,12 @@ func runParent(ctx context.Context, cfg *config, stderr io.Writer) (summary, err
 	a.prevAt = a.begin
 	tick := time.NewTicker(cfg.progress)
 	defer tick.Stop()
+	var readyC <-chan time.Time
+	if cfg.readyTO > 0 {
+		readyTimer := time.NewTimer(cfg.readyTO)
+		defer readyTimer.Stop()
+		readyC = readyTimer.C
+	}
 	var (
 		disruptC  <-chan time.Time
 		disrupted = make(chan error, 1)
@@ -84,6 +91,7 @@ func runParent(ctx context.Context, cfg *config, stderr io.Writer) (summary, err
 		}
 		done     int
 		errCount int64
+		notReady bool // -ready-timeout passed first
 	)
 	for done < len(procs) {
 		select {
@@ -116,6 +124,12 @@ func runParent(ctx context.Context, cfg *config, stderr io.Writer) (summary, err
 				errCount++
 				done++
 			}
+		case <-readyC:
+			readyC = nil
+			if a.ready < len(procs) && !stopped {
+				notReady = true
+				stop()
+			}
 		case <-tick.C:
 			if !cfg.quiet {
 				a.progressLine()
@@ -147,6 +161,13 @@ func runParent(ctx context.Context, cfg *config, stderr io.Writer) (summary, err
 	}
 	s := a.summary()
 	s.Errors += errCount
+	if notReady { // each connection that has not joined is an error
+		total := int64(cfg.conns + cfg.changers)
+		fmt.Fprintf(stderr, "presence-load: not ready after -ready-timeout %v: %d of %d connections have not joined\n",
+			cfg.readyTO, total-s.Joined, total)
+		s.Errors += total - s.Joined
+		return s, errNotReady
+	}
 	return s, nil
 }
 
