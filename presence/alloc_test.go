@@ -2,6 +2,7 @@ package presence
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 )
@@ -175,6 +176,37 @@ func TestSessionKeepsNoMessageBytes(t *testing.T) {
 		}
 	}
 	s.HandleClose(endNormal)
+}
+
+// TestAuthenticatorKeepsTokens: the tokens of hello and auth reach the
+// Authenticator as copies it may keep, not as views of the message.
+func TestAuthenticatorKeepsTokens(t *testing.T) {
+	cache := &cachingAuth{}
+	h, err := New(Config{Auth: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.Open(&nopSink{})
+	for _, msg := range []string{`{"t":"hello","v":1,"token":"tok-1"}`, `{"t":"auth","id":2,"token":"tok-2"}`} {
+		b := []byte(msg)
+		s.HandleText(b)
+		for i := range b {
+			b[i] = 'X'
+		}
+	}
+	if want := []string{"tok-1", "tok-2"}; !slices.Equal(cache.tokens, want) {
+		t.Fatalf("tokens the Authenticator kept: %q, want %q", cache.tokens, want)
+	}
+	s.HandleClose(endNormal)
+}
+
+// cachingAuth keeps every token it is given, as a cache would, and
+// accepts each as user dave.
+type cachingAuth struct{ tokens []string }
+
+func (a *cachingAuth) Authenticate(token string) (Identity, error) {
+	a.tokens = append(a.tokens, token)
+	return Identity{User: "dave"}, nil
 }
 
 func BenchmarkHandleCommand(b *testing.B) {

@@ -46,14 +46,16 @@ type Identity struct {
 	Rooms   RoomMatcher // nil: every room
 }
 
-// RoomMatcher says which rooms an identity may join.
+// RoomMatcher says which rooms an identity may join. Allows must not keep
+// room past the call: it may alias the client's message.
 type RoomMatcher interface {
 	Allows(room string) bool
 }
 
 // Authenticator verifies the token of a hello or an auth command. An error
 // wrapping ErrUnauthorized refuses the token (close 4101); any other error is
-// an internal failure (err internal).
+// an internal failure (err internal). The token is the Authenticator's to
+// keep (a cache may hold it): the session passes a copy.
 type Authenticator interface {
 	Authenticate(token string) (Identity, error)
 }

@@ -214,7 +214,7 @@ func (s *Session) command(c *wire.Request, now int64) {
 	case wire.TSync:
 		s.syncRoom(c.Room, c.ID, now)
 	case wire.TAuth:
-		s.auth(c.Token, c.ID, now)
+		s.auth(strings.Clone(c.Token), c.ID, now) // kept by a caching Authenticator; c.Token aliases the message
 	case wire.TPing:
 		rb := s.hub.reply()
 		rb.payload = wire.AppendPong(rb.payload, c.TS)
