@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	defer startGCPolicy(ctx, opts, os.LookupEnv)()
 	if opts.server.Redis != nil {
 		// go-redis logs through a process-wide logger (dial failures
 		// during an outage): main owns the process, so it sets it here.
