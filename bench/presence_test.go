@@ -193,6 +193,8 @@ type fanoutResult struct {
 	first, newest []uint64
 	serverFanout  float64 // p99 of presenced_fanout_latency_seconds in the window (bucket bound), seconds
 	changer       map[string]string
+	gcs           uint32        // GC cycles in the window
+	gcCPU         time.Duration // the runtime's estimate of the CPU its GC and scavenger used in the window (runtime/metrics /cpu/classes)
 }
 
 func (r fanoutResult) report(b *testing.B) {
@@ -206,6 +208,8 @@ func (r fanoutResult) report(b *testing.B) {
 	b.ReportMetric(100*r.machine.busyShare(), "machine-busy-%")
 	b.ReportMetric(float64(r.machine.softirq.Microseconds())/1e3/dels*1e6, "softirq-ms/Mdeliveries")
 	b.ReportMetric(float64(r.mallocs)/dels, "allocs/delivery")
+	b.ReportMetric(float64(r.gcs), "gcs")
+	b.ReportMetric(float64(r.gcCPU.Microseconds())/1e3/dels*1e6, "gc-cpu-ms/Mdeliveries")
 	b.ReportMetric(ms(quantileHist(r.newest, 0.50)), "p50-ms")
 	b.ReportMetric(ms(quantileHist(r.newest, 0.99)), "p99-ms")
 	b.ReportMetric(ms(quantileHist(r.first, 0.50)), "first-p50-ms")
@@ -282,6 +286,7 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	gc0 := gcCPU()
 	clients := append([]*lineProc{ch}, ls...)
 	ccpu0 := procsCPU(tb, clients)
 	mach0 := machineCPU(tb)
@@ -295,6 +300,7 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 	ccpu1 := procsCPU(tb, clients)
 	mach1 := machineCPU(tb)
 	runtime.ReadMemStats(&ms1)
+	gcCPU := gcCPU() - gc0
 	stopCPUProfile()
 	if prof != "" {
 		// go tool pprof -sample_index=alloc_objects -base <start> <end>:
@@ -310,6 +316,8 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 		clientCPU:  ccpu1 - ccpu0,
 		machine:    mach1.sub(mach0),
 		mallocs:    ms1.Mallocs - ms0.Mallocs,
+		gcs:        ms1.NumGC - ms0.NumGC,
+		gcCPU:      gcCPU,
 		published:  s.value(tb, "presenced_diffs_total") - diffs0,
 		framesSent: s.value(tb, "presenced_frames_sent_total") - frames0,
 		first:      make([]uint64, latencyBuckets),

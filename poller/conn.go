@@ -57,9 +57,11 @@ type Conn struct {
 	value any    // owned by the application
 
 	// mu guards the fields below. Lock order: Conn.mu is innermost; the
-	// handler is never called with it held.
+	// handler is never called with it held. (reject and the flags share a
+	// word: the Conn is 224 bytes, exactly a size class.)
 	mu         sync.Mutex
 	state      connState
+	reject     RejectReason
 	opened     bool     // OnOpen was delivered
 	batching   bool     // the reader is inside a callback; Sends wait for endBatch
 	writeArmed bool     // the engine will call onWritable
@@ -70,7 +72,6 @@ type Conn struct {
 	ob         *outbox  // the storage of out while frames are queued (see outbox); nil when the outbox is empty
 	outLen     int      // bytes in out
 	closeInfo  CloseInfo
-	reject     RejectReason
 }
 
 // ID is unique among the connections of one Server.

@@ -166,7 +166,7 @@ func TestSessionKeepsNoMessageBytes(t *testing.T) {
 	if r == nil || r.name != "room-1" {
 		t.Fatalf("room %+v", r)
 	}
-	m := r.members["dave"]
+	m := r.members.get("dave")
 	if m == nil || m.st.status != "coding" || m.st.meta != `{"k":"v"}` {
 		t.Fatalf("member %+v", m)
 	}

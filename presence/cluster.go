@@ -268,7 +268,7 @@ func (r *room) publishBusLocked(now int64) {
 	}
 	var hs []Holding
 	if cl.full {
-		for _, m := range r.members {
+		for m := range r.members.all() {
 			if m.localHeld() {
 				hs = append(hs, m.holding(now))
 			}
@@ -327,7 +327,7 @@ func (r *room) lingerLocked(now int64) (again bool) {
 	if cl.unsubbedAt == 0 {
 		cl.unsubbedAt = now
 	}
-	if now-cl.unsubbedAt < int64(r.hub.cfg.LeaveGrace) && len(r.members) > 0 {
+	if now-cl.unsubbedAt < int64(r.hub.cfg.LeaveGrace) && r.members.len() > 0 {
 		return true
 	}
 	r.unwatchLocked(now)
@@ -338,7 +338,7 @@ func (r *room) unwatchLocked(now int64) {
 	cl := r.cl
 	cl.watched, cl.loadUntil, cl.unsubbedAt = false, 0, 0
 	r.hub.cfg.Bus.Unwatch(r.name)
-	for _, m := range r.members {
+	for m := range r.members.all() {
 		if len(m.cl.remote()) == 0 && !m.cl.downGrace() {
 			continue
 		}
@@ -369,7 +369,7 @@ func (h *Hub) Apply(room, node string, hs []Holding, full bool) {
 		for _, x := range hs {
 			listed[x.User] = true
 		}
-		for _, m := range r.members {
+		for m := range r.members.all() {
 			if !listed[m.user] && m.remoteAt(node) >= 0 {
 				r.applyLocked(m, node, Holding{User: m.user}, now)
 			}
@@ -377,7 +377,7 @@ func (h *Hub) Apply(room, node string, hs []Holding, full bool) {
 	}
 	for _, x := range hs {
 		h.clock.observe(x.Version)
-		m := r.members[x.User]
+		m := r.members.get(x.User)
 		if m == nil {
 			if !x.Held {
 				continue
@@ -419,7 +419,7 @@ func (r *room) applyLocked(m *member, node string, x Holding, now int64) {
 // the hold.
 func (r *room) newMemberLocked(user string, st memberState) *member {
 	m := &member{user: user, st: st, gracedAt: -1, typingAt: -1, cl: &holders{}}
-	r.members[user] = m
+	r.members.put(m)
 	r.hub.nMembers.Add(1)
 	r.changeLocked(user, snap{}, snap{present: true, st: st})
 	return m
@@ -448,7 +448,7 @@ func (h *Hub) NodeDown(node string) {
 		if r.cl == nil {
 			return
 		}
-		for _, m := range r.members {
+		for m := range r.members.all() {
 			i := m.remoteAt(node)
 			if i < 0 {
 				continue

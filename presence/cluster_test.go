@@ -272,7 +272,7 @@ func TestSingleNodeHasNoClusterState(t *testing.T) {
 		r := e.h.lookupRoom("r")
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if r.cl != nil || r.members["alice"].cl != nil {
+		if r.cl != nil || r.members.get("alice").cl != nil {
 			t.Error("a single node allocated cluster state")
 		}
 	})
@@ -388,7 +388,7 @@ func checkIdleHolders(t *testing.T, h *Hub) {
 	t.Helper()
 	now := h.now()
 	h.eachRoom(func(r *room) {
-		for _, m := range r.members {
+		for m := range r.members.all() {
 			if m.cl == nil || m.cl.x == nil {
 				continue
 			}

@@ -38,7 +38,7 @@ func loadedRoom(tb testing.TB, n int, cfg Config, sink func(i int) Sink) (*Hub, 
 
 // changer returns a function that flips u0's status, as a set would.
 func changer(r *room) func() {
-	m := r.members["u0"]
+	m := r.members.get("u0")
 	states := [...]*wire.State{{Status: "away"}, {Status: "online"}}
 	i := 0
 	return func() {

@@ -399,7 +399,8 @@ func roomState(h *Hub, name string) (members map[string]wire.Member, typing []st
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for u, m := range r.members {
+	for m := range r.members.all() {
+		u := m.user
 		meta := m.st.meta
 		if meta == "" {
 			meta = "{}"

@@ -360,7 +360,7 @@ func TestSyncWithinBudget(t *testing.T) {
 	r.mu.Lock()
 	for i := range 10 {
 		m := &member{user: fmt.Sprintf("%03d%s", i, strings.Repeat("t", 125)), st: memberState{status: "online"}, gracedAt: -1, typingAt: -1}
-		r.members[m.user] = m
+		r.members.put(m)
 		r.typingLocked(m, true, 1)
 	}
 	r.typingSent = append(r.typingSent[:0], r.typingListLocked()...)

@@ -235,7 +235,7 @@ func (r *room) publishLocked(now int64) (frame []byte, first int64, busy, resync
 		return nil, 0, first != 0, false
 	}
 	r.seq++
-	count := len(r.members)
+	count := r.members.len()
 	r.count = count
 	partial := count > r.hub.cfg.ListLimit
 	p := wire.AppendDiffStart(r.buf[:0], r.name, wire.Cursor{Epoch: r.epoch, Seq: r.seq - 1}, r.cursor(), count)
@@ -433,7 +433,7 @@ func (r *room) syncFrameLocked() []byte {
 // Config.SyncBudget bytes; a sync that leaves members out is partial.
 func (r *room) encodeSyncLocked() []byte {
 	cfg := &r.hub.cfg
-	count := len(r.members)
+	count := r.members.len()
 	partial := count > cfg.ListLimit
 	p := wire.AppendSyncStart(r.buf[:0], r.name, r.cursor(), count)
 	// The members fill what the budget leaves beside the typing list and
@@ -442,7 +442,7 @@ func (r *room) encodeSyncLocked() []byte {
 	var end [2048]byte
 	limit := cfg.SyncBudget - len(wire.AppendSyncEnd(end[:0], r.typingSent, false))
 	listed := 0
-	for _, m := range r.members {
+	for m := range r.members.all() {
 		if listed == cfg.ListLimit {
 			break
 		}

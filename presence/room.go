@@ -125,7 +125,7 @@ type room struct {
 	dead        bool // dropped from its shard; lockRoom retries
 	marked      bool // scheduled for the next tick
 	seq         uint64
-	members     map[string]*member
+	members     memberSet
 	subs        []*sub    // in sync: they get the diffs
 	owed        []owedSub // owed a full sync; retried every tick
 	pending     coalesce.Changes[string, snap]
@@ -149,7 +149,7 @@ type room struct {
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
-	r := &room{name: name, hub: h, shard: sh, epoch: newEpoch(), members: make(map[string]*member)}
+	r := &room{name: name, hub: h, shard: sh, epoch: newEpoch()}
 	if h.cfg.Bus != nil {
 		r.cl = &roomCluster{}
 	}
@@ -179,11 +179,11 @@ func (r *room) changeLocked(user string, old, new snap) {
 func (r *room) joinLocked(s *Session, st *wire.State) *sub {
 	sb := &sub{s: s, r: r, idx: int32(len(r.subs))}
 	r.subs = append(r.subs, sb)
-	m := r.members[s.user]
+	m := r.members.get(s.user)
 	if m == nil {
 		m = &member{user: s.user, st: memberState{status: wire.DefaultStatus}, gracedAt: -1, typingAt: -1}
 		applyState(&m.st, st)
-		r.members[s.user] = m
+		r.members.put(m)
 		r.hub.nMembers.Add(1)
 		r.changeLocked(m.user, snap{}, snap{present: true, st: m.st})
 		if r.cl != nil {
@@ -304,7 +304,7 @@ func (r *room) leave(sb *sub, grace bool, now int64) {
 func (r *room) set(user string, st *wire.State) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m := r.members[user]; m != nil {
+	if m := r.members.get(user); m != nil {
 		r.setStateLocked(m, st)
 	}
 }
@@ -314,7 +314,7 @@ func (r *room) set(user string, st *wire.State) {
 func (r *room) setTyping(user string, on bool, now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := r.members[user]
+	m := r.members.get(user)
 	if m != nil {
 		r.typingLocked(m, on, now)
 	}
@@ -337,7 +337,7 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	if r.cl != nil && len(r.subs)+len(r.owed) == 0 {
 		r.markLocked() // the flush starts the watch's linger
 	}
-	m := r.members[sb.s.user]
+	m := r.members.get(sb.s.user)
 	if m == nil {
 		return
 	}
@@ -411,7 +411,7 @@ func (r *room) unowe(sb *sub) {
 }
 
 func (r *room) removeMemberLocked(m *member) {
-	delete(r.members, m.user)
+	r.members.del(m.user)
 	r.hub.nMembers.Add(-1)
 	if m.typingOn() {
 		r.stopTypingLocked(m)
@@ -534,5 +534,5 @@ func (r *room) compactTypingLocked() {
 }
 
 func (r *room) emptyLocked() bool {
-	return len(r.members) == 0 && len(r.subs) == 0 && len(r.owed) == 0 && r.pending.Len() == 0
+	return r.members.len() == 0 && len(r.subs) == 0 && len(r.owed) == 0 && r.pending.Len() == 0
 }

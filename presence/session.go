@@ -405,7 +405,7 @@ func (s *Session) rejoin(sb *sub, st *wire.State, id, now int64) {
 	r := sb.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m := r.members[s.user]; m != nil {
+	if m := r.members.get(s.user); m != nil {
 		r.setStateLocked(m, st)
 	}
 	if id > 0 {

@@ -36,7 +36,7 @@ func BenchmarkRejoinStorm(b *testing.B) {
 		b.Run(fmt.Sprintf("typing/n=%d", n), func(b *testing.B) {
 			_, r, _ := stormRoom(b, n)
 			members := make([]*member, 0, n)
-			for _, m := range r.members {
+			for m := range r.members.all() {
 				members = append(members, m)
 			}
 			for b.Loop() {
@@ -104,7 +104,7 @@ func TestGraceAndTypingIndexes(t *testing.T) {
 		name := fmt.Sprintf("u%d", u)
 		now += int64(rng.IntN(3)) * int64(time.Millisecond)
 		r.mu.Lock()
-		m := r.members[name]
+		m := r.members.get(name)
 		switch op := rng.IntN(6); {
 		case op == 0 && len(conns[u]) < 3:
 			r.mu.Unlock()
@@ -155,7 +155,7 @@ func TestGraceAndTypingIndexes(t *testing.T) {
 				t.Fatalf("step %d: graced[%d] = %s gracedAt %d graceUntil %d conns %d", step, i, g.user, g.gracedAt, g.graceUntil, g.conns)
 			}
 		}
-		for _, mm := range r.members {
+		for mm := range r.members.all() {
 			if mm.gracedAt >= 0 && r.graced[mm.gracedAt] != mm {
 				t.Fatalf("step %d: %s claims graced[%d]", step, mm.user, mm.gracedAt)
 			}

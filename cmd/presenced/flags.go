@@ -67,6 +67,8 @@ type options struct {
 	redisPassFile  string          // -redis-password-file
 	sentinelPass   string          // -redis-sentinel-password-file
 	redis          redisbus.Config // -redis-prefix, -node-ttl, -redis-no-keyspace-events; server.Redis with -redis
+	gcPercent      int             // -gc-percent
+	setGC          bool            // apply gcPercent: -gc-percent was given, or GOGC is not in the environment
 	help           bool            // -h was given: the usage is printed, nothing runs
 }
 
@@ -94,6 +96,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (at least %d)", minOutbox))
 	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "time allowed to complete the HTTP upgrade")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "the heap may grow this `percent` over the live heap before a garbage collection (the runtime's GOGC, which applies instead when set in the environment and this flag is not); lower: less memory, more GC CPU")
 
 	pc := &cfg.Presence
 	fs.StringVar(&pc.Node, "node", "", "node `id` sent in welcome, 1-128 bytes of [A-Za-z0-9._:@/-] (default: random)")
@@ -163,6 +166,12 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 		return o, usageErrorf("unexpected argument %q", fs.Arg(0))
 	}
 	o.server.AllowedOrigins = splitList(o.allowedOrigins)
+	if o.gcPercent < 1 {
+		return o, usageErrorf("-gc-percent %d: must be at least 1 (GOGC=off in the environment turns the collector off)", o.gcPercent)
+	}
+	_, gogc := lookupEnv(gcPercentEnv)
+	o.setGC = !gogc
+	fs.Visit(func(f *flag.Flag) { o.setGC = o.setGC || f.Name == "gc-percent" })
 	if err := validate(o.server); err != nil {
 		return o, err
 	}

@@ -8,7 +8,10 @@
 // (-jwt-secret-file, -jwt-public-key or -jwt-secret); without one,
 // -insecure is required (development: hello names its user). With -redis
 // the node shares presence with the other nodes using that Redis; without
-// it the node is alone and holds everything in memory. SIGINT or
+// it the node is alone and holds everything in memory. The process owns
+// the runtime's GC settings: -gc-percent (default 10, see gc.go) instead
+// of GOGC's 100, and a soft memory limit derived from the live heap, so
+// that its RSS follows its live heap. SIGINT or
 // SIGTERM drains and stops the server. Exit codes: 0 after a clean stop, 1
 // on a runtime error, 2 on a bad flag or environment value.
 package main
@@ -67,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	defer startGCPolicy(ctx, opts, os.LookupEnv)()
 	if opts.server.Redis != nil {
 		// go-redis logs through a process-wide logger (dial failures
 		// during an outage): main owns the process, so it sets it here.
