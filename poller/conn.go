@@ -58,7 +58,7 @@ type Conn struct {
 
 	// mu guards the fields below. Lock order: Conn.mu is innermost; the
 	// handler is never called with it held. (reject and the flags share a
-	// word: the Conn is 224 bytes, exactly a size class.)
+	// word.)
 	mu         sync.Mutex
 	state      connState
 	reject     RejectReason
@@ -70,8 +70,12 @@ type Conn struct {
 	sentClose  bool     // a close frame is queued or written
 	out        [][]byte // queued frames not yet taken by the kernel; out[0] is trimmed as written
 	ob         *outbox  // the storage of out while frames are queued (see outbox); nil when the outbox is empty
-	outLen     int      // bytes in out
-	closeInfo  CloseInfo
+	// outLen and the close reason and code share a word, and closeErr
+	// completes the CloseInfo to report: the Conn is 224 bytes, a size class.
+	outLen      int32         // bytes in out (at most about MaxOutbox)
+	closeReason CloseReason   // why the closing handshake started; 0 before
+	closeCode   ws.StatusCode // the close code of that handshake
+	closeErr    error
 }
 
 // ID is unique among the connections of one Server.
@@ -118,7 +122,7 @@ func (c *Conn) queue(frame []byte, keep int, copied bool) error {
 	if len(frame) == 0 {
 		return nil
 	}
-	if c.outLen+len(frame)+keep > c.sh.cfg.Outbox {
+	if int(c.outLen)+len(frame)+keep > c.sh.cfg.Outbox {
 		return ErrFull
 	}
 	c.enqueueCopyLocked(frame, copied)
@@ -158,7 +162,7 @@ func (c *Conn) SetDeadline(t time.Time) {
 func (c *Conn) OutboxLen() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.outLen
+	return int(c.outLen)
 }
 
 // enqueueLocked appends frame to the outbox and writes at once unless the
@@ -189,7 +193,7 @@ func (c *Conn) enqueueCopyLocked(frame []byte, copied bool) {
 		frame = c.ob.keep(frame)
 	}
 	c.out = append(c.out, frame)
-	c.outLen += len(frame)
+	c.outLen += int32(len(frame))
 	if !c.batching && !c.writeArmed {
 		c.writeArmed = true
 		c.eng.wantWrite(c, true)
@@ -235,7 +239,7 @@ func (c *Conn) flushLocked() bool {
 }
 
 func (c *Conn) consumeOutLocked(n int) {
-	c.outLen -= n
+	c.outLen -= int32(n)
 	i := 0
 	for i < len(c.out) && n >= len(c.out[i]) {
 		n -= len(c.out[i])
@@ -268,7 +272,7 @@ func (c *Conn) releaseOutLocked() {
 // apply to it), and starts the close timeout. info is reported in OnClose.
 func (c *Conn) startCloseLocked(info CloseInfo, frame []byte) {
 	c.state = stateClosing
-	c.closeInfo = info
+	c.closeReason, c.closeCode, c.closeErr = info.Reason, info.Code, info.Err
 	c.sentClose = true
 	c.enqueueLocked(frame)
 	c.armCloseTimeoutLocked()
@@ -339,7 +343,7 @@ func (c *Conn) onWritable() (done bool) {
 // the outbox has Config.ReplyReserve free, or the connection is no longer
 // open (data is then discarded, and control frames must get through).
 func (c *Conn) roomLocked() bool {
-	return c.state != stateOpen || c.outLen+c.sh.cfg.ReplyReserve <= c.sh.cfg.Outbox
+	return c.state != stateOpen || int(c.outLen)+c.sh.cfg.ReplyReserve <= c.sh.cfg.Outbox
 }
 
 // setReadPausedLocked records whether the reader holds input back and
@@ -409,8 +413,8 @@ func (c *Conn) finish(fallback CloseInfo) {
 		return
 	}
 	info := fallback
-	if c.closeInfo.Reason != 0 { // a closing handshake had started: keep why
-		info = c.closeInfo
+	if c.closeReason != 0 { // a closing handshake had started: keep why
+		info = CloseInfo{Reason: c.closeReason, Code: c.closeCode, Err: c.closeErr}
 		if fallback.Reason == CloseTimeout {
 			info.Reason = CloseTimeout
 		}

@@ -230,8 +230,8 @@ func TestPanicLogRateLimited(t *testing.T) {
 			if c.feed(maskedText("panic")) {
 				t.Fatal("connection finished at once")
 			}
-			if c.closeInfo.Reason != ClosePanic || c.state != stateClosing {
-				t.Fatalf("conn %d: state %v, closeInfo %+v; want closing with panic", i, c.state, c.closeInfo)
+			if c.closeReason != ClosePanic || c.state != stateClosing {
+				t.Fatalf("conn %d: state %v, close reason %v; want closing with panic", i, c.state, c.closeReason)
 			}
 		}
 		if panics != 3 {

@@ -56,6 +56,7 @@ const (
 	DefaultMaxMessage       = 4096
 	DefaultMaxHeaderBytes   = 8192
 	DefaultOutbox           = 64 << 10
+	MaxOutbox               = 1 << 30 // a connection's queued bytes fit an int32, with room for the frames the bound lets past
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
 	DefaultTick             = 100 * time.Millisecond
@@ -91,7 +92,8 @@ type Config struct {
 	// upgrade gets HTTP 503. Default 0: no cap.
 	MaxConnsPerIP int
 	// Outbox bounds the bytes queued for one connection and not yet taken by
-	// the kernel. Send reports ErrFull beyond it. Default 64 KiB.
+	// the kernel. Send reports ErrFull beyond it. Default 64 KiB; at most
+	// MaxOutbox.
 	Outbox int
 	// ReplyReserve is the outbox space, in bytes, that must be free before a
 	// received message is handed to OnMessage, so that the replies to one
@@ -162,6 +164,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Outbox <= 0 {
 		cfg.Outbox = DefaultOutbox
+	}
+	if cfg.Outbox > MaxOutbox {
+		return cfg, fmt.Errorf("poller: Outbox %d exceeds MaxOutbox (%d)", cfg.Outbox, MaxOutbox)
 	}
 	if cfg.ReplyReserve <= 0 {
 		cfg.ReplyReserve = DefaultReplyReserve(cfg.Outbox)

@@ -260,7 +260,7 @@ func (c *Conn) frame(fin bool, op ws.OpCode, payload []byte, open bool) (stop bo
 		// pings and never reads must not grow it (RFC 6455 5.5.3 allows
 		// answering only the latest ping).
 		c.mu.Lock()
-		if open && c.outLen+2+len(payload) <= c.sh.cfg.Outbox {
+		if open && int(c.outLen)+2+len(payload) <= c.sh.cfg.Outbox {
 			c.enqueueLocked(AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
 		}
 		c.mu.Unlock()

@@ -406,15 +406,15 @@ func TestReaderPause(t *testing.T) {
 	kept := len(fc.c.rd.buf)
 	for len(fc.c.rd.buf) <= fc.c.sh.maxBacklog {
 		fc.feed(in, nil)
-		if !fc.c.paused() || fc.c.closeInfo.Reason != 0 {
+		if !fc.c.paused() || fc.c.closeReason != 0 {
 			break
 		}
 		if len(fc.c.rd.buf) <= kept {
 			t.Fatal("input kept does not grow")
 		}
 	}
-	if fc.c.closeInfo.Code != ws.StatusPolicyViolation || fc.c.closeInfo.Reason != CloseProtocol {
-		t.Fatalf("closeInfo %+v, want protocol/1008", fc.c.closeInfo)
+	if fc.c.closeCode != ws.StatusPolicyViolation || fc.c.closeReason != CloseProtocol {
+		t.Fatalf("close %v/%d, want protocol/1008", fc.c.closeReason, fc.c.closeCode)
 	}
 	if fc.c.rd.held || len(fc.c.rd.buf) > fc.c.sh.maxBacklog {
 		t.Fatalf("held=%v, %d bytes kept after the close", fc.c.rd.held, len(fc.c.rd.buf))
@@ -450,6 +450,7 @@ func TestPausedDeadlineFlush(t *testing.T) {
 	}
 }
 
+// TestReplyReserveConfig also checks the Outbox bound.
 func TestReplyReserveConfig(t *testing.T) {
 	for _, tc := range []struct {
 		cfg     Config
@@ -460,6 +461,8 @@ func TestReplyReserveConfig(t *testing.T) {
 		{Config{Outbox: 1000}, 500, false},
 		{Config{Outbox: 4096, ReplyReserve: 2048}, 2048, false},
 		{Config{Outbox: 4096, ReplyReserve: 2049}, 0, true},
+		{Config{Outbox: MaxOutbox}, DefaultReplyReserve(MaxOutbox), false},
+		{Config{Outbox: MaxOutbox + 1}, 0, true}, // outLen is an int32
 	} {
 		got, err := tc.cfg.withDefaults()
 		if (err != nil) != tc.err || err == nil && got.ReplyReserve != tc.reserve {
@@ -508,7 +511,7 @@ func TestNetpollFirstPauseBounded(t *testing.T) {
 	}
 	fc.feed(in, nil)
 	fc.c.mu.Lock()
-	state, kept, info := fc.c.state, len(fc.c.rd.buf), fc.c.closeInfo
+	state, kept, info := fc.c.state, len(fc.c.rd.buf), CloseInfo{Reason: fc.c.closeReason, Code: fc.c.closeCode, Err: fc.c.closeErr}
 	fc.c.mu.Unlock()
 	if state != stateClosing || info.Code != ws.StatusPolicyViolation {
 		t.Fatalf("after a 1 MiB burst: state %v, close %+v, %d bytes kept (bound %d); want closing with 1008", state, info, kept, fc.c.sh.maxBacklog)
