@@ -11,7 +11,7 @@ const dueBlock = 16
 // connections pinged every 25 s, a 100 ms tick fires about 60 of them.
 //
 // min[b] is 0 or a lower bound of the deadlines of the loop's connections
-// whose fd is in block b (fds b*dueBlock to (b+1)*dueBlock-1): every such
+// (and maybe of other loops') whose fd is in block b (fds b*dueBlock to (b+1)*dueBlock-1): every such
 // connection with a non-zero deadline d has min[b] != 0 and min[b] <= d.
 // Setters keep it so by storing the deadline first, then lowering min[b]
 // (lower); the sweep resets min[b] to 0 before it scans the block and
@@ -57,12 +57,15 @@ func (l *loop) sweep(now int64) {
 			if d == 0 {
 				continue
 			}
-			c := l.e.conns[fd].Load()
-			if c == nil || c.eng != connEngine(l) {
+			if d > now {
+				// Possibly another loop's: a lower bound may be too low,
+				// and looking the owner up would cost a cache miss per
+				// connection.
+				l.due.lower(fd, d)
 				continue
 			}
-			if d > now {
-				l.due.lower(fd, d)
+			c := l.e.conns[fd].Load()
+			if c == nil || c.eng != connEngine(l) {
 				continue
 			}
 			if done, info := c.deadlineBatch(&dl[fd], d); done {
