@@ -157,9 +157,8 @@ func newLoop(e *epollEngine) (*loop, error) {
 		unix.Close(wake)
 		return nil, err
 	}
-	park, err := newParker(ep, 256)
+	park, err := newParker(ep, 256) // owns ep from here on
 	if err != nil {
-		unix.Close(ep)
 		unix.Close(wake)
 		return nil, err
 	}

@@ -43,9 +43,11 @@ type parker struct {
 	pollFn func(uintptr) bool
 }
 
-// newParker takes ownership of the epoll instance ep (Close closes it).
+// newParker takes ownership of the epoll instance ep: Close closes it, and
+// so does newParker when it fails.
 func newParker(ep int, events int) (*parker, error) {
 	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
 		return nil, err
 	}
 	p := &parker{ep: ep, events: make([]unix.EpollEvent, events)}
