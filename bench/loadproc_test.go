@@ -60,6 +60,12 @@ const slowlorisRequest = "GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\
 func runLoad(mode string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	addr := getenv(envAddr)
 	var err error
+	if _, cpu, ok := pinCPUs(getenv); ok {
+		if err := pinProcess(cpu); err != nil {
+			fmt.Fprintf(stderr, "load process (%s): %v\n", mode, err)
+			return 1
+		}
+	}
 	switch mode {
 	case modeIdle, modeSlowloris:
 		err = loadHold(mode, addr, envInt(getenv, envConns, 15000), envInt(getenv, envInflight, 64), stdin, stdout)

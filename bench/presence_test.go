@@ -157,9 +157,11 @@ func runIdlePresence(tb testing.TB, cfg server.Config, n, rooms int, settle time
 // listeners), server CPU per million deliveries, allocations per delivery
 // (every allocation of this process in the window, over deliveries), and
 // the latency from the changer's send to a listener's receipt (see
-// fanoutResult). The listeners share the machine's cores with the server.
+// fanoutResult). The listeners share the machine's cores with the server,
+// unless envPin pins them apart:
 //
 //	go test ./bench -run '^$' -bench Fanout -benchtime 1x
+//	GOMAXPROCS=1 PRESENCED_BENCH_PIN=0,1 go test ./bench -run '^$' -bench Fanout -benchtime 1x
 func BenchmarkFanout(b *testing.B) {
 	n := envInt(os.Getenv, envFanoutConns, 10000)
 	d := envDurationOr(envFanoutTime, 10*time.Second)
@@ -184,6 +186,7 @@ type fanoutResult struct {
 	mallocs    uint64
 	published  float64 // diffs the server published in the window
 	framesSent float64 // frames the server queued in the window (diffs, acks to the changer, pings)
+	bytesSent  float64 // bytes of those frames
 	// newest (p50-ms, p99-ms): from the send of the set a diff shows (its
 	// meta's ts; the last set of the tick) to the diff's receipt by a
 	// listener. first (first-p50-ms, first-p99-ms): from the send of the
@@ -204,6 +207,8 @@ func (r fanoutResult) report(b *testing.B) {
 	b.ReportMetric(dels/r.d.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(r.serverCPU.Microseconds())/1e3/dels*1e6, "cpu-ms/Mdeliveries")
 	b.ReportMetric(float64(r.clientCPU.Microseconds())/1e3/dels*1e6, "client-cpu-ms/Mdeliveries")
+	b.ReportMetric(dels/r.serverCPU.Seconds(), "deliveries/cpu-s") // compare with bench/writefloor's writes/cpu-s
+	b.ReportMetric(r.bytesSent/max(r.framesSent, 1), "frame-B")
 	b.ReportMetric(float64(r.published)/r.d.Seconds(), "diffs/s")
 	b.ReportMetric(100*r.machine.busyShare(), "machine-busy-%")
 	b.ReportMetric(float64(r.machine.softirq.Microseconds())/1e3/dels*1e6, "softirq-ms/Mdeliveries")
@@ -227,6 +232,11 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 	tb.Helper()
 	checkFDRoom(tb, n)
 	warnIfBusy(tb)
+	if cpu, _, ok := pinCPUs(os.Getenv); ok {
+		if err := pinProcess(cpu); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	const (
 		room    = "fan"
 		changer = "changer"
@@ -273,6 +283,7 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 		p.expect(tb, "going", 30*time.Second)
 	}
 	diffs0, frames0 := s.value(tb, "presenced_diffs_total"), s.value(tb, "presenced_frames_sent_total")
+	bytes0 := s.value(tb, "presenced_bytes_sent_total")
 	hist0 := s.histogram(tb, "presenced_fanout_latency_seconds")
 	prof := os.Getenv(envHeapProf)
 	if prof != "" {
@@ -320,6 +331,7 @@ func runFanout(tb testing.TB, engine string, n int, d, tick time.Duration) fanou
 		gcCPU:      gcCPU,
 		published:  s.value(tb, "presenced_diffs_total") - diffs0,
 		framesSent: s.value(tb, "presenced_frames_sent_total") - frames0,
+		bytesSent:  s.value(tb, "presenced_bytes_sent_total") - bytes0,
 		first:      make([]uint64, latencyBuckets),
 		newest:     make([]uint64, latencyBuckets),
 		changer:    done,

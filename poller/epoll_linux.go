@@ -92,7 +92,7 @@ func (e *epollEngine) stopAccepting() {
 
 func (e *epollEngine) closeFDs() {
 	for _, l := range e.loops {
-		unix.Close(l.ep)
+		l.park.Close() // closes l.ep
 		unix.Close(l.wake)
 	}
 	if e.acceptor == nil {
@@ -118,7 +118,7 @@ func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
 	l := e.loops[int(e.nextLoop.Add(1))%len(e.loops)]
 	c := e.sh.newConn(fd, remote, l)
 	e.conns[fd].Store(c)
-	e.deadlines[fd].Store(nowNano() + int64(e.sh.cfg.HandshakeTimeout))
+	l.setDeadline(c, nowNano()+int64(e.sh.cfg.HandshakeTimeout))
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		e.conns[fd].Store(nil)
@@ -132,11 +132,13 @@ func (e *epollEngine) dispatch(fd int, remote netip.AddrPort) {
 // goroutine.
 type loop struct {
 	e       *epollEngine
-	ep      int // epoll instance; static
-	wake    int // eventfd that interrupts epoll_wait; static
+	ep      int     // epoll instance; static
+	park    *parker // waits for ep's events in the Go netpoller (see epollpark_linux.go)
+	wake    int     // eventfd that interrupts the wait; static
 	quit    atomic.Bool
-	events  []unix.EpollEvent
-	scratch []byte // the read buffer, lent to whichever connection is read
+	due     dueIndex     // which blocks of the deadline table the sweep scans; safe for concurrent use
+	scratch []byte       // the read buffer, lent to whichever connection is read
+	iov     []unix.Iovec // writev's scratch
 }
 
 func newLoop(e *epollEngine) (*loop, error) {
@@ -155,9 +157,14 @@ func newLoop(e *epollEngine) (*loop, error) {
 		unix.Close(wake)
 		return nil, err
 	}
+	park, err := newParker(ep, 256) // owns ep from here on
+	if err != nil {
+		unix.Close(wake)
+		return nil, err
+	}
 	return &loop{
-		e: e, ep: ep, wake: wake,
-		events:  make([]unix.EpollEvent, 256),
+		e: e, ep: ep, park: park, wake: wake,
+		due:     newDueIndex(len(e.deadlines)),
 		scratch: make([]byte, 64<<10),
 	}, nil
 }
@@ -172,17 +179,14 @@ func (l *loop) run() {
 	next := time.Now().Add(tick)
 	var draining time.Time // when shutdown started
 	for {
-		// Rounded up: rounding down would poll with timeout 0 in a loop
-		// during the last millisecond before each tick.
-		wait := int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
-		n, err := unix.EpollWait(l.ep, l.events, max(wait, 0))
-		if err != nil && err != unix.EINTR { // EBADF, EINVAL: the loop cannot go on
+		events, err := l.park.wait(next)
+		if err != nil { // EBADF, EINVAL: the loop cannot go on
 			l.e.sh.cfg.Logger.Error("poller: epoll_wait failed; closing the loop's connections", "err", err)
 			l.forEach(func(c *Conn) { c.finish(CloseInfo{Reason: CloseShutdown, Code: ws.StatusGoingAway, Err: err}) })
 			return
 		}
-		for i := 0; i < n; i++ {
-			l.event(l.events[i])
+		for _, ev := range events {
+			l.event(ev)
 		}
 		if now := time.Now(); !now.Before(next) {
 			next = now.Add(tick)
@@ -205,7 +209,7 @@ func (l *loop) event(ev unix.EpollEvent) {
 	fd := int(ev.Fd)
 	if fd == l.wake {
 		var buf [8]byte
-		unix.Read(l.wake, buf[:])
+		rawRead(l.wake, buf[:])
 		return
 	}
 	c := l.e.conns[fd].Load()
@@ -234,7 +238,7 @@ func (l *loop) event(ev unix.EpollEvent) {
 // It reports whether the connection was finished.
 func (l *loop) read(c *Conn) (finished bool) {
 	for range 4 { // bounded: other connections get their turn
-		n, err := unix.Read(c.fd, l.scratch)
+		n, err := rawRead(c.fd, l.scratch)
 		switch {
 		case n > 0:
 			if c.feed(l.scratch[:n]) {
@@ -258,24 +262,6 @@ func (l *loop) read(c *Conn) (finished bool) {
 	return false
 }
 
-// sweep fires the deadlines of this loop's connections that have passed.
-func (l *loop) sweep(now int64) {
-	dl := l.e.deadlines[:l.e.fdHigh.Load()]
-	for fd := range dl {
-		d := dl[fd].Load()
-		if d == 0 || d > now {
-			continue
-		}
-		c := l.e.conns[fd].Load()
-		if c == nil || c.eng != connEngine(l) {
-			continue
-		}
-		if done, info := c.deadlineBatch(&dl[fd], d); done {
-			c.finish(info)
-		}
-	}
-}
-
 func (l *loop) forEach(fn func(*Conn)) {
 	conns := l.e.conns[:l.e.fdHigh.Load()]
 	for fd := range conns {
@@ -292,20 +278,14 @@ func (l *loop) count() (n int) {
 
 // connEngine, called by the shared connection code.
 
-func (l *loop) write(c *Conn, p []byte) (int, error) {
-	n, err := unix.Write(c.fd, p)
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
-}
+// write may be called from any goroutine (a Send outside a callback).
+func (l *loop) write(c *Conn, p []byte) (int, error) { return rawWrite(c.fd, p) }
 
-func (l *loop) writev(c *Conn, bufs [][]byte) (int, error) {
-	n, err := unix.Writev(c.fd, bufs)
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
+// writev is only called on the loop goroutine (flushLocked from endBatch
+// and onWritable), so it may use the loop's iovec scratch.
+func (l *loop) writev(c *Conn, bufs [][]byte) (n int, err error) {
+	n, l.iov, err = rawWritev(c.fd, bufs, l.iov)
+	return n, err
 }
 
 func (l *loop) wantWrite(c *Conn, on bool) { l.interest(c, !c.readPaused, on) }
@@ -324,10 +304,17 @@ func (l *loop) interest(c *Conn, read, write bool) {
 	if write {
 		ev.Events |= unix.EPOLLOUT
 	}
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	rawEpollCtl(l.ep, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
-func (l *loop) setDeadline(c *Conn, unixNano int64) { l.e.deadlines[c.fd].Store(unixNano) }
+// setDeadline may be called from any goroutine (with c.mu held, or by
+// dispatch before the loop knows c).
+func (l *loop) setDeadline(c *Conn, unixNano int64) {
+	l.e.deadlines[c.fd].Store(unixNano)
+	if unixNano != 0 {
+		l.due.lower(c.fd, unixNano)
+	}
+}
 
 func (l *loop) closeSocket(c *Conn) {
 	l.e.conns[c.fd].CompareAndSwap(c, nil)
