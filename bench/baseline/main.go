@@ -2,9 +2,9 @@
 // compared with (make bench-compare): a goroutine per connection with
 // github.com/gorilla/websocket, a hub of rooms each guarded by a mutex, a
 // writer goroutine per connection fed by a growable queue (a connection
-// with more than -send-buffer messages queued is dropped), and every change broadcast at once to
-// every member of the room: no coalescing, one diff per join, leave, set
-// and typing change.
+// with more than -send-buffer messages queued is dropped), and every
+// change broadcast at once to every member of the room: no coalescing,
+// one diff per join, leave, set and typing change.
 //
 // It speaks the subset of protocol v1 (docs/protocol.md) that
 // presence-load's scenarios use: hello (an insecure user, or a token that
