@@ -43,6 +43,7 @@ type measurement struct {
 	DeliveriesPerCPUS float64 `json:"deliveries_per_cpu_s,omitempty"`
 	P50Ms             float64 `json:"p50_ms,omitempty"`
 	P99Ms             float64 `json:"p99_ms,omitempty"`
+	SendLagP99Ms      float64 `json:"send_lag_p99_ms,omitempty"` // the load's lateness sending the changes
 	Stale             int64   `json:"stale,omitempty"`
 	Errors            int64   `json:"errors,omitempty"`
 	Sent              int64   `json:"sent,omitempty"` // changes sent (nominal: rate × duration)
@@ -66,6 +67,7 @@ type summary struct {
 	LeaveP50Ms  float64 `json:"leave_p50_ms"`
 	LeaveP99Ms  float64 `json:"leave_p99_ms"`
 	Sent        int64   `json:"sent"` // fanout: changes sent
+	SendLagP99  float64 `json:"send_lag_p99_ms"`
 }
 
 // readyMargin is how much longer than the harness presence-load waits
@@ -252,7 +254,7 @@ func (r *measurement) takeSummary(raw json.RawMessage, err error) {
 	r.Errors, r.ConnectPerS = s.Errors, s.ConnectPerS
 	switch r.Kind {
 	case kindFanout:
-		r.P50Ms, r.P99Ms, r.Stale, r.Sent = s.P50Ms, s.P99Ms, s.Stale, s.Sent
+		r.P50Ms, r.P99Ms, r.Stale, r.Sent, r.SendLagP99Ms = s.P50Ms, s.P99Ms, s.Stale, s.Sent, s.SendLagP99
 		if r.CPUS > 0 {
 			r.DeliveriesPerCPUS = float64(s.Deliveries) / r.CPUS
 		}
