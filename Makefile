@@ -96,14 +96,16 @@ bench: ## Benchmarks matching BENCH in PKG, with allocations
 # bench/compare writes results.json, table.md and logs/ into a directory
 # of its own; bench/plot (a module of its own, so that gonum stays out of
 # go.mod) draws RSS per connection from it. A -quick smoke run keeps its
-# plot in its directory and leaves bench/rss-per-conn.png alone.
+# plot in its directory and leaves bench/rss-per-conn.png alone. The
+# target exits with compare's status, or 1 when only the plot fails.
 bench-compare: ## Run presenced (epoll, netpoll), bench/baseline and Centrifugo on the same presence-load workloads, one after another (~30 min; not part of test): table of ratios and raw JSON in .cache/bench-compare/<UTC time>/, plot in bench/rss-per-conn.png; flags in ARGS (-quick, -servers, -conns-curve, -idle, -h)
 	@out=$(CACHE)/bench-compare/$$(date -u +%Y%m%dT%H%M%SZ); \
-	$(GO) run ./bench/compare -out $$out $(ARGS); \
-	[ -f $$out/results.json ] || exit 0; \
+	$(GO) run ./bench/compare -out $$out $(ARGS); st=$$?; \
+	[ -f $$out/results.json ] || exit $$st; \
 	plot=../rss-per-conn.png; \
 	case " $(ARGS) " in *" -quick "*|*" -quick=true "*) plot=$$out/rss-per-conn.png;; esac; \
-	cd bench/plot && $(GO) run . -in $$out/results.json -out $$plot
+	(cd bench/plot && $(GO) run . -in $$out/results.json -out $$plot) || { [ $$st -ne 0 ] || st=1; }; \
+	exit $$st
 
 lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
 	@unformatted=$$(gofmt -l .); \

@@ -12,14 +12,17 @@ import (
 )
 
 // conn is one client connection: the HTTP handler's goroutine reads it
-// (serve), a writer goroutine of its own writes it from the buffered out
-// channel and sends the pings.
+// (serve), a writer goroutine of its own writes it from the queue and
+// sends the pings.
 type conn struct {
 	s  *Server
 	ws *websocket.Conn
 	id string
 
-	out      chan []byte   // queued messages; full: the connection is dropped
+	qmu sync.Mutex
+	q   [][]byte // queued messages, grown as needed; guarded by qmu
+	// wake has room for one signal: the queue has messages.
+	wake     chan struct{}
 	quit     chan struct{} // closed when the reader is done: the writer stops
 	dropOnce sync.Once
 
@@ -29,14 +32,31 @@ type conn struct {
 	rooms   map[string]*room
 }
 
-// send queues msg without waiting. A connection whose queue is full is
-// dropped (its reader then sees the closed socket).
+// send queues msg without waiting. A connection with SendBuffer messages
+// queued already is dropped (its reader then sees the closed socket).
 func (c *conn) send(msg []byte) {
-	select {
-	case c.out <- msg:
-	default:
+	c.qmu.Lock()
+	if len(c.q) >= c.s.cfg.SendBuffer {
+		c.qmu.Unlock()
 		c.drop()
+		return
 	}
+	c.q = append(c.q, msg)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // a signal is pending already
+	}
+}
+
+// takeQueue returns the queued messages and empties the queue (the next
+// send grows a new one: a drained queue keeps no memory).
+func (c *conn) takeQueue() [][]byte {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.q
+	c.q = nil
+	return q
 }
 
 func (c *conn) drop() { c.dropOnce.Do(func() { c.ws.NetConn().Close() }) }
@@ -240,19 +260,22 @@ func (c *conn) writeLoop() {
 	ping := time.NewTimer(hb/2 + rand.N(hb/2+1))
 	defer ping.Stop()
 	for {
-		var msg []byte
+		var batch [][]byte
 		select {
-		case msg = <-c.out:
+		case <-c.wake:
+			batch = c.takeQueue()
 		case now := <-ping.C:
-			msg = mustJSON(pingOut{T: "ping", TS: now.UnixMilli()})
+			batch = [][]byte{mustJSON(pingOut{T: "ping", TS: now.UnixMilli()})}
 			ping.Reset(hb)
 		case <-c.quit:
 			return
 		}
-		c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-		if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-			c.drop()
-			return
+		for _, msg := range batch {
+			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+				c.drop()
+				return
+			}
 		}
 	}
 }

@@ -1,10 +1,10 @@
 // Command baseline is the typical presence server that presenced is
 // compared with (make bench-compare): a goroutine per connection with
 // github.com/gorilla/websocket, a hub of rooms each guarded by a mutex, a
-// writer goroutine per connection fed by a buffered channel (a connection
-// whose channel is full is dropped), and every change broadcast at once to
-// every member of the room: no coalescing, one diff per join, leave, set
-// and typing change.
+// writer goroutine per connection fed by a growable queue (a connection
+// with more than -send-buffer messages queued is dropped), and every
+// change broadcast at once to every member of the room: no coalescing,
+// one diff per join, leave, set and typing change.
 //
 // It speaks the subset of protocol v1 (docs/protocol.md) that
 // presence-load's scenarios use: hello (an insecure user, or a token that
@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.HB, "hb", 25e9, "server ping `interval`")
 	fs.DurationVar(&cfg.HBTimeout, "hb-timeout", 10e9, "silence beyond hb before close 4001")
 	fs.DurationVar(&cfg.LeaveGrace, "leave-grace", 5e9, "how long a lost connection's member stays")
-	fs.IntVar(&cfg.SendBuffer, "send-buffer", 256, "queued `messages` per connection; a full queue drops the connection")
+	fs.IntVar(&cfg.SendBuffer, "send-buffer", DefaultSendBuffer, "most queued `messages` per connection (a growable queue); one more drops the connection")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

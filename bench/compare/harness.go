@@ -61,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (*harness, error) {
 	fs.Float64Var(&h.fanoutRate, "fanout-rate", 100, "status `changes` per second in a fan-out run")
 	fs.DurationVar(&h.fanoutDuration, "fanout-duration", 20*time.Second, "length of the changes in a fan-out run")
 	fs.IntVar(&h.changers, "changers", 10, "members making the fan-out changes, round robin")
-	fs.IntVar(&h.baselineRamp, "baseline-ramp", 0, "`connections` a second while the baseline's fan-out room fills (it broadcasts every join to every member: L²/2 frames; too fast and it drops connections); 0: as fast as presence-load goes, like the other servers")
+	fs.IntVar(&h.baselineRamp, "baseline-ramp", 0, "`connections` a second while the baseline's fan-out room fills (it broadcasts every join to every member: L²/2 frames, and drops a connection with more than its -send-buffer queued); 0: as fast as presence-load goes, like the other servers")
 	fs.IntVar(&h.peerFanoutMax, "peer-fanout-max", 5000, "largest fan-out room run for the baseline and Centrifugo: both send every join to every member, so filling a room of L costs L²/2 frames (50 M at 10,000, over 10 minutes here); 0: no limit")
 	fs.IntVar(&h.leaveConns, "leave-conns", 1000, "connections of the leave run, 10 per room (0: no leave run)")
 	fs.DurationVar(&h.leaveDuration, "leave-duration", 20*time.Second, "length of the leave run (one cut a second)")

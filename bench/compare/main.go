@@ -12,23 +12,32 @@
 //     prints ready, they idle -idle at -accept-conns (the acceptance
 //     figure) and -curve-idle at the other points. RSS per connection =
 //     (VmRSS at the end − VmRSS of the fresh server) / N, no forced GC.
-//     Idle CPU per connection per second = utime+stime over the last 40 s
-//     of the idle period (the whole period when shorter) / N / window.
-//     Connect rate from presence-load's summary. Past 15,000 connections
-//     the load runs as 2 processes from 127.0.0.10 and 127.0.0.11 (a
-//     process holds at most 20,000 open files; the server holds them all,
-//     so ~19,000 is the top of the curve).
+//     Idle CPU per connection per second = utime+stime over the last
+//     -cpu-window of the idle period (the whole period when shorter) / N /
+//     window. Connect rate from presence-load's summary. Past 15,000
+//     connections the load runs as 2 processes from 127.0.0.10 and
+//     127.0.0.11 (a process holds at most 20,000 open files; the server
+//     holds them all, so ~19,000 is the top of the curve).
 //   - fanout: L listeners (-fanout) in one room, -fanout-rate changes a
 //     second over -changers members, -fanout-duration: server CPU per
 //     change per listener (CPU from ready to the end of the changes plus
-//     the 2 s settle), deliveries per server CPU-second, p99 change → seen,
-//     stale listeners. presenced runs with -list-limit above L so that its
-//     diffs carry member state. The baseline broadcasts every join to every
-//     member (L²/2 frames to fill the room): when it drops connections
-//     while the room fills (more than L/10 errors before ready), the run
-//     fails early and says so; -baseline-ramp slows its arrivals.
+//     the 2 s settle, divided by the changes presence-load sent; fewer
+//     than 90 % of the nominal fails the run), deliveries (the changers'
+//     changes received) per server CPU-second, p99 scheduled change →
+//     seen, stale listeners. presenced runs with -list-limit above L so
+//     that its diffs carry member state. The baseline and Centrifugo
+//     push every join to every member: filling a room of L costs L²/2
+//     join frames, so they run only the rooms up to -peer-fanout-max
+//     (default 5,000); presence-load's ready waits until the listeners
+//     have seen the whole room, so that backlog is drained before the
+//     window. -baseline-ramp slows the baseline's arrivals; more than
+//     L/10 errors before ready fail the run early.
 //   - leave: -leave-conns connections, 10 per room, one cut (RST) a second:
 //     cut → every other member has seen the leave (p50, p99).
+//
+// presence-load gets -ready-timeout = the harness's own wait for ready +
+// 30 s. Servers and loads run in process groups of their own and die with
+// compare (Pdeathsig); on SIGINT or SIGTERM compare stops at once.
 //
 // Output: -out (default .cache/bench-compare/<UTC date-time>/) gets
 // results.json (every run: presence-load's summary and the server's
@@ -36,7 +45,7 @@
 // printed at the end.
 //
 //	go run ./bench/compare                   # the full run, about 30 min
-//	go run ./bench/compare -quick            # a smoke run with small N, ~3 min
+//	go run ./bench/compare -quick            # a smoke run with small N, ~5 min
 //	go run ./bench/compare -servers presenced-epoll,baseline -load-bin /path/presence-load
 package main
 

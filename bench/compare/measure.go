@@ -43,8 +43,10 @@ type measurement struct {
 	DeliveriesPerCPUS float64 `json:"deliveries_per_cpu_s,omitempty"`
 	P50Ms             float64 `json:"p50_ms,omitempty"`
 	P99Ms             float64 `json:"p99_ms,omitempty"`
+	SendLagP99Ms      float64 `json:"send_lag_p99_ms,omitempty"` // the load's lateness sending the changes
 	Stale             int64   `json:"stale,omitempty"`
 	Errors            int64   `json:"errors,omitempty"`
+	Sent              int64   `json:"sent,omitempty"` // changes sent (nominal: rate × duration)
 
 	// leave
 	LeaveP50Ms float64 `json:"leave_p50_ms,omitempty"`
@@ -64,11 +66,19 @@ type summary struct {
 	Stale       int64   `json:"stale"`
 	LeaveP50Ms  float64 `json:"leave_p50_ms"`
 	LeaveP99Ms  float64 `json:"leave_p99_ms"`
+	Sent        int64   `json:"sent"` // fanout: changes sent
+	SendLagP99  float64 `json:"send_lag_p99_ms"`
 }
 
-// loadArgs are the arguments every presence-load run gets for server s.
-func (h *harness) loadArgs(s *server, scenario string, conns, rooms int) []string {
-	args := []string{"-scenario", scenario, "-url", s.url, "-conns", strconv.Itoa(conns), "-rooms", strconv.Itoa(rooms), "-progress", "1s"}
+// readyMargin is how much longer than the harness presence-load waits
+// for ready (-ready-timeout): the harness's timeout decides.
+const readyMargin = 30 * time.Second
+
+// loadArgs are the arguments every presence-load run gets for server s;
+// ready is how long the harness waits for ready.
+func (h *harness) loadArgs(s *server, scenario string, conns, rooms int, ready time.Duration) []string {
+	args := []string{"-scenario", scenario, "-url", s.url, "-conns", strconv.Itoa(conns), "-rooms", strconv.Itoa(rooms),
+		"-progress", "1s", "-ready-timeout", (ready + readyMargin).String()}
 	if s.name == centrifugoName {
 		args = append(args, "-target", "centrifugo", "-jwt-secret", jwtSecret)
 	}
@@ -101,7 +111,7 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 		return r.fail(err)
 	}
 	// -duration counts from ready: the load outlives the measurement by 10 s.
-	args := append(h.loadArgs(s, "idle", n, r.Rooms), "-duration", (idle + 10*time.Second).String())
+	args := append(h.loadArgs(s, "idle", n, r.Rooms, readyTimeout(n)), "-duration", (idle + 10*time.Second).String())
 	l, err := h.startLoad(label, args...)
 	if err != nil {
 		return r.fail(err)
@@ -125,8 +135,17 @@ func (h *harness) idle(ctx context.Context, name string, n int, idle time.Durati
 			r.IdleCPUUsConnS = r.CPUS * 1e6 / float64(n) / window.Seconds()
 		}
 	}
-	r.takeSummary(l.finish(time.Minute))
+	r.takeSummary(l.finish(h.finishWait(ctx, time.Minute)))
 	return r
+}
+
+// finishWait is how long to let a load end on its own: wait, or nothing
+// once ctx is done (compare is stopping).
+func (h *harness) finishWait(ctx context.Context, wait time.Duration) time.Duration {
+	if ctx.Err() != nil {
+		return 0
+	}
+	return wait
 }
 
 // fanout measures listeners in one room receiving rate changes a second
@@ -143,19 +162,9 @@ func (h *harness) fanout(ctx context.Context, name string, listeners int) (r mea
 		return r.fail(err)
 	}
 	defer s.stop()
-	args := append(h.loadArgs(s, "fanout", listeners, 1),
-		"-rate", strconv.FormatFloat(h.fanoutRate, 'f', -1, 64), "-changers", strconv.Itoa(h.changers),
-		"-duration", d.String(), "-settle", "2s", "-max-errors", strconv.Itoa(listeners))
-	timeout := readyTimeout(listeners)
-	if name == baselineName || name == centrifugoName {
-		// L²/2 join frames to fill the room, at some 50,000 a second.
-		timeout += time.Duration(listeners*listeners/2/50000) * time.Second
-	}
-	if name == baselineName && h.baselineRamp > 0 {
-		// Each join is a frame to every member: the room costs L²/2 frames to fill.
+	args, timeout := h.fanoutArgs(s, listeners)
+	if name == baselineName {
 		r.Ramp = h.baselineRamp
-		args = append(args, "-ramp", strconv.Itoa(h.baselineRamp))
-		timeout = 2*time.Minute + time.Duration(listeners)*time.Second/time.Duration(h.baselineRamp)
 	}
 	l, err := h.startLoad(label, args...)
 	if err != nil {
@@ -175,12 +184,30 @@ func (h *harness) fanout(ctx context.Context, name string, listeners int) (r mea
 		r.CPUS = (cpu1 - cpu0).Seconds()
 		r.CPUWindowS = (d + 2*time.Second).Seconds()
 	}
-	r.takeSummary(l.finish(time.Minute))
-	changes := h.fanoutRate * d.Seconds()
-	if r.CPUS > 0 && changes > 0 {
-		r.CPUUsPerChangeL = r.CPUS * 1e6 / changes / float64(listeners)
-	}
+	r.takeSummary(l.finish(h.finishWait(ctx, time.Minute)))
 	return r
+}
+
+// fanoutArgs are presence-load's arguments for a fan-out run of listeners
+// against s, and how long to wait for ready.
+func (h *harness) fanoutArgs(s *server, listeners int) ([]string, time.Duration) {
+	timeout := readyTimeout(listeners)
+	if s.name == baselineName || s.name == centrifugoName {
+		// L²/2 join frames to fill the room, at some 50,000 a second.
+		timeout += time.Duration(listeners*listeners/2/50000) * time.Second
+	}
+	ramp := s.name == baselineName && h.baselineRamp > 0
+	if ramp {
+		// Each join is a frame to every member: the room costs L²/2 frames to fill.
+		timeout = 2*time.Minute + time.Duration(listeners)*time.Second/time.Duration(h.baselineRamp)
+	}
+	args := append(h.loadArgs(s, "fanout", listeners, 1, timeout),
+		"-rate", strconv.FormatFloat(h.fanoutRate, 'f', -1, 64), "-changers", strconv.Itoa(h.changers),
+		"-duration", h.fanoutDuration.String(), "-settle", "2s", "-max-errors", strconv.Itoa(listeners))
+	if ramp {
+		args = append(args, "-ramp", strconv.Itoa(h.baselineRamp))
+	}
+	return args, timeout
 }
 
 // leave measures how long the members of a room take to learn that a
@@ -194,7 +221,7 @@ func (h *harness) leave(ctx context.Context, name string) (r measurement) {
 	}
 	defer s.stop()
 	// The settle outlasts the servers' leave grace (5 s) and the last cut's leave.
-	args := append(h.loadArgs(s, "leave", r.Conns, r.Rooms), "-duration", h.leaveDuration.String(), "-settle", "8s")
+	args := append(h.loadArgs(s, "leave", r.Conns, r.Rooms, readyTimeout(r.Conns)), "-duration", h.leaveDuration.String(), "-settle", "8s")
 	l, err := h.startLoad(label, args...)
 	if err != nil {
 		return r.fail(err)
@@ -202,9 +229,13 @@ func (h *harness) leave(ctx context.Context, name string) (r measurement) {
 	if err := l.waitReady(ctx, readyTimeout(r.Conns), readyErrors(r.Conns)); err != nil {
 		r.fail(err)
 	}
-	r.takeSummary(l.finish(h.leaveDuration + time.Minute))
+	r.takeSummary(l.finish(h.finishWait(ctx, h.leaveDuration+time.Minute)))
 	return r
 }
+
+// minSentShare is the share of the nominal changes (rate × duration) a
+// fan-out run must send to count.
+const minSentShare = 0.9
 
 // takeSummary records presence-load's summary and the figures read from it.
 func (r *measurement) takeSummary(raw json.RawMessage, err error) {
@@ -223,9 +254,17 @@ func (r *measurement) takeSummary(raw json.RawMessage, err error) {
 	r.Errors, r.ConnectPerS = s.Errors, s.ConnectPerS
 	switch r.Kind {
 	case kindFanout:
-		r.P50Ms, r.P99Ms, r.Stale = s.P50Ms, s.P99Ms, s.Stale
+		r.P50Ms, r.P99Ms, r.Stale, r.Sent, r.SendLagP99Ms = s.P50Ms, s.P99Ms, s.Stale, s.Sent, s.SendLagP99
 		if r.CPUS > 0 {
 			r.DeliveriesPerCPUS = float64(s.Deliveries) / r.CPUS
+		}
+		// CPU per change per listener counts the changes actually sent.
+		if r.CPUS > 0 && s.Sent > 0 {
+			r.CPUUsPerChangeL = r.CPUS * 1e6 / float64(s.Sent) / float64(r.Conns)
+		}
+		if nominal := r.Rate * r.DurationS; float64(s.Sent) < minSentShare*nominal {
+			r.fail(fmt.Errorf("presence-load sent %d changes of %.0f (under %.0f%%): the driver fell behind or changers had no session",
+				s.Sent, nominal, minSentShare*100))
 		}
 	case kindLeave:
 		r.LeaveP50Ms, r.LeaveP99Ms = s.LeaveP50Ms, s.LeaveP99Ms

@@ -53,12 +53,28 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// pinned prefixes argv with taskset -c cpu when the harness pins.
+// pinned prefixes argv with taskset -c cpu when the harness pins. The
+// child gets a process group of its own (stop and kill end the group: a
+// presence-load's -procs children with it) and SIGKILL when compare's
+// thread that started it dies (Pdeathsig survives taskset's exec), so
+// that a killed compare leaves no server holding thousands of sockets.
 func (h *harness) pinned(cpu string, argv ...string) *exec.Cmd {
 	if h.pin {
 		argv = append([]string{"taskset", "-c", cpu}, argv...)
 	}
-	return exec.Command(argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// killGroup kills cmd's process group (see pinned).
+func killGroup(cmd *exec.Cmd) {
+	if cmd.Process == nil {
+		return
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		_ = cmd.Process.Kill()
+	}
 }
 
 // startServer starts a fresh server process and waits until it accepts
@@ -83,15 +99,7 @@ func (h *harness) startServer(name, label string, listLimit int) (*server, error
 		}
 		s.cmd = h.pinned("0", argv...)
 	case baselineName:
-		argv := []string{h.bin("baseline"), "-addr", addr}
-		if listLimit > 0 {
-			// A fan-out room: filling it queues up to one join frame per
-			// member on every connection at once. A queue that holds them
-			// keeps the baseline from dropping its listeners during the
-			// fill; it changes nothing once the room is full.
-			argv = append(argv, "-send-buffer", strconv.Itoa(listLimit))
-		}
-		s.cmd = h.pinned("0", argv...)
+		s.cmd = h.pinned("0", h.bin("baseline"), "-addr", addr)
 	case centrifugoName:
 		s.url = "ws://" + addr + "/connection/websocket"
 		s.cmd = h.pinned("0", h.centrifugoBin, "--config", h.centrifugoConfig,
@@ -134,9 +142,10 @@ func (h *harness) startServer(name, label string, listLimit int) (*server, error
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
-// stop kills the server (no drain: the measurement is over) and waits.
+// stop kills the server and its process group (no drain: the
+// measurement is over) and waits.
 func (s *server) stop() {
-	_ = s.cmd.Process.Kill()
+	killGroup(s.cmd)
 	<-s.done
 }
 
@@ -246,7 +255,7 @@ func (l *load) waitReady(ctx context.Context, timeout time.Duration, maxErrors i
 			return fmt.Errorf("presence-load not ready after %v (%d errors)", timeout, l.errors.Load())
 		case <-tick.C:
 			if n := l.errors.Load(); n > maxErrors {
-				_ = l.cmd.Process.Kill()
+				killGroup(l.cmd)
 				return fmt.Errorf("%d errors before ready: the server drops connections while they join", n)
 			}
 		case <-ctx.Done():
@@ -255,8 +264,8 @@ func (l *load) waitReady(ctx context.Context, timeout time.Duration, maxErrors i
 	}
 }
 
-// finish waits up to wait for the load to end on its own, then
-// interrupts it (it prints its summary on SIGINT), then kills it after
+// finish waits up to wait (0 when compare is stopping) for the load to
+// end on its own, then interrupts it (it prints its summary on SIGINT), then kills it after
 // 30 s more. It returns the summary it printed.
 func (l *load) finish(wait time.Duration) (json.RawMessage, error) {
 	select {
@@ -266,7 +275,7 @@ func (l *load) finish(wait time.Duration) (json.RawMessage, error) {
 		select {
 		case <-l.done:
 		case <-time.After(30 * time.Second):
-			_ = l.cmd.Process.Kill()
+			killGroup(l.cmd)
 			<-l.done
 		}
 	}

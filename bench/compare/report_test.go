@@ -73,10 +73,19 @@ window (changes plus a 2 s settle) and understates; deliveries per CPU-second do
 }
 
 func TestTakeSummary(t *testing.T) {
-	r := measurement{Kind: kindFanout, CPUS: 2}
-	r.takeSummary(json.RawMessage(`{"errors":0,"deliveries":500000,"p99_ms":88.5,"stale":3,"connect_per_s":900}`), nil)
-	if r.DeliveriesPerCPUS != 250000 || r.P99Ms != 88.5 || r.Stale != 3 || r.ConnectPerS != 900 || r.Error != "" {
+	r := measurement{Kind: kindFanout, CPUS: 2, Conns: 1000, Rate: 100, DurationS: 20}
+	r.takeSummary(json.RawMessage(`{"errors":0,"deliveries":500000,"p99_ms":88.5,"stale":3,"connect_per_s":900,"sent":1900,"send_lag_p99_ms":4.5}`), nil)
+	if r.DeliveriesPerCPUS != 250000 || r.P99Ms != 88.5 || r.Stale != 3 || r.ConnectPerS != 900 || r.SendLagP99Ms != 4.5 || r.Error != "" {
 		t.Errorf("%+v", r)
+	}
+	// CPU per change per listener divides by the changes sent, not rate × duration.
+	if want := 2e6 / 1900.0 / 1000; r.Sent != 1900 || r.CPUUsPerChangeL != want {
+		t.Errorf("sent %d, CPU per change per listener %v, want %v", r.Sent, r.CPUUsPerChangeL, want)
+	}
+	r = measurement{Kind: kindFanout, CPUS: 2, Conns: 1000, Rate: 100, DurationS: 20}
+	r.takeSummary(json.RawMessage(`{"errors":0,"deliveries":500000,"sent":1700}`), nil)
+	if !strings.Contains(r.Error, "sent 1700 changes of 2000") {
+		t.Errorf("under 90%% of the changes sent, error %q", r.Error)
 	}
 	r = measurement{Kind: kindLeave}
 	r.takeSummary(json.RawMessage(`{"errors":2,"leave_p50_ms":5100,"leave_p99_ms":5300}`), nil)

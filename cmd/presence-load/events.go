@@ -61,7 +61,13 @@ func (c *client) onEvent(ev *event) {
 		}
 		c.cur = append(c.cur[:0], ev.cur...)
 	case evJoin, evChange, evLeave:
-		if !c.inSync && c.g < w.cfg.conns && w.measuring() { // changers are not counted
+		if ev.kind == evJoin {
+			w.joinEvents.Add(1)
+		}
+		if ev.kind != evLeave && c.view.seen != nil {
+			w.sc.markSeen(c, ev.user)
+		}
+		if !c.inSync && c.g < w.cfg.conns && w.measuring() && w.sc.isDelivery(ev) { // changers are not counted
 			w.live.deliveries.Add(1)
 		}
 		w.sc.onMember(c, ev)

@@ -51,12 +51,18 @@ const scenarioHelp = `Scenarios (conn i is user "u<i>" in room "r<i mod rooms>";
              each leaving and re-joining its room; latency = command sent -> ack.
   fanout     -conns listeners in -rooms rooms (default 1); -changers more connections (changer k in
              room k mod rooms) set their status -rate times a second in all, round robin, with the
-             send time in the meta; latency = set sent -> seen by a listener. stale counts the
-             listeners that miss a changer's final status -settle after the end. presenced lists
-             no member state for rooms over its -list-limit (default 1000): run it with a larger one.
+             scheduled send time in the meta ("ts"); latency = scheduled send -> seen by a listener,
+             so a driver that falls behind shows in it; send_lag_p99_ms: how late the driver's writes
+             of the changes finished after their scheduled time (p99). Deliveries count only the
+             changers' status changes. Ready also waits until every listener has seen every member
+             of its room (or a second passes without a join event): servers that push every join to
+             every member have then delivered the room's fill, and the measured phase does not count
+             it. stale counts the listeners that miss a changer's final status -settle after the
+             end. presenced lists no member state for rooms over its -list-limit (default 1000): run
+             it with a larger one.
   typing     like fanout, with typing on/off (at most 64 typers; presenced lists 10 at a time);
-             latency from the scheduled send time; every typer stops at the end, and stale counts the
-             listeners that still see someone typing.
+             deliveries are the typing transitions a listener sees; every typer stops at the end,
+             and stale counts the listeners that still see someone typing.
   reconnect  every connection joined; at -disrupt-at runs -disrupt with sh -c (for example
              "kill -TERM <pid>" of one node); lost connections come back with backoff and jitter
              (after bye's retry_ms), resuming their room from their cursor. converge_ms: from the
@@ -192,7 +198,7 @@ the start, it stops, counts each connection that has not joined as an error, pri
 and exits with status 1. A progress line goes to stderr every -progress:
   t=12s conns=15000 joins/s=1200 deliveries/s=980000 p50=12.1ms p99=88.0ms errors=0
 Deliveries are the presence events connections receive in the measured phase (a member joined,
-left, changed status, started or stopped typing). Errors: failed connections, err replies, lost
+left, changed status, started or stopped typing; with changers, only the changers' changes). Errors: failed connections, err replies, lost
 connections (except in reconnect), unreadable messages. Exit status 1 when errors > -max-errors.
 
 `)

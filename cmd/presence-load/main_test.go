@@ -234,6 +234,9 @@ func TestProcs(t *testing.T) {
 	if s.Deliveries > 100*30 || s.Deliveries < 30 {
 		t.Errorf("%d deliveries for 30 listeners and 100 changes", s.Deliveries)
 	}
+	if s.SendLagP99MS <= 0 { // the children's send lag reaches the summary
+		t.Errorf("send_lag_p99_ms %v", s.SendLagP99MS)
+	}
 }
 
 // TestMaxErrors: connections to a closed port are errors, and more errors

@@ -181,6 +181,13 @@ func TestHist(t *testing.T) {
 			t.Errorf("bucket(%d) = %d holds [%d, %d)", us, i, histLow(i), histLow(i+1))
 		}
 	}
+	// Every bucket is used: the last below 2^36 µs is the one before the overflow.
+	if got := histBucket(1<<36 - 1); got != histBuckets-2 {
+		t.Errorf("bucket(2^36-1) = %d, want %d", got, histBuckets-2)
+	}
+	if got := histLow(histBuckets - 1); got != 1<<36 {
+		t.Errorf("the overflow bucket starts at %d, want 2^36", got)
+	}
 	var h hist
 	for ms := 1; ms <= 100; ms++ {
 		h.add(time.Duration(ms) * time.Millisecond)

@@ -33,7 +33,8 @@ type report struct {
 	Type string `json:"type"` // "progress", "ready", "final"; "exit": a child ended without a final
 	Proc int    `json:"proc"`
 	counters
-	Hist          histData    `json:"hist,omitempty"` // progress: since the previous one; final: the whole run
+	Hist          histData    `json:"hist,omitempty"`     // progress: since the previous one; final: the whole run
+	SendLag       histData    `json:"send_lag,omitempty"` // final: the changers' send lag
 	Stale         int64       `json:"stale,omitempty"`
 	FirstDialNs   int64       `json:"first_dial_ns,omitempty"`
 	LastConnectNs int64       `json:"last_connect_ns,omitempty"`

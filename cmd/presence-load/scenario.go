@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strconv"
 	"sync/atomic"
@@ -30,6 +31,11 @@ type scenario struct {
 	disturbed atomic.Bool
 	firstLoss atomic.Int64
 	converged atomic.Int64
+
+	// fanout, typing, cluster: the owned listeners, and how many of them
+	// have seen every member of their room.
+	listeners     int64
+	viewsComplete atomic.Int64
 
 	// leave: per cut, when and by how many of this process's observers it
 	// was seen, and when this process cut it (its victims only).
@@ -60,6 +66,13 @@ type view struct {
 	bits  []uint64 // reconnect: the members present, by g / rooms
 	n     int      // reconnect: bits set
 	extra int      // reconnect: members outside the truth
+
+	// fanout, typing, cluster: the members seen since connecting (by
+	// their index in the room: listeners, then changers), how many, and
+	// whether that is all of them. Never reset: nobody leaves before ready.
+	seen     []uint64
+	nSeen    int
+	complete bool
 }
 
 func (v *view) reset() {
@@ -82,6 +95,12 @@ func (sc *scenario) initView(c *client) {
 	case "reconnect":
 		c.view.bits = make([]uint64, (membersIn(cfg, c.g%cfg.rooms)+63)/64)
 	}
+	if sc.changers > 0 {
+		r := c.g % cfg.rooms
+		c.view.seen = make([]uint64, (membersIn(cfg, r)+changersIn(cfg, r)+63)/64)
+		sc.listeners++
+		sc.markSeen(c, []byte(c.user)) // itself: not every server lists it
+	}
 	c.view.reset()
 }
 
@@ -101,7 +120,7 @@ func (sc *scenario) onMember(c *client, ev *event) {
 	switch sc.name {
 	case "fanout", "cluster":
 		k, ok := changerIndex(ev.user)
-		if !ok || k%cfg.rooms != room || ev.kind == evLeave {
+		if !ok || k >= cfg.changers || k%cfg.rooms != room || ev.kind == evLeave {
 			return
 		}
 		c.view.last[k/cfg.rooms] = statusIndex(ev.status)
@@ -203,6 +222,8 @@ func (sc *scenario) onLost(c *client) {
 	sc.setViewOK(c, false)
 }
 
+var errNoSession = errors.New("no session: the change was not sent")
+
 // changeAt is when change j of the run is due.
 func (w *worker) changeAt(j int) int64 {
 	return w.t0 + int64(float64(j)/w.cfg.rate*1e9)
@@ -255,7 +276,10 @@ func (sc *scenario) drive(ctx context.Context) {
 		if !sleepCtx(ctx, time.Until(time.Unix(0, at))) {
 			return
 		}
-		sc.act(c, j)
+		sc.act(c, j, at)
+		if sc.changers > 0 { // how late the change left: its write done vs its schedule
+			w.sendLag.add(time.Duration(time.Now().UnixNano() - at))
+		}
 	}
 	if sc.name == "typing" { // every typer stops: the final state is nobody typing
 		sleepCtx(ctx, time.Until(time.Unix(0, end)))
@@ -269,18 +293,20 @@ func (sc *scenario) drive(ctx context.Context) {
 	}
 }
 
-// act is change j, by c.
-func (sc *scenario) act(c *client, j int) {
+// act is change j, by c, scheduled at (unix ns). A change carries its
+// scheduled time, not the time it left: a driver that falls behind (a
+// blocked write) shows in the latency, not only in the send lag.
+func (sc *scenario) act(c *client, j int, at int64) {
 	switch sc.name {
 	case "fanout", "cluster":
 		status := "s" + strconv.Itoa(j)
 		sc.send(c, func(dst []byte, id uint32) []byte {
-			return c.proto.Set(dst, id, c.room, c.user, status, time.Now().UnixNano())
+			return c.proto.Set(dst, id, c.room, c.user, status, at)
 		})
 	case "typing":
 		on := (j/sc.changers)%2 == 0
 		sc.send(c, func(dst []byte, _ uint32) []byte {
-			return c.proto.Typing(dst, c.room, c.user, on, time.Now().UnixNano())
+			return c.proto.Typing(dst, c.room, c.user, on, at)
 		})
 	case "churn":
 		if c.pendID.Load() != 0 {
@@ -306,8 +332,13 @@ func (sc *scenario) act(c *client, j int) {
 	}
 }
 
+// send sends a command of the scenario by c. A changer without a session
+// misses its change: an error (listeners would only show it as stale).
 func (sc *scenario) send(c *client, build func(dst []byte, id uint32) []byte) (uint32, error) {
 	id, err := c.send(build)
+	if err == nil && id == 0 && c.g >= sc.w.cfg.conns {
+		err = errNoSession
+	}
 	if err != nil && !sc.w.stopping() {
 		sc.w.fail(c, "send", err)
 	}

@@ -7,13 +7,14 @@ import (
 )
 
 // Latencies are counted in a histogram of fixed, log-linear buckets of
-// microseconds: exact below 64 µs, then 32 buckets per power of two (3 %
-// wide), up to 2^36 µs (19 hours). Every process uses the same buckets, so
-// histograms merge by adding counts.
+// microseconds: exact below 64 µs (buckets 0-63), then 32 buckets per power
+// of two (3 % wide) for 2^6 to 2^36 µs (buckets 64-1023: 30 powers), then
+// one overflow bucket from 2^36 µs (19 hours). Every process uses the same
+// buckets, so histograms merge by adding counts.
 const (
 	histSubBits = 5
 	histMaxExp  = 36
-	histBuckets = (histMaxExp-histSubBits+1)<<histSubBits + 1<<histSubBits
+	histBuckets = (histMaxExp-histSubBits+1)<<histSubBits + 1 // 1,024 + the overflow bucket
 )
 
 // histBucket returns the bucket of us microseconds.

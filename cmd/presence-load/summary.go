@@ -37,6 +37,7 @@ type summary struct {
 	P50MS          float64  `json:"p50_ms"`
 	P99MS          float64  `json:"p99_ms"`
 	MaxMS          float64  `json:"max_ms"`
+	SendLagP99MS   float64  `json:"send_lag_p99_ms"` // changers' changes: write done − scheduled time, p99
 	Stale          int64    `json:"stale"`
 	Partial        int64    `json:"partial"` // partial syncs: the room is over the server's list limit
 	Cuts           int      `json:"cuts"`    // leave: cuts whose leave every other member saw
@@ -219,7 +220,7 @@ func (a *aggregator) summary() summary {
 	}
 	var (
 		sum                  counters
-		h                    = histData{}
+		h, lag               = histData{}, histData{}
 		firstDial, lastConn  int64
 		firstLoss, converged int64
 		notConverged         bool
@@ -231,6 +232,7 @@ func (a *aggregator) summary() summary {
 		}
 		sum.add(r.counters)
 		h.merge(r.Hist)
+		lag.merge(r.SendLag)
 		s.Stale += r.Stale
 		if r.FirstDialNs != 0 && (firstDial == 0 || r.FirstDialNs < firstDial) {
 			firstDial = r.FirstDialNs
@@ -261,6 +263,7 @@ func (a *aggregator) summary() summary {
 	}
 	s.Latencies = h.count()
 	s.P50MS, s.P99MS, s.MaxMS = round(h.quantile(0.50)), round(h.quantile(0.99)), round(h.max())
+	s.SendLagP99MS = round(lag.quantile(0.99))
 
 	if cfg.scenario == "reconnect" && (a.disruptNs != 0 || firstLoss != 0) {
 		from := a.disruptNs

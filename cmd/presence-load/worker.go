@@ -38,6 +38,8 @@ type worker struct {
 
 	live        liveCounters
 	latency     hist
+	sendLag     hist         // changers' changes: write done − scheduled time
+	joinEvents  atomic.Int64 // join events received (any phase): a quiet room has filled
 	firstDial   atomic.Int64 // unix ns
 	lastConnect atomic.Int64 // unix ns: the last first-time welcome
 }
@@ -187,6 +189,7 @@ func (w *worker) run(ctx context.Context, start <-chan int64, emit func(report))
 
 	select {
 	case <-w.ready:
+		w.sc.awaitViews(ctx)
 		send(report{Type: "ready", counters: w.live.load()})
 	case <-ctx.Done():
 	}
@@ -238,6 +241,7 @@ func (w *worker) final() report {
 		Type:          "final",
 		counters:      w.live.load(),
 		Hist:          w.latency.snapshot(nil),
+		SendLag:       w.sendLag.snapshot(nil),
 		Stale:         w.sc.stale(),
 		FirstDialNs:   w.firstDial.Load(),
 		LastConnectNs: w.lastConnect.Load(),
