@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"fmt"
 	"errors"
 	"os"
 	"syscall"
@@ -55,7 +56,7 @@ func newParker(ep int, events int) (*parker, error) {
 	// A file the runtime could not register takes no deadline.
 	if err := p.file.SetReadDeadline(time.Time{}); err != nil {
 		p.file.Close()
-		return nil, errors.New("poller: the Go netpoller cannot watch an epoll instance: " + err.Error())
+		return nil, fmt.Errorf("poller: the Go netpoller cannot watch an epoll instance: %w", err)
 	}
 	rc, err := p.file.SyscallConn()
 	if err != nil {

@@ -45,14 +45,18 @@ func (x *dueIndex) lower(fd int, d int64) {
 // scanning only the blocks of the table whose lower bound has passed.
 func (l *loop) sweep(now int64) {
 	high := int(l.e.fdHigh.Load())
-	dl := l.e.deadlines[:high]
+	dl := l.e.deadlines
 	for b, first := 0, 0; first < high; b, first = b+1, first+dueBlock {
 		bound := &l.due.min[b]
 		if m := bound.Load(); m == 0 || m > now {
 			continue
 		}
 		bound.Store(0)
-		for fd := first; fd < min(high, first+dueBlock); fd++ {
+		// The whole block, past high too: a connection accepted since
+		// high was read may have stored its deadline in this block and
+		// found the bound already due (lower left it), and the Store
+		// above has just erased that bound.
+		for fd := first; fd < min(len(dl), first+dueBlock); fd++ {
 			d := dl[fd].Load()
 			if d == 0 {
 				continue
