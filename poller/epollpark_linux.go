@@ -1,8 +1,8 @@
 package poller
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"time"
