@@ -61,7 +61,7 @@ func runLoad(mode string, getenv func(string) string, stdin io.Reader, stdout, s
 	addr := getenv(envAddr)
 	var err error
 	if _, cpu, ok := pinCPUs(getenv); ok {
-		if err := pinProcess(cpu); err != nil {
+		if _, err := pinProcess(cpu); err != nil { // for the life of the process
 			fmt.Fprintf(stderr, "load process (%s): %v\n", mode, err)
 			return 1
 		}

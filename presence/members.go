@@ -71,9 +71,11 @@ func (ms *memberSet) len() int {
 	return len(ms.small)
 }
 
-// all yields every member. As with a map, the loop body may delete the
-// member it was given: the small form is walked backwards, so the
-// swap-remove of the current member only moves one already yielded.
+// all yields every member. The loop body may delete the member it was
+// given and nothing else, and may not put: the small form is walked
+// backwards, so the swap-remove of the current member only moves one
+// already yielded, but deleting another could yield one twice, and a put
+// that grows the set into a map would end the walk early.
 func (ms *memberSet) all() iter.Seq[*member] {
 	return func(yield func(*member) bool) {
 		if ms.big != nil {

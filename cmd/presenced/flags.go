@@ -96,7 +96,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (at least %d)", minOutbox))
 	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "time allowed to complete the HTTP upgrade")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
-	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "the heap may grow this `percent` over the live heap before a garbage collection (the runtime's GOGC, which applies instead when set in the environment and this flag is not); lower: less memory, more GC CPU")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "the heap may grow this `percent` over the live heap before a garbage collection (the runtime's GOGC, which applies instead when set in the environment and this flag is not); lower: less memory, more GC CPU. With it, unless GOMEMLIMIT is set, a soft memory limit follows the live heap while it holds steady, so that freed pages return to the OS")
 
 	pc := &cfg.Presence
 	fs.StringVar(&pc.Node, "node", "", "node `id` sent in welcome, 1-128 bytes of [A-Za-z0-9._:@/-] (default: random)")

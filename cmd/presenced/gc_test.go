@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"math"
+	"runtime"
 	"runtime/debug"
 	"testing"
 )
@@ -41,8 +42,31 @@ func TestGCPercentFlag(t *testing.T) {
 	}
 }
 
-// TestGCPolicy: the policy sets the GC percent and a memory limit above
-// what the runtime holds, and puts both back when stopped (no goroutine
+// TestGCTunerLimit: a steady live heap gets a limit above what the
+// runtime holds; a live heap that grew since the previous period gets none.
+func TestGCTunerLimit(t *testing.T) {
+	runtime.GC() // a live heap to read
+	tu := newGCTuner(7)
+	if l := tu.limit(); l != math.MaxInt64 {
+		t.Errorf("first period: limit %d, want none", l)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	l := tu.limit()
+	if l == math.MaxInt64 || l <= 0 || uint64(l) < ms.HeapAlloc/2 {
+		t.Errorf("steady live heap: limit %d (heap %d)", l, ms.HeapAlloc)
+	}
+	tu.lastLive /= 2 // as if the live heap had doubled in the period
+	if l := tu.limit(); l != math.MaxInt64 {
+		t.Errorf("growing live heap: limit %d, want none", l)
+	}
+	if l := tu.limit(); l == math.MaxInt64 {
+		t.Errorf("steady again: no limit")
+	}
+}
+
+// TestGCPolicy: the policy sets the GC percent (the memory limit comes
+// from the tuner's periods, TestGCTunerLimit), and puts both back when stopped (no goroutine
 // is left: goleak in TestMain); GOMEMLIMIT in the environment leaves the
 // limit alone.
 func TestGCPolicy(t *testing.T) {
@@ -56,8 +80,8 @@ func TestGCPolicy(t *testing.T) {
 	if pct != 7 {
 		t.Errorf("GC percent %d under the policy, want 7", pct)
 	}
-	if held := newGCTuner(7).limit(); limit == math.MaxInt64 || limit <= 0 || limit > 2*held {
-		t.Errorf("memory limit %d under the policy; the tuner computes %d now", limit, held)
+	if limit != math.MaxInt64 {
+		t.Errorf("memory limit %d in the policy's first period, want none (no earlier live heap to tell growth from)", limit)
 	}
 	if pct := debug.SetGCPercent(100); pct != 100 {
 		t.Errorf("GC percent %d after stop, want the previous 100", pct)
