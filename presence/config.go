@@ -179,8 +179,10 @@ type Config struct {
 	FloodSeconds int
 	// History is the number of room versions kept for resume. Default 256.
 	History int
-	// HistoryAge drops versions older than this when the room changes.
-	// Default 60 s.
+	// HistoryAge drops versions older than this: when the room changes,
+	// and, in an idle room, by the hub's history sweep (every HistoryAge/8,
+	// at least Tick), so a version is gone at most HistoryAge/8 after it
+	// expired. Default 60 s.
 	HistoryAge time.Duration
 	// SyncBudget bounds the payload of one sync: members beyond it are left
 	// out and the sync is partial, so that a sync fits the Sink's outbox.

@@ -39,11 +39,12 @@
 // connection's callbacks, which never overlap); room flushers, running on
 // the Hub's scheduler goroutines, only use a Session's sink and its close
 // path (closeWith, first close wins). Goroutines: Hub.Run runs Config.Workers flushers and
-// joins them before returning; the flush of a room with 4,096 subscribers or
+// the history sweep (history.go) and joins them before returning; the flush of a room with 4,096 subscribers or
 // more hands its diff to the sinks on up to Config.Workers goroutines,
 // joined before that flush returns. Nothing else starts goroutines.
 //
-// Lock order: room.mu, then either roomShard.mu (dropping an empty room),
+// Lock order: room.mu, then either roomShard.mu (dropping an empty room,
+// listing or unlisting a room with history),
 // the scheduler's lock (coalesce.Scheduler.Mark) or a sink's own lock
 // (poller.Conn.mu: Send, Close, SetDeadline). Session registry shard locks
 // are taken alone. Sink methods must not block or call back into presence.

@@ -42,6 +42,7 @@ type Hub struct {
 type roomShard struct {
 	mu    sync.Mutex
 	rooms map[string]*room // guarded by mu
+	aged  []*room          // guarded by mu: the rooms whose history is not empty, in no order (history.go)
 }
 
 type sessionShard struct {
@@ -74,9 +75,18 @@ func New(cfg Config) (*Hub, error) {
 // Node is this node's id, as sent in welcome.
 func (h *Hub) Node() string { return h.cfg.Node }
 
-// Run flushes rooms once per tick until ctx is done. Its goroutines are
-// joined before it returns.
-func (h *Hub) Run(ctx context.Context) error { return h.sched.Run(ctx) }
+// Run flushes rooms once per tick, and drops idle rooms' expired history
+// (see sweepHistory), until ctx is done. Its goroutines are joined before
+// it returns.
+func (h *Hub) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { h.sweepHistory(ctx) })
+	err := h.sched.Run(ctx)
+	cancel()
+	wg.Wait()
+	return err
+}
 
 // Stats returns the current gauges.
 func (h *Hub) Stats() Stats {
@@ -175,6 +185,7 @@ func (h *Hub) dropRoomLocked(r *room) {
 		delete(r.shard.rooms, r.name)
 		h.nRooms.Add(-1)
 	}
+	r.shard.unageLocked(r)
 	r.shard.mu.Unlock()
 }
 

@@ -326,34 +326,6 @@ func (r *room) syncedLocked(sb *sub) {
 	r.subs = append(r.subs, sb)
 }
 
-// record keeps the published changes for resume.
-func (r *room) record(changes []change, partial bool, now int64) {
-	cfg := &r.hub.cfg
-	for _, c := range changes {
-		switch {
-		case c.isJoin():
-			cfg.Metrics.Joins.Add(1)
-		case c.isLeave():
-			cfg.Metrics.Leaves.Add(1)
-		default:
-			cfg.Metrics.Updates.Add(1)
-		}
-	}
-	drop := 0
-	for drop < len(r.history) && (len(r.history)-drop >= cfg.History || now-r.history[drop].at > int64(cfg.HistoryAge)) {
-		drop++
-	}
-	if drop > 0 {
-		n := copy(r.history, r.history[drop:])
-		clear(r.history[n:])
-		r.history = r.history[:n]
-	}
-	if partial {
-		changes = nil // resume never crosses a partial version
-	}
-	r.history = append(r.history, version{seq: r.seq, at: now, partial: partial, changes: changes})
-}
-
 // appendChanges appends the join, update and leave lists of changes.
 func appendChanges(p []byte, changes []change) []byte {
 	var joins, updates, leaves int

@@ -134,6 +134,7 @@ type room struct {
 	typingSent  []string  // the typing list last published
 	graced      []*member // members in their leave grace, in no order
 	partial     bool      // the last published diff was partial
+	agedAt      int32     // position in shard.aged, -1 when not there; guarded by shard.mu (history.go)
 	count       int       // members at the published cursor (r.members may hold unpublished changes)
 	history     []version // oldest first; at most Config.History
 	firstChange int64     // hub clock time of the first pending change, 0 if none
@@ -149,7 +150,7 @@ type room struct {
 }
 
 func newRoom(h *Hub, sh *roomShard, name string) *room {
-	r := &room{name: name, hub: h, shard: sh, epoch: newEpoch()}
+	r := &room{name: name, hub: h, shard: sh, epoch: newEpoch(), agedAt: -1}
 	if h.cfg.Bus != nil {
 		r.cl = &roomCluster{}
 	}

@@ -903,6 +903,15 @@ func TestResume(t *testing.T) {
 			wantAlice: [][]string{{"join bob online {}"}}, // his grace ended meanwhile
 		},
 		{
+			// No change in the room: the history sweep drops the
+			// versions once HistoryAge passes, so the cursor is no longer
+			// covered (bob's leave would resume with a diff otherwise).
+			name:       "idle room's history older than HistoryAge",
+			cleanClose: true,
+			between:    func(e *env, _ *client) { e.sleep(e.h.cfg.HistoryAge + sweepEvery(&e.h.cfg) + time.Second) },
+			wantDiff:   false,
+		},
+		{
 			name:     "garbage cursor",
 			between:  func(e *env, _ *client) { e.tick() },
 			cursor:   func(string) string { return "not a cursor" },
