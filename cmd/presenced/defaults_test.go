@@ -132,8 +132,8 @@ func TestDocsDefaults(t *testing.T) {
 				presence.DefaultRate, presence.DefaultBurst, presence.DefaultFloodSeconds, 2*presence.DefaultRate),
 			// internal/server's syncBudget: half the outbox.
 			"sync budget": fmt.Sprintf("half of `-outbox` (%d KiB by default)", outbox/2>>10),
-			"resume history": fmt.Sprintf("%d versions per room; versions older than %s dropped when the room next changes",
-				presence.DefaultHistory, spell(presence.DefaultHistoryAge)),
+			"resume history": fmt.Sprintf("%d versions per room; versions older than %s dropped when the room next changes, or within %g s in an idle room",
+				presence.DefaultHistory, spell(presence.DefaultHistoryAge), (presence.DefaultHistoryAge / 8).Seconds()),
 			"upgrade request size":   fmt.Sprintf("%d KiB (then 431)", poller.DefaultMaxHeaderBytes>>10),
 			"closing handshake wait": spell(poller.DefaultCloseTimeout),
 			"timer resolution":       "about " + spell(poller.DefaultTick),
