@@ -18,6 +18,7 @@ func TestIdleStructSizes(t *testing.T) {
 		{"sub", unsafe.Sizeof(sub{}), 32},
 		{"change", unsafe.Sizeof(change{}), 64},
 		{"version", unsafe.Sizeof(version{}), 48},
+		{"room", unsafe.Sizeof(room{}), 416},
 	} {
 		if tc.size > tc.max {
 			t.Errorf("unsafe.Sizeof(%s{}) = %d, want at most %d (its size class)", tc.name, tc.size, tc.max)

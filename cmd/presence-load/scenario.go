@@ -342,7 +342,7 @@ func (sc *scenario) send(c *client, build func(dst []byte, id uint32) []byte) (u
 	if err != nil && !sc.w.stopping() {
 		sc.w.fail(c, "send", err)
 	}
-	if id != 0 {
+	if id != 0 && err == nil { // written: reached the server's socket
 		sc.w.live.sent.Add(1)
 	}
 	return id, err

@@ -38,7 +38,7 @@ func setGCPercent(pct int) (restore func()) {
 }
 
 // gcTunePeriod is how often gcTuner recomputes the memory limit.
-const gcTunePeriod = time.Second
+const gcTunePeriod = 250 * time.Millisecond
 
 // gcTuner returns freed heap pages to the OS soon after a collection. The
 // runtime's background scavenger keeps up to 10 % more than the heap goal
@@ -59,9 +59,12 @@ const gcTunePeriod = time.Second
 // computed from the last cycle's live heap would lag behind it and make
 // the GC collect before GOGC says, back to back until the next period
 // (measured by review: 2.3 times the cycles at 30 % growth a second). So a
-// period in which the live heap grew by more than growthSlack lifts the
-// limit, and the next steady period sets it again: the pages of a burst
-// are returned once it is over, which is what the limit is for.
+// period in which the live heap grew by more than growthSlack, or in which
+// the runtime's heap goal fell below the one GOGC gives (the limit binds:
+// the heap grew within the period, before a cycle could report it), lifts
+// the limit, and the next steady period sets it again: the pages of a
+// burst are returned once it is over, which is what the limit is for. A
+// lagging limit costs at most one period (250 ms) of early cycles.
 type gcTuner struct {
 	percent  uint64
 	samples  []metrics.Sample
@@ -81,6 +84,7 @@ var gcTunerMetrics = []string{
 	"/gc/heap/live:bytes",
 	"/gc/scan/stack:bytes",
 	"/gc/scan/globals:bytes",
+	"/gc/heap/goal:bytes",
 }
 
 func newGCTuner(percent int) *gcTuner {
@@ -102,14 +106,15 @@ func (t *gcTuner) limit() int64 {
 		return t.samples[i].Value.Uint64()
 	}
 	total, released, free, objects := v(0), v(1), v(2), v(3)
-	live, stacks, globals := v(4), v(5), v(6)
+	live, stacks, globals, runtimeGoal := v(4), v(5), v(6), v(7)
+	goal := live + (live+stacks+globals)*t.percent/100 // GOGC's
 	growing := live > t.lastLive+t.lastLive/growthSlack
+	binding := runtimeGoal < goal-goal/growthSlack
 	t.lastLive = live
-	if growing || live == 0 { // 0: no cycle has run yet
+	if growing || binding || live == 0 { // 0: no cycle has run yet
 		return math.MaxInt64
 	}
 	outside := total - released - free - objects // metadata, stacks, fragmentation in spans
-	goal := live + (live+stacks+globals)*t.percent/100
 	l := (outside+goal)/95*100 + 1<<20
 	if l > math.MaxInt64 {
 		return math.MaxInt64

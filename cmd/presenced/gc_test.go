@@ -63,6 +63,13 @@ func TestGCTunerLimit(t *testing.T) {
 	if l := tu.limit(); l == math.MaxInt64 {
 		t.Errorf("steady again: no limit")
 	}
+	// A limit that binds (the heap outgrew it within a period) is lifted.
+	old := debug.SetMemoryLimit(int64(ms.HeapAlloc / 2))
+	l = tu.limit()
+	debug.SetMemoryLimit(old)
+	if l != math.MaxInt64 {
+		t.Errorf("binding limit: limit %d, want none", l)
+	}
 }
 
 // TestGCPolicy: the policy sets the GC percent (the memory limit comes

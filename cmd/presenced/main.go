@@ -10,8 +10,8 @@
 // the node shares presence with the other nodes using that Redis; without
 // it the node is alone and holds everything in memory. The process owns
 // the runtime's GC settings: -gc-percent (default 10, see gc.go) instead
-// of GOGC's 100, and a soft memory limit derived from the live heap, so
-// that its RSS follows its live heap. SIGINT or
+// of GOGC's 100, and, while the live heap holds steady, a soft memory
+// limit derived from it, so that its RSS follows its live heap. SIGINT or
 // SIGTERM drains and stops the server. Exit codes: 0 after a clean stop, 1
 // on a runtime error, 2 on a bad flag or environment value.
 package main
