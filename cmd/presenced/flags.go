@@ -93,7 +93,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxMessage, "max-message", poller.DefaultMaxMessage, fmt.Sprintf("largest client message in `bytes`, after reassembly; larger closes with 1009 (at least %d)", minMaxMessage))
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "most connections held at once; beyond, upgrades get 503 (0 = no cap)")
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "most connections from one IP (0 = no cap)")
-	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (at least %d)", minOutbox))
+	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (%d to %d)", minOutbox, poller.MaxOutbox))
 	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "time allowed to complete the HTTP upgrade")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "the heap may grow this `percent` over the live heap before a garbage collection (the runtime's GOGC, which applies instead when set in the environment and this flag is not); lower: less memory, more GC CPU. With it, unless GOMEMLIMIT is set, a soft memory limit follows the live heap while it holds steady, so that freed pages return to the OS")
@@ -370,6 +370,8 @@ func validate(c server.Config) error {
 		return usageErrorf("-max-conns-per-ip %d: must be 0 (no cap) or positive", c.MaxConnsPerIP)
 	case c.Outbox < minOutbox:
 		return usageErrorf("-outbox %d: must be at least %d, to fit a sync", c.Outbox, minOutbox)
+	case c.Outbox > poller.MaxOutbox:
+		return usageErrorf("-outbox %d: must be at most %d", c.Outbox, poller.MaxOutbox)
 	case pc.ListLimit <= 0:
 		return usageErrorf("-list-limit %d: must be positive", pc.ListLimit)
 	case pc.MaxRooms <= 0:

@@ -330,6 +330,7 @@ func TestBadValues(t *testing.T) {
 		{"outbox", "-4096", "-outbox -4096: must be at least 4096"},
 		{"outbox", "4095", "-outbox 4095: must be at least 4096"},
 		{"outbox", "1e6", "-outbox"},
+		{"outbox", "1073741825", "-outbox 1073741825: must be at most 1073741824"},
 		{"max-conns", "-1", "-max-conns -1"},
 		{"max-conns-per-ip", "-5", "-max-conns-per-ip -5"},
 		{"node", "has space", `-node "has space"`},
