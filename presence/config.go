@@ -181,7 +181,7 @@ type Config struct {
 	History int
 	// HistoryAge drops versions older than this: when the room changes,
 	// and, in an idle room, by the hub's history sweep (every HistoryAge/8,
-	// at least Tick), so a version is gone at most HistoryAge/8 after it
+	// at least Tick), so a version is gone at most that period after it
 	// expired. Default 60 s.
 	HistoryAge time.Duration
 	// SyncBudget bounds the payload of one sync: members beyond it are left

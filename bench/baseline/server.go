@@ -47,7 +47,7 @@ type Config struct {
 // DefaultSendBuffer is Config.SendBuffer's default: what a typical
 // implementation would choose to survive joins into big rooms. Filling a
 // room of L members queues up to L join frames on each connection at once
-// (5,000 for the largest fan-out room bench/compare runs); a cap in the
+// (5,000 for the largest fan-out room bench/compare runs for the baseline, with its default -peer-fanout-max); a cap in the
 // hundreds drops the listeners while the room fills.
 const DefaultSendBuffer = 16384
 

@@ -37,7 +37,8 @@
 //
 // presence-load gets -ready-timeout = the harness's own wait for ready +
 // 30 s. Servers and loads run in process groups of their own and die with
-// compare (Pdeathsig); on SIGINT or SIGTERM compare stops at once.
+// compare (Pdeathsig); on SIGINT or SIGTERM compare interrupts the
+// running load and stops within about 30 s (the load's summary).
 //
 // Output: -out (default .cache/bench-compare/<UTC date-time>/) gets
 // results.json (every run: presence-load's summary and the server's
