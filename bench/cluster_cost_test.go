@@ -44,6 +44,9 @@ type clusterCost struct {
 	idlePerSec        float64 // Redis calls a second with the nodes idle
 	memPerMember      float64 // used_memory growth over the members, bytes
 	memLeft           float64 // used_memory after the leaves, above the start
+	// Room messages published in the join and leave phases: the idle
+	// nodes publish none, so these need no background subtracted.
+	joinPublishes, leavePublishes int64
 }
 
 // runClusterCost runs one cost experiment: the nodes' leave grace is
@@ -97,11 +100,13 @@ func runClusterCost(tb testing.TB, n, rooms int, window, leaveGrace time.Duratio
 	})
 	mem2 := usedMemory(tb, rdb)
 	r := clusterCost{
-		perJoin:      (float64(joins[""]) - bg(window)) / float64(n),
-		perLeave:     (float64(leaves[""]) - bg(leaveWindow)) / float64(n),
-		idlePerSec:   float64(idle[""]) / window.Seconds(),
-		memPerMember: float64(mem1-mem0) / float64(n),
-		memLeft:      float64(mem2 - mem0),
+		perJoin:        (float64(joins[""]) - bg(window)) / float64(n),
+		perLeave:       (float64(leaves[""]) - bg(leaveWindow)) / float64(n),
+		idlePerSec:     float64(idle[""]) / window.Seconds(),
+		memPerMember:   float64(mem1-mem0) / float64(n),
+		memLeft:        float64(mem2 - mem0),
+		joinPublishes:  joins["publish"] + joins["spublish"],
+		leavePublishes: leaves["publish"] + leaves["spublish"],
 	}
 	tb.Logf("%d joins into %d rooms on n1 of 3 nodes; idle %v: %v", n, rooms, window, idle)
 	tb.Logf("joins, %v: %v", window, joins)

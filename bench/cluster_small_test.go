@@ -29,8 +29,12 @@ func TestClusterStormSmall(t *testing.T) {
 
 func TestClusterRedisCostSmall(t *testing.T) {
 	r := runClusterCost(t, 20, 10, time.Second, 200*time.Millisecond)
-	if r.perJoin <= 0 || r.perLeave <= 0 { // (used_memory moves too much to check at this scale)
-		t.Errorf("joins or leaves cost Redis nothing: %+v", r)
+	// Not perJoin/perLeave: at this scale the background subtracted from
+	// them (liveness rounds, measured over 1 s) moves more than 20 joins
+	// cost (a leave phase once came out at -0.39 calls a leave). Nor
+	// used_memory, which moves too much here.
+	if r.joinPublishes == 0 || r.leavePublishes == 0 {
+		t.Errorf("joins or leaves published no room message: %+v", r)
 	}
 }
 
