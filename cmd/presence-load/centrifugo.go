@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+
+	"github.com/presenced/presenced/internal/wire"
 )
 
 // centrifugoProto speaks Centrifugo's client protocol (v2, JSON over
@@ -60,7 +62,7 @@ func (*centrifugoProto) Hello(dst []byte, user, token string) []byte {
 	dst = append(dst, `,"connect":{`...)
 	if token != "" {
 		dst = append(dst, `"token":`...)
-		dst = appendJSONString(dst, token)
+		dst = wire.AppendString(dst, token)
 		dst = append(dst, ',')
 	}
 	return append(dst, `"name":"`+centrifugoName+`"}}`...)
@@ -77,7 +79,7 @@ func (*centrifugoProto) Leave(dst []byte, id uint32, room string) []byte {
 func (*centrifugoProto) Set(dst []byte, id uint32, room, user, status string, sentNs int64) []byte {
 	dst = appendPublish(dst, id, room, user)
 	dst = append(dst, `,"s":`...)
-	dst = appendJSONString(dst, status)
+	dst = wire.AppendString(dst, status)
 	return appendTS(dst, sentNs)
 }
 
@@ -95,7 +97,7 @@ func appendChannelCommand(dst []byte, id uint32, method, room string) []byte {
 	dst = append(dst, `,"`...)
 	dst = append(dst, method...)
 	dst = append(dst, `":{"channel":`...)
-	dst = appendJSONString(dst, room)
+	dst = wire.AppendString(dst, room)
 	return append(dst, "}}"...)
 }
 
@@ -105,9 +107,9 @@ func appendPublish(dst []byte, id uint32, room, user string) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = strconv.AppendUint(dst, uint64(id), 10)
 	dst = append(dst, `,"publish":{"channel":`...)
-	dst = appendJSONString(dst, room)
+	dst = wire.AppendString(dst, room)
 	dst = append(dst, `,"data":{"u":`...)
-	return appendJSONString(dst, user)
+	return wire.AppendString(dst, user)
 }
 
 func appendTS(dst []byte, sentNs int64) []byte {
