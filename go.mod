@@ -2,6 +2,9 @@ module github.com/presenced/presenced
 
 go 1.26.0
 
+// npm's packages for the JavaScript SDK's tests live here; none is Go.
+ignore ./clients/js/node_modules
+
 require (
 	github.com/cloudwego/netpoll v0.7.2
 	github.com/gobwas/ws v1.5.0
