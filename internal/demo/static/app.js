@@ -178,12 +178,17 @@ async function join(name) {
     (insecure ? ui.name : ui.token).focus();
     return;
   }
-  if (!name) {
-    showError("Enter a room name.");
+  if (insecure && !ui.name.validity.valid) {
+    showError("A name is letters, digits and . _ : @ / - only.");
+    ui.name.focus();
+    return;
+  }
+  if (!name || !ui.room.validity.valid) {
+    showError("Enter a room name: letters, digits and . _ : @ / - only.");
     ui.room.focus();
     return;
   }
-  if (client && id !== identity) {
+  if (client && (id !== identity || client.error)) { // a new identity, or a client that gave up
     await leaveRoom();
     await dropClient();
   }
@@ -206,7 +211,9 @@ async function join(name) {
     await c.connect();
     await c.join(name, { status: ui.status.value });
   } catch (err) {
-    if (c === client && room === name) showError(`Could not join ${name}: ${err.message}`);
+    if (c !== client || room !== name) return; // superseded meanwhile
+    showError(`Could not join ${name}: ${err.message}`);
+    if (c.error) await leaveRoom(); // the client stopped: nothing to show
   }
 }
 
