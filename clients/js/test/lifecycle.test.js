@@ -1,0 +1,179 @@
+// The client across connections, against a scripted peer: what a
+// reconnect's hello resumes, the commands re-sent after it, and close(),
+// which must stop every timer.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { test } from "node:test";
+import { ClosedError } from "../src/presenced.js";
+import { newClient, rejectsWith, viewWhere } from "./clients.js";
+import { sleep, startPeer, waitUntil } from "./peer.js";
+
+async function connected(t, peerOpts = {}, clientOpts = {}) {
+  const peer = await startPeer(peerOpts);
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice", ...clientOpts });
+  await c.client.connect();
+  return { peer, c, conn: await peer.conn(0) };
+}
+
+test("a reconnect resumes every room from its cursor with the most shared state, and sets the others", async (t) => {
+  const { peer, c, conn } = await connected(t, { auto: true });
+  const s1 = { status: "online", meta: { x: 1 } };
+  await c.client.join("b:room", s1);
+  await c.client.join("a:room", { status: "busy" });
+  await c.client.join("c:room", s1);
+  for (const r of ["a:room", "b:room", "c:room"]) await viewWhere(c.client, r, (v) => v.synced);
+  const cursors = Object.fromEntries(c.client.rooms().map((r) => [r, c.client.room(r).cursor]));
+  const markEvents = c.events.length;
+  conn.kill();
+
+  const next = await peer.conn(1, 3000);
+  assert.deepEqual(next.hello.resume, cursors);
+  assert.deepEqual(next.hello.state, s1, "the state two of three rooms share");
+  const set = await next.next("set");
+  assert.equal(set.room, "a:room");
+  assert.equal(set.state.status, "busy");
+  await sleep(100);
+  assert.deepEqual(next.sent("set").map((f) => f.room), ["a:room"], "a set only for the room whose state differs");
+  assert.deepEqual(next.sent("join"), [], "no join: the hello resumed the rooms");
+  const w = c.of("connected").at(-1);
+  assert.equal(w.resumed, true);
+
+  // The server continues b:room's chain: applied as a diff, no gap.
+  next.send({ t: "diff", room: "b:room", from: cursors["b:room"], cur: "n.1", count: 2, join: [{ u: "bob", s: "online", m: {} }], typing: [] });
+  await viewWhere(c.client, "b:room", (v) => v.cursor === "n.1" && v.count === 2);
+  assert.equal(c.client.stats.gaps, 0);
+  assert.ok(c.events.slice(markEvents).some((e) => e.name === "diff" && e.ev.room === "b:room"));
+});
+
+test("a tie of states goes to the alphabetically first room's", async (t) => {
+  const { peer, c, conn } = await connected(t, { auto: true });
+  await c.client.join("z:room", { status: "busy" });
+  await c.client.join("m:room", { status: "away" });
+  conn.kill();
+  const next = await peer.conn(1, 3000);
+  assert.equal(next.hello.state.status, "away");
+  assert.deepEqual(Object.keys(next.hello.resume).sort(), ["m:room", "z:room"]);
+  assert.equal((await next.next("set")).room, "z:room");
+});
+
+test("commands pending when the connection drops are re-sent with their id after the welcome", async (t) => {
+  const { peer, c, conn } = await connected(t);
+  const joined = c.client.join("chat:pending", { status: "online" });
+  const j = await conn.next("join");
+  conn.kill(); // before the ack
+  await c.next("disconnected");
+  // A command made while no connection is up waits for the next one.
+  const set = c.client.set("chat:pending", { status: "away" });
+  const next = await peer.conn(1, 3000);
+  assert.deepEqual(Object.keys(next.hello.resume ?? {}), ["chat:pending"], "a room is resumed even while its join is pending");
+  const j2 = await next.next("join");
+  assert.equal(j2.id, j.id, "the same id: commands are idempotent");
+  const s = await next.next("set");
+  assert.ok(s.id > j.id);
+  next.send({ t: "ack", id: j2.id });
+  next.send({ t: "ack", id: s.id });
+  await joined;
+  await set;
+  assert.equal(c.client.stats.commands, 2);
+});
+
+test("close(): pending commands reject with ClosedError, close 1000 is sent, no more dials", async (t) => {
+  const { peer, c, conn } = await connected(t);
+  const p = rejectsWith(c.client.join("chat:closing"), ClosedError);
+  await conn.next("join");
+  await c.client.close();
+  await p;
+  assert.equal(c.client.state, "closed");
+  assert.equal(await conn.closed, 1000, "the peer got close 1000");
+  const term = c.of("disconnected").filter((ev) => ev.terminal);
+  assert.equal(term.length, 1);
+  assert.equal(c.of("state").at(-1).state, "closed");
+  await rejectsWith(c.client.join("chat:after"), ClosedError);
+  await c.client.close(); // twice is fine
+  await sleep(200);
+  assert.equal(peer.conns.length, 1);
+});
+
+test("close() while reconnecting cancels the backoff: no dial after it", async (t) => {
+  const { peer, c, conn } = await connected(t, {}, { minBackoff: 400, maxBackoff: 400, random: () => 0.99 });
+  conn.kill();
+  const d = await c.next("disconnected");
+  assert.ok(d.retryIn > 300, `retryIn ${d.retryIn}`);
+  assert.equal(c.client.state, "reconnecting");
+  await c.client.close();
+  assert.equal(c.client.state, "closed");
+  await sleep(600);
+  assert.equal(peer.conns.length, 1, "no dial after close");
+  assert.equal(c.client.stats.dials, 1);
+});
+
+test("the state events of a life: connecting, connected, reconnecting, connected, closed", async (t) => {
+  const peer = await startPeer();
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice" });
+  assert.equal(c.client.state, "connecting");
+  await c.client.connect();
+  (await peer.conn(0)).kill();
+  await peer.conn(1, 3000);
+  await waitUntil(() => c.client.state === "connected", 3000, "connected again");
+  await c.client.close();
+  const states = c.of("state").map((ev) => ev.state);
+  const dedup = states.filter((s, i) => s !== states[i - 1] && !(i === 0 && s === "connecting"));
+  assert.deepEqual(dedup, ["connected", "reconnecting", "connected", "closed"]);
+});
+
+// The strongest check that close() stops every timer: a process that used
+// the client must exit on its own once it closed it.
+const sdk = new URL("../src/presenced.js", import.meta.url).href;
+const cwd = fileURLToPath(new URL("..", import.meta.url));
+
+async function exitsAfterClose(url, script) {
+  const code = `
+    import WebSocket from "ws";
+    import { Client, typingHelper } from ${JSON.stringify(sdk)};
+    const c = new Client({ url: ${JSON.stringify(url)}, user: "alice", WebSocket, minBackoff: 5000, maxBackoff: 5000, commandTimeout: 60000 });
+    ${script}
+    await c.close();
+    console.log("closed");
+  `;
+  const p = spawn(process.execPath, ["--input-type=module", "-e", code], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  p.stdout.on("data", (d) => (out += d));
+  p.stderr.on("data", (d) => (out += d));
+  const killer = setTimeout(() => p.kill("SIGKILL"), 5000);
+  const [exit, signal] = await once(p, "exit");
+  clearTimeout(killer);
+  assert.equal(signal, null, `the process did not exit within 5 s after close(); output: ${out}`);
+  assert.equal(exit, 0, out);
+  assert.match(out, /closed/);
+}
+
+test("a process exits after close(): connected, with rooms, a pending command and a ping", async (t) => {
+  const peer = await startPeer({ auto: true, hb: 1000 });
+  t.after(() => peer.close());
+  await exitsAfterClose(
+    peer.url,
+    `await c.connect();
+     await c.join("chat:exit");
+     c.sync("chat:never").catch(() => {});
+     await c.ping();
+     const h = typingHelper(c, "chat:exit", { interval: 100000, idle: 100000 });
+     h.keystroke(); h.stop();`,
+  );
+});
+
+test("a process exits after close(): while waiting to reconnect", async (t) => {
+  const peer = await startPeer({ welcome: (conn) => (conn.n === 0 ? undefined : false) });
+  t.after(() => peer.close());
+  const kill = setInterval(() => peer.conns[0]?.hello && peer.conns[0].kill(), 20);
+  t.after(() => clearInterval(kill));
+  await exitsAfterClose(
+    peer.url,
+    `await c.connect();
+     await new Promise((r) => c.on("disconnected", r));`,
+  );
+});
