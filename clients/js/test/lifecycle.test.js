@@ -81,6 +81,23 @@ test("commands pending when the connection drops are re-sent with their id after
   assert.equal(c.client.stats.commands, 2);
 });
 
+test("a room left while disconnected is not resumed; the leave is still sent and not_joined counts as left", async (t) => {
+  // A long backoff: the leave comes before the next hello is made.
+  const { peer, c, conn } = await connected(t, { auto: true }, { minBackoff: 300, maxBackoff: 300, random: () => 0.99 });
+  await c.client.join("r:keep");
+  await c.client.join("r:drop");
+  await viewWhere(c.client, "r:drop", (v) => v.synced);
+  conn.kill();
+  await c.next("disconnected");
+  const left = c.client.leave("r:drop");
+  assert.deepEqual(c.client.rooms(), ["r:keep"], "left at once");
+  assert.equal(c.client.room("r:drop"), undefined);
+  const next = await peer.conn(1, 3000);
+  assert.deepEqual(Object.keys(next.hello.resume), ["r:keep"]);
+  await left;
+  assert.equal((await next.next("leave")).room, "r:drop");
+});
+
 test("close(): pending commands reject with ClosedError, close 1000 is sent, no more dials", async (t) => {
   const { peer, c, conn } = await connected(t);
   const p = rejectsWith(c.client.join("chat:closing"), ClosedError);

@@ -189,3 +189,30 @@ test("the backoff ceilings double per failure up to maxBackoff; a bye does not c
   const retrying = c.of("state").filter((ev) => ev.state === "reconnecting" && ev.retryIn !== undefined);
   assert.ok(retrying.length >= 1, "state events carry retryIn while reconnecting");
 });
+
+test("a connection that lived 30 s resets the backoff", async (t) => {
+  // Like the Go SDK, the client resets its attempt counter when a welcomed
+  // connection is lost after living at least 30 s. Rather than wait 30 s,
+  // the test moves Date.now (the clock the SDK measures it with) forward.
+  const realNow = Date.now;
+  t.after(() => (Date.now = realNow));
+  const welcome = (conn) => {
+    conn.welcome({ hb: 30000 });
+    if (conn.n < 3) conn.close(4001, "heartbeat timeout");
+    return false;
+  };
+  const peer = await startPeer({ welcome });
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice", random: () => 0.999999, minBackoff: 10, maxBackoff: 80 });
+  await c.client.connect();
+  const conn = await peer.conn(3, 3000);
+  await waitUntil(() => c.client.stats.connects === 4, 3000, "welcomed");
+  const skew = 31000;
+  Date.now = () => realNow() + skew;
+  conn.close(4001, "heartbeat timeout");
+  await c.next("disconnected", () => true, { from: c.events.findLastIndex((e) => e.name === "connected") });
+  Date.now = realNow;
+  const delays = c.of("disconnected").map((ev) => ev.retryIn);
+  assert.equal(delays.length, 4, `delays ${delays}`);
+  [10, 20, 40, 10].forEach((ceil, i) => assert.ok(delays[i] <= ceil && delays[i] >= ceil - 1, `failure ${i}: ${delays[i]}, ceiling ${ceil} (all ${delays})`));
+});

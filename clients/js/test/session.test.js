@@ -187,3 +187,61 @@ test("typing sends fire-and-forget frames and is false while no connection is up
   await c.client.close();
   assert.equal(c.client.typing("chat:t", false), false, "false once closed");
 });
+
+test("refresh: getToken's token is sent in auth; refreshed on ack, an error event otherwise", async (t) => {
+  let n = 0;
+  const { c, conn } = await connected(t, {}, { user: undefined, getToken: async () => `tok-${++n}` });
+  conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 60 });
+  const auth = await conn.next("auth");
+  assert.equal(auth.token, "tok-2");
+  assert.ok(auth.id > 0);
+  conn.send({ t: "ack", id: auth.id });
+  await c.next("refreshed");
+  assert.equal(c.client.stats.refreshes, 1);
+
+  const mark = conn.frames.length;
+  conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 60 });
+  const auth2 = await conn.next("auth", { from: mark });
+  assert.equal(auth2.token, "tok-3");
+  conn.send({ t: "err", id: auth2.id, code: "internal", msg: "verifier down" });
+  const ev = await c.next("error");
+  assert.ok(ev.error instanceof PresenceError, `error ${ev.error}`);
+  assert.equal(c.client.stats.refreshes, 1);
+  assert.equal(c.client.state, "connected");
+});
+
+test("refresh without getToken, or with a failing one, is an error event; the connection stays", async (t) => {
+  const a = await connected(t, {}, { user: undefined, token: "static" });
+  a.conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 60 });
+  await a.c.next("error");
+  let calls = 0;
+  const b = await connected(t, {}, {
+    user: undefined,
+    getToken: async () => {
+      if (++calls > 1) throw new Error("token service down");
+      return "tok-1";
+    },
+  });
+  b.conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 60 });
+  await b.c.next("error");
+  await sleep(50);
+  for (const x of [a, b]) {
+    assert.deepEqual(x.conn.sent("auth"), []);
+    assert.equal(x.c.client.state, "connected");
+    assert.equal(x.c.client.stats.refreshes, 0);
+  }
+});
+
+test("an attempt without a welcome within connectTimeout is dropped and retried", async (t) => {
+  const peer = await startPeer({ welcome: (conn) => conn.n > 0 });
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice", connectTimeout: 200 });
+  const welcome = c.client.connect();
+  const first = await peer.conn(0);
+  const w = await welcome;
+  assert.equal(w.conn, "peer-1");
+  const second = peer.conns[1];
+  assert.ok(second.hello.at - first.hello.at >= 200 - 30, `retried after ${second.hello.at - first.hello.at} ms`);
+  assert.equal(c.client.stats.dials, 2);
+  assert.equal(c.client.stats.reconnects, 0, "the first welcome is no reconnect");
+});
