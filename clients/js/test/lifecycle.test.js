@@ -148,11 +148,11 @@ test("the state events of a life: connecting, connected, reconnecting, connected
 const sdk = new URL("../src/presenced.js", import.meta.url).href;
 const cwd = fileURLToPath(new URL("..", import.meta.url));
 
-async function exitsAfterClose(url, script) {
+async function exitsAfterClose(url, script, opts = "minBackoff: 5000, maxBackoff: 5000") {
   const code = `
     import WebSocket from "ws";
     import { Client, typingHelper } from ${JSON.stringify(sdk)};
-    const c = new Client({ url: ${JSON.stringify(url)}, user: "alice", WebSocket, minBackoff: 5000, maxBackoff: 5000, commandTimeout: 60000 });
+    const c = new Client({ url: ${JSON.stringify(url)}, user: "alice", WebSocket, commandTimeout: 60000, ${opts} });
     ${script}
     await c.close();
     console.log("closed");
@@ -192,5 +192,49 @@ test("a process exits after close(): while waiting to reconnect", async (t) => {
     peer.url,
     `await c.connect();
      await new Promise((r) => c.on("disconnected", r));`,
+  );
+});
+
+test("a process exits after close(): after giving up on a silent server", async (t) => {
+  // The first connection's server stops reading its socket after the
+  // welcome: it never answers the close frame of the client that gives up
+  // on it. That socket must not keep the process alive after close().
+  const peer = await startPeer({
+    hb: 200,
+    welcome: (conn) => {
+      conn.welcome({ hb: 200 });
+      if (conn.n === 0) conn.ws._socket.pause();
+      return false;
+    },
+  });
+  t.after(() => peer.close());
+  await exitsAfterClose(
+    peer.url,
+    `await c.connect();
+     await new Promise((r) => c.on("connected", r));`,
+    "minBackoff: 10, maxBackoff: 10, heartbeatTimeout: 200",
+  );
+  assert.equal(peer.conns.length, 2);
+});
+
+test("close() during the first attempt rejects connect() with ClosedError", async (t) => {
+  const peer = await startPeer({ welcome: false });
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice" });
+  const p = rejectsWith(c.client.connect(), ClosedError);
+  await peer.conn(0);
+  await c.client.close();
+  await p;
+  assert.equal(c.client.state, "closed");
+});
+
+test("a process exits after close(): during an attempt that waits for its welcome, or for getToken", async (t) => {
+  const peer = await startPeer({ welcome: false });
+  t.after(() => peer.close());
+  await exitsAfterClose(peer.url, `c.connect().catch(() => {}); await new Promise((r) => setTimeout(r, 300));`);
+  await exitsAfterClose(
+    peer.url,
+    `c.connect().catch(() => {}); await new Promise((r) => setTimeout(r, 100));`,
+    "getToken: () => new Promise(() => {}), connectTimeout: 60000",
   );
 });

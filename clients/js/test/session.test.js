@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { CommandError, PresenceError, TimeoutError } from "../src/presenced.js";
+import { CommandError, DisconnectedError, PresenceError, TimeoutError } from "../src/presenced.js";
 import { newClient, rejectsWith, users, viewWhere } from "./clients.js";
 import { sleep, startPeer, waitUntil } from "./peer.js";
 
@@ -244,4 +244,46 @@ test("an attempt without a welcome within connectTimeout is dropped and retried"
   assert.ok(second.hello.at - first.hello.at >= 200 - 30, `retried after ${second.hello.at - first.hello.at} ms`);
   assert.equal(c.client.stats.dials, 2);
   assert.equal(c.client.stats.reconnects, 0, "the first welcome is no reconnect");
+});
+
+test("a refresh whose getToken hangs fails within connectTimeout, and the next refresh is served", async (t) => {
+  let calls = 0;
+  const getToken = () => {
+    calls++;
+    if (calls === 2) return new Promise(() => {}); // the first refresh: never answers
+    return `tok-${calls}`;
+  };
+  const { c, conn } = await connected(t, {}, { user: undefined, getToken, connectTimeout: 200 });
+  conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 60 });
+  await waitUntil(() => calls === 2, 2000, "getToken for the refresh");
+  const ev = await c.next("error", () => true, { timeout: 200 + 2000 }).catch(() => null);
+  assert.ok(ev, "an error event once connectTimeout bounds the refresh (docs: connectTimeout bounds a token refresh)");
+  conn.send({ t: "refresh", exp: Math.floor(Date.now() / 1000) + 30 });
+  const auth = await conn.next("auth", { timeout: 2000 }).catch(() => null);
+  assert.ok(auth, "the next refresh sends auth");
+  assert.equal(auth.token, "tok-3");
+});
+
+test("a listener that throws does not break the client", async (t) => {
+  const { c, conn } = await connected(t, { auto: true });
+  c.client.on("sync", () => {
+    throw new Error("listener bug");
+  });
+  const seen = [];
+  c.client.on("sync", (ev) => seen.push(ev.room));
+  await c.client.join("r:1");
+  await c.client.join("r:2");
+  await waitUntil(() => seen.length === 2, 2000, "both syncs");
+  assert.deepEqual(seen, ["r:1", "r:2"]);
+  assert.equal(c.client.room("r:2").synced, true);
+  conn.send({ t: "ping", ts: 7 });
+  assert.equal((await conn.next("pong")).ts, 7);
+});
+
+test("ping with no connection up rejects with DisconnectedError; a lost connection's error is one too", async (t) => {
+  const { c, conn } = await connected(t, { welcome: (conn) => conn.n === 0 });
+  conn.kill();
+  const d = await c.next("disconnected");
+  assert.ok(d.error instanceof DisconnectedError, `error ${d.error}`);
+  await rejectsWith(c.client.ping(), DisconnectedError);
 });
