@@ -8,16 +8,30 @@ import { waitUntil } from "./peer.js";
 
 export const eventNames = ["state", "connected", "disconnected", "sync", "diff", "room", "bye", "refreshed", "error", "rtt"];
 
-/** A WebSocket constructor that remembers every socket it makes. */
+/**
+ * A WebSocket constructor that remembers every socket it makes (with
+ * createdAt) and every message the client sends (sent: parsed, with at, the
+ * time of the send call: timings measured where the client makes them).
+ */
 export function capturingWebSocket() {
   const sockets = [];
+  const sent = [];
   class CapturedWebSocket extends WebSocket {
     constructor(...args) {
       super(...args);
+      this.createdAt = Date.now();
       sockets.push(this);
     }
+    send(data, ...rest) {
+      try {
+        sent.push({ ...JSON.parse(data), at: Date.now() });
+      } catch {
+        // not JSON: not ours to record
+      }
+      return super.send(data, ...rest);
+    }
   }
-  return { WebSocket: CapturedWebSocket, sockets };
+  return { WebSocket: CapturedWebSocket, sockets, sent };
 }
 
 /**
@@ -25,7 +39,7 @@ export function capturingWebSocket() {
  * recorded events ({name, ev, at}). It is closed when test t ends.
  */
 export function newClient(t, opts) {
-  const { WebSocket: WS, sockets } = capturingWebSocket();
+  const { WebSocket: WS, sockets, sent } = capturingWebSocket();
   const client = new Client({ WebSocket: WS, minBackoff: 20, maxBackoff: 200, ...opts });
   const events = [];
   for (const name of eventNames) client.on(name, (ev) => events.push({ name, ev, at: Date.now() }));
@@ -33,6 +47,7 @@ export function newClient(t, opts) {
   return {
     client,
     sockets,
+    sent,
     events,
     /** The recorded events named name. */
     of(name) {
