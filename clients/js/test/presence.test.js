@@ -9,10 +9,15 @@ import { sleep } from "./peer.js";
 import { startPresenced } from "./presenced.js";
 
 // A short tick makes changes arrive fast; a long typing TTL proves that a
-// typing line cleared because the client said on:false.
+// typing line cleared because the client said on:false; a long leave grace
+// proves that a leave came from close 1000; short heartbeats prove the
+// client answers them.
 let srv;
 before(async () => {
-  srv = await startPresenced(["-insecure", "-tick", "20ms", "-typing-ttl", "20s", "-max-rooms", "3"]);
+  srv = await startPresenced([
+    "-insecure", "-tick", "20ms", "-typing-ttl", "20s", "-max-rooms", "3",
+    "-leave-grace", "20s", "-hb-interval", "300ms", "-hb-timeout", "300ms",
+  ]);
 });
 after(() => srv?.stop());
 
@@ -157,4 +162,42 @@ test("the typing helper shows and clears the typing line of the other client", a
   await viewWhere(b.client, room, (v) => v.typing.includes("frank"), 200 + 3000);
   h2.stop();
   await viewWhere(b.client, room, (v) => v.typing.length === 0, 3000);
+});
+
+test("the client answers the server's heartbeats: the connection outlives many of them", async (t) => {
+  const a = await joined(t, "hank", "chat:hb");
+  await sleep(6 * 300);
+  assert.equal(a.client.state, "connected");
+  assert.equal(a.client.stats.disconnects, 0);
+  assert.ok(a.client.stats.pings >= 3, `pings ${a.client.stats.pings}`);
+});
+
+test("close() leaves at once: the other client sees the leave long before leave_grace", async (t) => {
+  const room = "chat:close";
+  const a = await joined(t, "ivan", room);
+  const b = await joined(t, "judy", room);
+  await viewWhere(a.client, room, (v) => v.count === 2);
+  const closedAt = Date.now();
+  await b.client.close();
+  await viewWhere(a.client, room, (v) => v.count === 1, 5000);
+  assert.ok(Date.now() - closedAt < 20000);
+  assert.deepEqual(users(a.client.room(room)), ["ivan"]);
+});
+
+test("on() returns its unsubscribe function; stats is a snapshot", async (t) => {
+  const a = await joined(t, "kate");
+  const seen = [];
+  const off = a.client.on("sync", (ev) => seen.push(ev.room));
+  await a.client.join("r:on");
+  await viewWhere(a.client, "r:on", (v) => v.synced);
+  off();
+  const fn = (ev) => seen.push(`off:${ev.room}`);
+  a.client.on("sync", fn);
+  a.client.off("sync", fn);
+  await a.client.join("r:off");
+  await viewWhere(a.client, "r:off", (v) => v.synced);
+  assert.deepEqual(seen, ["r:on"]);
+  const st = a.client.stats;
+  st.syncs = 1000;
+  assert.notEqual(a.client.stats.syncs, 1000);
 });

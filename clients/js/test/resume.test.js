@@ -11,7 +11,7 @@ import { startPresenced } from "./presenced.js";
 const grace = 2000;
 let srv;
 before(async () => {
-  srv = await startPresenced(["-insecure", "-tick", "20ms", "-leave-grace", `${grace}ms`]);
+  srv = await startPresenced(["-insecure", "-tick", "20ms", "-leave-grace", `${grace}ms`, "-drain", "500ms"]);
 });
 after(() => srv?.stop());
 
@@ -124,4 +124,28 @@ test("after a server restart both clients reconnect, re-join every room and conv
   assert.equal(a.client.welcome.resumed, true);
   assert.equal(a.client.stats.reconnects, 1);
   assert.ok(a.client.stats.dials >= 2);
+});
+
+test("a drain (SIGTERM): bye, then 1001, a reconnect after retry_ms, and the room back", async (t) => {
+  const opts = { minBackoff: 50, maxBackoff: 300 };
+  const a = await joined(t, "erin", [["r:drain", { status: "online", meta: { e: 1 } }]], opts);
+  const b = await joined(t, "fred", [["r:drain"]], opts);
+  await viewWhere(a.client, "r:drain", (v) => v.count === 2);
+  const before = a.client.room("r:drain").cursor;
+
+  await srv.restart("SIGTERM");
+
+  const bye = await a.next("bye");
+  assert.ok(bye.retryIn >= 0 && bye.retryIn < 500, `retry_ms ${bye.retryIn} within -drain 500ms`);
+  const d = a.of("disconnected")[0];
+  assert.equal(d.code, 1001);
+  assert.equal(d.terminal, false);
+  assert.ok(d.retryIn >= bye.retryIn && d.retryIn <= bye.retryIn + 50, `retryIn ${d.retryIn} after bye ${bye.retryIn}`);
+  for (const c of [a, b]) await waitUntil(() => c.client.state === "connected" && c.client.stats.reconnects >= 1, 15000, "a reconnect");
+  const v = await viewWhere(a.client, "r:drain", (v) => v.cursor !== before && v.count === 2, 5000);
+  assert.deepEqual(v.members, [
+    { user: "erin", status: "online", meta: { e: 1 } },
+    { user: "fred", status: "online", meta: {} },
+  ]);
+  assert.equal(a.client.error, undefined);
 });
