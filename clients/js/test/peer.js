@@ -13,7 +13,8 @@ import { WebSocketServer } from "ws";
  *   welcome false: never answer hello; a function (conn, hello) returning
  *           false: no welcome for this connection
  *   auto    answer join, leave, set, sync and auth with ack, and join and
- *           sync with a sync of the room (cursor "<room epoch>.<n>")
+ *           sync with a sync of the room (cursor "e<connection>.<n>"),
+ *           except commands for rooms named "mute:...", left unanswered
  */
 export async function startPeer({ hb = 30000, welcome = true, auto = false } = {}) {
   const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
@@ -62,6 +63,7 @@ export async function startPeer({ hb = 30000, welcome = true, auto = false } = {
 
 // answer plays a well-behaved server for msg.
 function answer(conn, msg) {
+  if (msg.room?.startsWith("mute:")) return;
   switch (msg.t) {
     case "join":
     case "sync":
