@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
-import { ClosedError } from "../src/presenced.js";
+import { ClosedError, CommandError } from "../src/presenced.js";
 import { newClient, rejectsWith, viewWhere } from "./clients.js";
 import { sleep, startPeer, waitUntil } from "./peer.js";
 
@@ -58,6 +58,27 @@ test("a tie of states goes to the alphabetically first room's", async (t) => {
   assert.equal(next.hello.state.status, "away");
   assert.deepEqual(Object.keys(next.hello.resume).sort(), ["m:room", "z:room"]);
   assert.equal((await next.next("set")).room, "z:room");
+});
+
+test("the state a reconnect resumes: set keeps what it leaves out; a refused command is undone", async (t) => {
+  const { peer, c, conn } = await connected(t, { auto: true });
+  await c.client.join("a:room", { status: "online", meta: { x: 1 } });
+  await c.client.set("a:room", { status: "away" });
+  await c.client.join("b:room", { status: "busy", meta: { y: 2 } });
+  // Refused: a join that changes b:room's state, a set, and a leave.
+  conn.refuse = (msg) => msg.room === "b:room" && "rate_limited";
+  await rejectsWith(c.client.join("b:room", { status: "online" }), CommandError);
+  await rejectsWith(c.client.set("b:room", { meta: { y: 3 } }), CommandError);
+  await rejectsWith(c.client.leave("b:room"), CommandError);
+  assert.deepEqual(c.client.rooms(), ["a:room", "b:room"], "a refused leave restores the room");
+
+  conn.kill();
+  const next = await peer.conn(1, 3000);
+  // Two rooms, two states: the tie goes to a:room's, and b:room gets a set.
+  assert.deepEqual(next.hello.state, { status: "away", meta: { x: 1 } }, "set kept the meta it left out");
+  const set = await next.next("set");
+  assert.equal(set.room, "b:room");
+  assert.deepEqual(set.state, { status: "busy", meta: { y: 2 } }, "the refused join and set were undone");
 });
 
 test("commands pending when the connection drops are re-sent with their id after the welcome", async (t) => {

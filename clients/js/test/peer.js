@@ -14,7 +14,8 @@ import { WebSocketServer } from "ws";
  *           false: no welcome for this connection
  *   auto    answer join, leave, set, sync and auth with ack, and join and
  *           sync with a sync of the room (cursor "e<connection>.<n>"),
- *           except commands for rooms named "mute:...", left unanswered
+ *           except commands for rooms named "mute:...", left unanswered,
+ *           and those conn.refuse(msg) returns an error code for
  */
 export async function startPeer({ hb = 30000, welcome = true, auto = false } = {}) {
   const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
@@ -64,6 +65,8 @@ export async function startPeer({ hb = 30000, welcome = true, auto = false } = {
 // answer plays a well-behaved server for msg.
 function answer(conn, msg) {
   if (msg.room?.startsWith("mute:")) return;
+  const code = msg.id && conn.refuse?.(msg);
+  if (code) return conn.send({ t: "err", id: msg.id, code, msg: "refused by the test" });
   switch (msg.t) {
     case "join":
     case "sync":
@@ -87,6 +90,7 @@ function newConn(ws, n) {
     ws,
     hello: null,
     frames: [],
+    refuse: null,
     seq: {},
     send(obj) {
       if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(obj));
