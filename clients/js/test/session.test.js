@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { CommandError, DisconnectedError, PresenceError, TimeoutError } from "../src/presenced.js";
+import WebSocket from "ws";
+import { Client, CommandError, DisconnectedError, PresenceError, TimeoutError } from "../src/presenced.js";
 import { newClient, rejectsWith, users, viewWhere } from "./clients.js";
 import { sleep, startPeer, waitUntil } from "./peer.js";
 
@@ -286,4 +287,18 @@ test("ping with no connection up rejects with DisconnectedError; a lost connecti
   const d = await c.next("disconnected");
   assert.ok(d.error instanceof DisconnectedError, `error ${d.error}`);
   await rejectsWith(c.client.ping(), DisconnectedError);
+});
+
+test("the constructor refuses an unusable configuration", () => {
+  assert.throws(() => new Client({ user: "alice", WebSocket }), TypeError, "no url");
+  assert.throws(() => new Client({ url: "ws://127.0.0.1:1/ws", WebSocket }), TypeError, "no token, getToken or user");
+  assert.throws(() => new Client({ url: "ws://127.0.0.1:1/ws", user: "alice", WebSocket, minBackoff: 100, maxBackoff: 50 }), "maxBackoff below minBackoff");
+  if (!globalThis.WebSocket) assert.throws(() => new Client({ url: "ws://127.0.0.1:1/ws", user: "alice" }), TypeError, "no WebSocket");
+  const c = new Client({ url: "ws://127.0.0.1:1/ws", user: "alice", WebSocket });
+  assert.equal(c.state, "connecting");
+  assert.equal(c.welcome, undefined);
+  assert.equal(c.error, undefined);
+  assert.deepEqual(c.stats, { dials: 0, connects: 0, reconnects: 0, disconnects: 0, syncs: 0, diffs: 0, gaps: 0, pings: 0, refreshes: 0, commands: 0, commandErrors: 0 });
+  assert.deepEqual(c.rooms(), []);
+  assert.equal(c.typing("r", true), false);
 });
