@@ -264,8 +264,15 @@ export interface AutoAwayOptions {
   onlineStatus?: string;
   /** Rooms to set; default every joined room. */
   rooms?: string[];
-  /** The document watched for visibility and activity; default globalThis.document if any. */
-  document?: Document;
+  /** The document watched for visibility and activity; default globalThis.document if any; null: none. */
+  document?: DocumentLike | null;
+}
+
+/** The part of the DOM's Document that autoAway uses. */
+export interface DocumentLike {
+  readonly hidden: boolean;
+  addEventListener(type: string, listener: () => void, options?: boolean | object): void;
+  removeEventListener(type: string, listener: () => void, options?: boolean | object): void;
 }
 
 export interface AutoAway {
