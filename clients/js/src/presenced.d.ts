@@ -253,7 +253,7 @@ export interface TypingHelper {
   keystroke(): void;
   /** Call when the message is sent: on:false at once. */
   sent(): void;
-  /** Stops the timers (sends on:false if typing). */
+  /** Sends on:false if typing and stops for good: later keystrokes send nothing. */
   stop(): void;
 }
 

@@ -92,6 +92,7 @@ export class Client {
     this._rooms = new Map(); // the joined rooms (the resume set)
     this._pending = new Map(); // id -> command waiting for ack or err
     this._pings = new Map(); // ts -> ping waiting for pong
+    this._tokens = new Set(); // the timers of getToken calls in flight
     this._id = 0;
     this._s = null; // the current connection: an attempt, or welcomed
     this._ws = null; // the welcomed connection, null while (re)connecting
@@ -131,6 +132,7 @@ export class Client {
   }
 
   connect() {
+    if (this._err) return Promise.reject(this._err);
     if (!this._ready) {
       this._ready = {};
       this._ready.promise = new Promise((resolve, reject) => Object.assign(this._ready, { resolve, reject }));
@@ -186,14 +188,21 @@ export class Client {
     };
   }
 
-  // _token calls getToken, bounded by connectTimeout.
+  // _token calls getToken, bounded by connectTimeout and by the client's
+  // stop (its timer must not outlive close()).
   _token() {
     let t;
     const ms = this._o.connectTimeout;
     return Promise.race([
       Promise.resolve().then(() => this._o.getToken()),
-      new Promise((_, reject) => { t = setTimeout(() => reject(new TimeoutError(`presenced: getToken: no token within ${ms} ms`)), ms); }),
-    ]).finally(() => clearTimeout(t));
+      new Promise((_, reject) => {
+        t = setTimeout(() => reject(new TimeoutError(`presenced: getToken: no token within ${ms} ms`)), ms);
+        this._tokens.add(t);
+      }),
+    ]).finally(() => {
+      clearTimeout(t);
+      this._tokens.delete(t);
+    });
   }
 
   _send(s, msg) {
@@ -387,6 +396,7 @@ export class Client {
     if (this._err) return;
     this._err = err;
     clearTimeout(this._retry);
+    for (const t of this._tokens) clearTimeout(t);
     const s = this._s;
     if (s && !s.dead) {
       s.dead = true;
@@ -647,6 +657,7 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
   let typing = false;
   let last = 0;
   let timer;
+  let stopped = false;
   const off = () => {
     clearTimeout(timer);
     if (typing) {
@@ -656,6 +667,7 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
   };
   return {
     keystroke() {
+      if (stopped) return;
       const now = Date.now();
       if ((!typing || now - last >= interval) && client.typing(room, true)) {
         typing = true;
@@ -665,7 +677,10 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
       timer = setTimeout(off, idle);
     },
     sent: off,
-    stop: off,
+    stop() {
+      stopped = true;
+      off();
+    },
   };
 }
 

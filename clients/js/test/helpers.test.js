@@ -202,23 +202,29 @@ test("auto-away: stop() removes its listeners and timers", async (t) => {
   assert.deepEqual(setsAfter(c, start), []);
 });
 
-test("auto-away: the return is onlineStatus, as documented, also for a room that was busy", async (t) => {
+test("auto-away: the return restores the status this client set in each room, and leaves a room changed meanwhile alone", async (t) => {
   const { c, conn } = await connected(t, ["a:room"]);
   await c.client.set("a:room", { status: "busy" });
-  // The views show alice busy in a:room, online in b:room.
   conn.sync("a:room", [{ u: "alice", s: "busy", m: {} }]);
   await c.client.join("b:room");
   conn.sync("b:room", [{ u: "alice", s: "online", m: {} }]);
+  await c.client.join("c:room", { status: "away" });
+  await c.client.join("d:room");
   await viewWhere(c.client, "a:room", (v) => v.members[0]?.status === "busy");
-  await viewWhere(c.client, "b:room", (v) => v.members[0]?.status === "online");
   const doc = new FakeDocument();
   const aa = autoAway(c.client, { after: 60000, document: doc });
   t.after(() => aa.stop());
   let mark = c.sent.length;
   doc.setHidden(true);
-  await waitUntil(() => setsAfter(c, mark).length === 2, 2000, "away sets");
+  await waitUntil(() => setsAfter(c, mark).length === 4, 2000, "away sets");
+  assert.ok(aa.away);
+  await c.client.set("d:room", { status: "busy" }); // changed while away: left alone on return
+  await c.client.join("e:room", { status: "busy" }); // joined while away: not touched
   mark = c.sent.length;
   doc.setHidden(false);
-  await waitUntil(() => setsAfter(c, mark).length === 2, 2000, "sets on return");
-  assert.deepEqual(statuses(setsAfter(c, mark)), ["a:room=online", "b:room=online"]);
+  await waitUntil(() => setsAfter(c, mark).length === 3, 2000, "sets on return");
+  await new Promise((r) => setTimeout(r, 100));
+  // c:room was away before: it comes back online (onlineStatus).
+  assert.deepEqual(statuses(setsAfter(c, mark)), ["a:room=busy", "b:room=online", "c:room=online"]);
+  assert.equal(aa.away, false);
 });
