@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -318,5 +319,30 @@ func TestPagesLookup(t *testing.T) {
 		if ok != (tc.want != nil) || !bytes.Equal(got, tc.want) {
 			t.Errorf("%q: served %v (%d bytes), want %v", tc.line, ok, len(got), tc.want != nil)
 		}
+	}
+}
+
+// TestLingerBounds: once its response is written a refused connection
+// shuts its write side and lingers, discarding input, for at most
+// CloseTimeout and lingerMax bytes.
+func TestLingerBounds(t *testing.T) {
+	fc := newFakeConn(t, fuzzConfig)
+	fc.feed([]byte("GET /demo HTTP/1.1\r\n\r\n"), nil)
+	if fc.finished || fc.c.state != stateLingering || fc.eng.shutWR != 1 {
+		t.Fatalf("finished %v, state %v, shutdownWrite %d: want lingering", fc.finished, fc.c.state, fc.eng.shutWR)
+	}
+	if d, max := fc.eng.deadline.Load(), nowNano()+int64(fc.c.sh.cfg.CloseTimeout); d == 0 || d > max {
+		t.Fatalf("deadline %d, want by %d", d, max)
+	}
+	fc.feed(make([]byte, lingerMax), []byte{255})
+	if fc.finished {
+		t.Fatalf("finished after %d bytes, before lingerMax", lingerMax)
+	}
+	fc.feed([]byte("x"), nil)
+	if !fc.finished {
+		t.Fatal("still lingering beyond lingerMax")
+	}
+	if !slices.Equal(fc.h.rejects, []RejectReason{RejectPage}) {
+		t.Fatalf("OnReject %v", fc.h.rejects)
 	}
 }
