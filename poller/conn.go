@@ -474,8 +474,8 @@ func (c *Conn) finish(fallback CloseInfo) {
 }
 
 // shutdown starts closing for server shutdown: 1001 for an open
-// connection; one still upgrading is finished at once. Called from the
-// goroutine that reads c.
+// connection; one still upgrading, or lingering after its response, is
+// finished at once. Called from the goroutine that reads c.
 func (c *Conn) shutdown() {
 	c.mu.Lock()
 	st := c.state
@@ -486,7 +486,7 @@ func (c *Conn) shutdown() {
 		c.reject = RejectShutdown
 	}
 	c.mu.Unlock()
-	if st == stateHandshake {
+	if st == stateHandshake || st == stateLingering {
 		c.finish(CloseInfo{})
 	}
 }

@@ -345,4 +345,12 @@ func TestLingerBounds(t *testing.T) {
 	if !slices.Equal(fc.h.rejects, []RejectReason{RejectPage}) {
 		t.Fatalf("OnReject %v", fc.h.rejects)
 	}
+
+	// Server shutdown does not wait for a lingering connection.
+	fc = newFakeConn(t, fuzzConfig)
+	fc.feed([]byte("HEAD /demo HTTP/1.1\r\n\r\n"), nil)
+	fc.c.shutdown()
+	if fc.c.state != stateClosed || !slices.Equal(fc.h.rejects, []RejectReason{RejectPage}) {
+		t.Fatalf("after shutdown: state %v, OnReject %v", fc.c.state, fc.h.rejects)
+	}
 }
