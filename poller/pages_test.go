@@ -242,10 +242,10 @@ func (e *captureEngine) write(c *Conn, p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestPageHandshakeNoCopy: handshake serves a page from the Config.Pages
+// TestPageHandshakeAllocsAndCopies: handshake serves a page from the Config.Pages
 // slice itself, with no allocation and no per-connection copy, whether the
 // socket takes the bytes at once or they wait in the outbox.
-func TestPageHandshakeNoCopy(t *testing.T) {
+func TestPageHandshakeAllocsAndCopies(t *testing.T) {
 	page := pageResponse(strings.Repeat("x", 4096))
 	cfg, err := Config{Pages: map[string][]byte{"/demo": page}}.withDefaults()
 	if err != nil {
