@@ -21,10 +21,11 @@ func (discardEngine) writev(c *Conn, bufs [][]byte) (n int, _ error) {
 	}
 	return n, nil
 }
-func (discardEngine) wantWrite(*Conn, bool)    {}
-func (discardEngine) pauseRead(*Conn, bool)    {}
-func (discardEngine) setDeadline(*Conn, int64) {}
-func (discardEngine) closeSocket(*Conn)        {}
+func (discardEngine) wantWrite(*Conn, bool)     {}
+func (discardEngine) pauseRead(*Conn, bool)     {}
+func (discardEngine) setDeadline(*Conn, int64)  {}
+func (discardEngine) shutdownWrite(*Conn) error { return nil }
+func (discardEngine) closeSocket(*Conn)         {}
 
 type nopHandler struct{ msgs int }
 

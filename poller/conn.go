@@ -17,9 +17,15 @@ const (
 	stateHandshake connState = iota // reading the HTTP upgrade request
 	stateOpen                       // upgraded; frames flow both ways
 	stateClosing                    // close frame sent or received; waiting to finish
-	stateRejecting                  // HTTP error response queued; closing once it is written
+	stateRejecting                  // HTTP error response queued; lingering once it is written
+	stateLingering                  // response written, write side shut: discarding input until EOF
 	stateClosed                     // socket closed; OnClose delivered
 )
+
+// lingerMax bounds the bytes a rejected connection may send after its
+// request before it is closed without waiting for its EOF (net/http's
+// closeWriteAndWait reads at most 256 KiB of an unread body).
+const lingerMax = 64 << 10
 
 // connEngine is what the shared connection code needs from the engine that
 // owns the socket.
@@ -39,6 +45,10 @@ type connEngine interface {
 	// setDeadline stores c's deadline (unix nanoseconds, 0 = none) for the
 	// engine's sweep.
 	setDeadline(c *Conn, unixNano int64)
+	// shutdownWrite shuts down the sending side of the socket (the peer
+	// reads EOF) and keeps reading it. Called with c.mu held, by the
+	// goroutine that reads c, before closeSocket.
+	shutdownWrite(c *Conn) error
 	// closeSocket releases the socket. Called once, with c.mu held.
 	closeSocket(c *Conn)
 }
@@ -362,14 +372,39 @@ func (c *Conn) setReadPausedLocked(on bool) {
 	c.eng.pauseRead(c, on)
 }
 
-// doneLocked: every byte is written and nothing more is expected.
+// doneLocked: every byte is written and nothing more is expected. Called
+// with the outbox empty, by the goroutine that reads c; a rejected
+// connection then starts its lingering close.
 func (c *Conn) doneLocked() bool {
 	switch c.state {
 	case stateRejecting:
-		return true
+		return c.lingerLocked()
+	case stateLingering:
+		return c.rd.discarded > lingerMax
 	case stateClosing:
 		return c.peerClosed
 	}
+	return false
+}
+
+// lingerLocked starts the lingering close of a rejected connection whose
+// response is written, like net/http's closeWriteAndWait: closing a socket
+// with unread input, or receiving input once it is closed, makes the kernel
+// send a reset, and the client's kernel then discards response bytes its
+// application has not read yet (a pipelined request or a stray byte after
+// the request is enough). So the write side is shut down (the client reads
+// the response, then EOF), and input is read and discarded until the
+// client's EOF, lingerMax bytes or CloseTimeout. It reports whether the
+// connection should be finished at once instead.
+func (c *Conn) lingerLocked() (done bool) {
+	if c.rd.discarded > lingerMax {
+		return true
+	}
+	if err := c.eng.shutdownWrite(c); err != nil {
+		return true // not connected any more: nothing to wait for
+	}
+	c.state = stateLingering
+	c.armCloseTimeoutLocked()
 	return false
 }
 
@@ -391,7 +426,7 @@ func (c *Conn) onDeadline(slot *atomic.Int64, d int64) (done bool, info CloseInf
 	}
 	c.mu.Unlock()
 	switch st {
-	case stateHandshake, stateRejecting:
+	case stateHandshake, stateRejecting, stateLingering:
 		return true, CloseInfo{}
 	case stateOpen:
 		c.callDeadline()
@@ -439,8 +474,8 @@ func (c *Conn) finish(fallback CloseInfo) {
 }
 
 // shutdown starts closing for server shutdown: 1001 for an open
-// connection; one still upgrading is finished at once. Called from the
-// goroutine that reads c.
+// connection; one still upgrading, or lingering after its response, is
+// finished at once. Called from the goroutine that reads c.
 func (c *Conn) shutdown() {
 	c.mu.Lock()
 	st := c.state
@@ -451,7 +486,7 @@ func (c *Conn) shutdown() {
 		c.reject = RejectShutdown
 	}
 	c.mu.Unlock()
-	if st == stateHandshake {
+	if st == stateHandshake || st == stateLingering {
 		c.finish(CloseInfo{})
 	}
 }

@@ -42,7 +42,9 @@
 //
 // Pages: the listener can also answer plain GET and HEAD requests for a
 // few paths with responses encoded once (Config.Pages, for a demo page):
-// the bytes are written without a copy and the connection is closed.
+// the bytes are written without a copy and the connection is closed like
+// any refused one: write side shut down, input discarded until the
+// client's EOF (a lingering close), so that no reset cuts the response.
 //
 // Panics: a panic in a Handler callback is recovered on both engines. It
 // is logged with its stack, reported to Config.OnPanic, and closes that

@@ -316,6 +316,8 @@ func (l *loop) setDeadline(c *Conn, unixNano int64) {
 	}
 }
 
+func (l *loop) shutdownWrite(c *Conn) error { return unix.Shutdown(c.fd, unix.SHUT_WR) }
+
 func (l *loop) closeSocket(c *Conn) {
 	l.e.conns[c.fd].CompareAndSwap(c, nil)
 	l.e.deadlines[c.fd].Store(0)

@@ -30,6 +30,7 @@ type fakeEngine struct {
 	want     bool // a writability notification is wanted
 	paused   bool // reading is paused
 	closed   int  // closeSocket calls
+	shutWR   int  // shutdownWrite calls
 }
 
 var _ connEngine = (*fakeEngine)(nil)
@@ -69,6 +70,13 @@ func (e *fakeEngine) wantWrite(c *Conn, on bool)           { e.want = on }
 func (e *fakeEngine) pauseRead(c *Conn, on bool)           { e.paused = on }
 func (e *fakeEngine) setDeadline(c *Conn, unixNano int64)  { e.deadline.Store(unixNano) }
 func (e *fakeEngine) closeSocket(c *Conn)                  { e.closed++ }
+func (e *fakeEngine) shutdownWrite(c *Conn) error {
+	if e.closed > 0 || e.shutWR > 0 {
+		e.t.Errorf("shutdownWrite after closeSocket or twice")
+	}
+	e.shutWR++
+	return nil
+}
 
 // fuzzHandler checks, on every callback, what the poller promises the
 // application: valid UTF-8 text, messages within MaxMessage, text or
@@ -133,6 +141,9 @@ func newFakeConn(t testing.TB, cfg Config) *fakeConn {
 	cfg.OnReject = func(r RejectReason) { h.rejects = append(h.rejects, r) }
 	eng := &fakeEngine{t: t}
 	sh := newShared(cfg, h)
+	if sh.pages, err = newPages(cfg); err != nil {
+		t.Fatal(err)
+	}
 	c := sh.newConn(1000, netip.MustParseAddrPort("127.0.0.1:40000"), eng)
 	eng.deadline.Store(nowNano() + int64(cfg.HandshakeTimeout)) // as the engine sets at accept
 	return &fakeConn{c: c, eng: eng, h: h}
@@ -250,8 +261,11 @@ func splitResponse(t testing.TB, out []byte) (*http.Response, []byte) {
 	return resp, out[end+4:]
 }
 
-// fuzzConfig has a small MaxMessage so that fuzzed inputs reach it.
-var fuzzConfig = Config{MaxMessage: 256, MaxHeaderBytes: 1024}
+// fuzzConfig has a small MaxMessage so that fuzzed inputs reach it, and a
+// page (FuzzHandshake).
+var fuzzConfig = Config{MaxMessage: 256, MaxHeaderBytes: 1024, Pages: map[string][]byte{
+	"/demo": pageResponse("<!doctype html><title>demo</title>"),
+}}
 
 // FuzzFrames feeds arbitrary bytes after a valid upgrade, split into reads
 // at fuzzer-chosen points. It must never panic, deliver invalid UTF-8
@@ -338,6 +352,10 @@ func FuzzHandshake(f *testing.F) {
 		"POST /ws HTTP/1.1\r\nHost: x\r\n\r\n",
 		paddedRequest(1025),
 		req + string(clientText("pipelined")),
+		"GET /demo HTTP/1.1\r\nHost: x\r\n\r\n",
+		"HEAD /demo?user=ann HTTP/1.0\r\n\r\n",
+		"GET /demo HTTP/1.1\r\n\r\nGET /demo HTTP/1.1\r\n\r\n", // pipelined: the second is discarded
+		"GET /demo HTTP/1.1\r\n\r\n" + req,
 	} {
 		f.Add([]byte(seed), []byte{})
 		f.Add([]byte(seed), []byte{0})
@@ -348,6 +366,9 @@ func FuzzHandshake(f *testing.F) {
 		fc.feed(data, cuts)
 		complete := bytes.Contains(data, headerEnd)
 		out := fc.eng.out
+		// A refused request is finished, or lingers once its response is
+		// written (the fake engine takes every byte).
+		refused := fc.finished || fc.c.state == stateLingering
 		switch {
 		case fc.h.opened == 1:
 			resp, _ := splitResponse(t, out)
@@ -357,13 +378,17 @@ func FuzzHandshake(f *testing.F) {
 			if !complete {
 				t.Fatalf("opened without a complete request")
 			}
-		case fc.finished:
+		case refused:
 			resp, _ := splitResponse(t, out)
-			if resp.StatusCode < 400 {
-				t.Fatalf("refused with status %d", resp.StatusCode)
+			page := fc.c.reject == RejectPage // a page's 200 is the one success
+			if page != (resp.StatusCode == http.StatusOK) || !page && resp.StatusCode < 400 {
+				t.Fatalf("refused (%v) with status %d", fc.c.reject, resp.StatusCode)
 			}
-			if len(fc.h.rejects) != 1 {
-				t.Fatalf("refused, OnReject called %v", fc.h.rejects)
+			if page && !complete {
+				t.Fatalf("page served without a complete request")
+			}
+			if want := map[bool]int{true: 1, false: 0}[fc.finished]; len(fc.h.rejects) != want {
+				t.Fatalf("refused (finished %v), OnReject called %v", fc.finished, fc.h.rejects)
 			}
 		default: // waiting for more
 			if len(out) > 0 {
@@ -376,7 +401,7 @@ func FuzzHandshake(f *testing.F) {
 				t.Fatalf("still waiting after %d bytes > MaxHeaderBytes", len(data))
 			}
 		}
-		waiting := !fc.finished && fc.h.opened == 0
+		waiting := !refused && fc.h.opened == 0
 		fc.end()
 		if waiting && !slices.Equal(fc.h.rejects, []RejectReason{RejectTimeout}) {
 			t.Fatalf("handshake timeout: OnReject %v", fc.h.rejects)

@@ -120,8 +120,9 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 	return n, true
 }
 
-// refuse queues an HTTP error response (or a page); the socket closes once
-// it is written (or after CloseTimeout). The outbox bound does not apply.
+// refuse queues an HTTP error response (or a page); once it is written the
+// connection lingers (see lingerLocked), and CloseTimeout bounds each of
+// the two. The outbox bound does not apply.
 func (c *Conn) refuse(r RejectReason, resp []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

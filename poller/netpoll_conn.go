@@ -160,6 +160,15 @@ func (w *npConn) pauseRead(*Conn, bool) {}
 
 func (w *npConn) setDeadline(_ *Conn, unixNano int64) { w.deadline.Store(unixNano) }
 
+// shutdownWrite shuts the fd down for writing; netpoll goes on reading it
+// and calls the close callback at the peer's EOF.
+func (w *npConn) shutdownWrite(c *Conn) error {
+	if w.closed.Load() {
+		return unix.EPIPE
+	}
+	return unix.Shutdown(c.fd, unix.SHUT_WR)
+}
+
 // closeSocket closes the netpoll connection. netpoll closes the fd once no
 // OnRequest of the connection is running.
 func (w *npConn) closeSocket(*Conn) {

@@ -40,8 +40,11 @@ func newPages(cfg Config) (pages, error) {
 	return ps, nil
 }
 
-// lookup returns the response to req, a complete request head, if it is a
-// GET or HEAD of a page. The query string is ignored. It does not allocate.
+// lookup returns the response to req, a complete request head, if its
+// request line is exactly "GET " or "HEAD ", a page's path (origin form, or
+// absolute form: "http://host/demo"), and " HTTP/1.1\r\n" or
+// " HTTP/1.0\r\n"; anything else goes the usual way (the upgrader). The
+// query string is ignored. It does not allocate.
 func (ps pages) lookup(req []byte) ([]byte, bool) {
 	if len(ps) == 0 {
 		return nil, false
@@ -55,11 +58,19 @@ func (ps pages) lookup(req []byte) ([]byte, bool) {
 	default:
 		return nil, false
 	}
-	end := bytes.IndexAny(req, " ?\r\n")
-	if end < 0 {
+	end := bytes.IndexAny(req, " \r\n")
+	if end < 0 || req[end] != ' ' {
 		return nil, false
 	}
-	pg, ok := ps[string(req[:end])]
+	target, version := req[:end], req[end:]
+	if !bytes.HasPrefix(version, []byte(" HTTP/1.1\r\n")) && !bytes.HasPrefix(version, []byte(" HTTP/1.0\r\n")) {
+		return nil, false
+	}
+	target = originForm(target)
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		target = target[:q]
+	}
+	pg, ok := ps[string(target)]
 	switch {
 	case !ok:
 		return nil, false
@@ -67,4 +78,20 @@ func (ps pages) lookup(req []byte) ([]byte, bool) {
 		return pg.resp[:pg.head], true
 	}
 	return pg.resp, true
+}
+
+// originForm strips the scheme and authority of an absolute-form request
+// target ("http://host:8080/demo?x" is "/demo?x", RFC 9112 section 3.2.2);
+// other targets are returned as they are.
+func originForm(target []byte) []byte {
+	for _, scheme := range []string{"http://", "https://"} {
+		if len(target) >= len(scheme) && bytes.EqualFold(target[:len(scheme)], []byte(scheme)) {
+			rest := target[len(scheme):]
+			if i := bytes.IndexByte(rest, '/'); i > 0 {
+				return rest[i:]
+			}
+			return nil // no path, or no authority: not a page
+		}
+	}
+	return target
 }

@@ -78,12 +78,19 @@ type Config struct {
 	// Pages maps a path ("/demo") to the complete HTTP response a GET of it
 	// gets: status line, headers (Content-Length and "Connection: close"
 	// included), blank line and body, encoded once by the caller. A HEAD
-	// gets the same bytes up to the blank line. The query string is
-	// ignored; other methods, paths not listed and Path itself are handled
-	// as without Pages. The response is written from the caller's slice,
+	// gets the same bytes up to the blank line. The request line must be
+	// exactly "GET" or "HEAD", the path (origin form, or absolute form
+	// "http://host/demo") and "HTTP/1.1" or "HTTP/1.0", single spaces
+	// between; the query string is ignored. Other request lines, other
+	// methods, paths not listed and Path itself are handled as without
+	// Pages. The response is written from the caller's slice,
 	// never copied, and whole whatever its size (Outbox does not bound it;
 	// CloseTimeout does bound the time to write it), then the connection
-	// is closed; it is reported to OnReject as RejectPage. The lookup runs
+	// is closed as after any refused request: the write side is shut down
+	// and input is discarded until the client's EOF (at most 64 KiB, for at
+	// most CloseTimeout), so that a byte sent after the request cannot make
+	// the kernel reset the connection before the client has read the
+	// response. It is reported to OnReject as RejectPage. The lookup runs
 	// on the event loop and costs no allocation. New copies the map; the
 	// responses must not be modified afterwards. Default nil: every path
 	// but Path gets 404.

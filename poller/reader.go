@@ -27,6 +27,9 @@ type reader struct {
 	// full is set by frames when it stops before a message for lack of
 	// outbox room; run clears it before each batch.
 	full bool
+	// discarded counts the input read and dropped after a refused request
+	// (see lingerLocked), saturating.
+	discarded uint32
 }
 
 func (r *reader) release() { *r = reader{admitted: r.admitted} }
@@ -165,7 +168,8 @@ func (c *Conn) process(data []byte) int {
 		c.mu.Lock()
 		st := c.state
 		c.mu.Unlock()
-		if st != stateHandshake { // rejecting: the rest is discarded
+		if st != stateHandshake { // rejecting or lingering: the rest is discarded
+			c.rd.discarded = uint32(min(int64(c.rd.discarded)+int64(len(data)), lingerMax+1))
 			return len(data)
 		}
 		n, ok := c.handshake(data)

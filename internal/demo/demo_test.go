@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -52,7 +54,7 @@ func TestPages(t *testing.T) {
 				t.Fatalf("status %d, Content-Type %q", r.StatusCode, r.Header.Get("Content-Type"))
 			}
 			for k, v := range map[string]string{
-				"Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
+				"Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 				"X-Content-Type-Options":  "nosniff",
 				"Referrer-Policy":         "no-referrer",
 				"Cache-Control":           "no-cache",
@@ -83,5 +85,39 @@ func TestRender(t *testing.T) {
 	_, body := parse(t, pages["/demo"])
 	if want := `data-ws-path="/a&#34;b&lt;c" data-insecure="false"`; !strings.Contains(string(body), want) {
 		t.Fatalf("page lacks %s", want)
+	}
+}
+
+// TestPageAccessibility: the badge, whose text counts down while
+// reconnecting, is no live region; a separate status region announces the
+// state (app.js badge); no aria-label on an element without a role.
+func TestPageAccessibility(t *testing.T) {
+	pages, err := Pages(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := parse(t, pages["/demo"])
+	badge := regexp.MustCompile(`<span class="badge" data-testid="connection"[^>]*>`).Find(body)
+	if badge == nil || bytes.Contains(badge, []byte("aria-live")) || bytes.Contains(badge, []byte(`role=`)) {
+		t.Errorf("badge %q: want it present and not a live region", badge)
+	}
+	if !bytes.Contains(body, []byte(`id="conn-live" role="status" aria-live="polite"`)) {
+		t.Error("no status region for the connection state (#conn-live)")
+	}
+	if m := regexp.MustCompile(`<span[^>]*aria-label=[^>]*>`).Find(body); m != nil {
+		t.Errorf("aria-label on a span: %q", m)
+	}
+}
+
+// TestAppScript runs testdata/app.test.mjs, the unit tests of static/app.js
+// against a fake DOM and SDK, with node (Node 18 or later), if installed.
+func TestAppScript(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed")
+	}
+	out, err := exec.Command(node, "--test", "testdata/app.test.mjs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test testdata/app.test.mjs: %v\n%s", err, out)
 	}
 }

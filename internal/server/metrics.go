@@ -91,9 +91,13 @@ func newLabelled(vec *prometheus.CounterVec, name func(int) string) labelled {
 	return l
 }
 
+// inc counts value; one beyond the enum known at construction is counted
+// under name. A value named "" at construction is not counted.
 func (l labelled) inc(value int, name string) {
 	if value > 0 && value < len(l.byEnum) {
-		l.byEnum[value].Inc()
+		if c := l.byEnum[value]; c != nil {
+			c.Inc()
+		}
 		return
 	}
 	l.vec.WithLabelValues(name).Inc()

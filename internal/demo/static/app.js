@@ -5,7 +5,7 @@ import { Client, typingHelper, autoAway } from "./presenced.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  badge: document.querySelector('[data-testid="connection"]'),
+  badge: document.querySelector('[data-testid="connection"]'), live: $("conn-live"),
   rtt: $("rtt"), form: $("join-form"), name: $("name"), token: $("token"),
   room: $("room"), join: $("join"), leave: $("leave"), error: $("error"),
   panel: $("room-panel"), roomName: $("room-name"), count: $("count"),
@@ -23,12 +23,17 @@ let typing = null;   // the typingHelper of room
 let away = null;     // the autoAway helper of client
 let pinger = 0;      // setInterval of the RTT pings
 let countdown = 0;   // setInterval of the reconnect countdown
+let setting = 0;     // status changes sent and not yet answered
 
 // ---- connection badge and RTT ----
 
-function badge(state, text) {
+// badge shows the connection state. The badge is not a live region: its
+// text counts down every second while reconnecting. Screen readers are told
+// the state only, through #conn-live, which changes with the state.
+function badge(state, text, announce = text) {
   ui.badge.dataset.state = state;
   ui.badge.textContent = text;
+  if (ui.live.textContent !== announce) ui.live.textContent = announce;
 }
 
 function reconnecting(retryIn) {
@@ -40,7 +45,7 @@ function reconnecting(retryIn) {
   const at = Date.now() + retryIn;
   const tick = () => {
     const s = Math.ceil((at - Date.now()) / 1000);
-    badge("reconnecting", s > 0 ? `reconnecting in ${s} s` : "reconnecting…");
+    badge("reconnecting", s > 0 ? `reconnecting in ${s} s` : "reconnecting…", "reconnecting…");
     if (s <= 0) clearInterval(countdown);
   };
   tick();
@@ -72,6 +77,9 @@ function watch(c) {
       clearInterval(countdown);
       badge("offline", "offline");
     } else if (state === "connecting") {
+      // The first connection (and one after close) shows as the reconnecting
+      // state, worded "connecting…": the browser tests and the style sheet
+      // know three states, and both mean "not connected yet, trying".
       badge("reconnecting", "connecting…");
     } else {
       reconnecting(retryIn);
@@ -99,6 +107,15 @@ function render(view) {
   ui.count.textContent = view ? `${view.count} online${view.partial ? " (partial list)" : ""}` : "";
   ui.members.replaceChildren(...members.map((m) => memberRow(m, m.user === me)));
   ui.typing.textContent = typingLine((view?.typing ?? []).filter((u) => u !== me));
+  syncStatus(members.find((m) => m.user === me)?.status);
+}
+
+// syncStatus shows the user's own status, as the room has it, in the
+// selector (autoAway sets "away" and back), unless a change picked there is
+// still on its way.
+function syncStatus(status) {
+  if (!status || setting > 0 || ui.status.value === status) return;
+  if ([...ui.status.options].some((o) => o.value === status)) ui.status.value = status;
 }
 
 function memberRow(m, self) {
@@ -199,6 +216,7 @@ async function join(name) {
     startAway();
   }
   room = name;
+  typing?.stop(); // joining the same room again replaces the helper
   typing = typingHelper(client, room);
   ui.roomName.textContent = room;
   ui.panel.hidden = false;
@@ -233,6 +251,7 @@ async function leaveRoom() {
 // link joins again (never the token).
 function remember() {
   const q = new URLSearchParams(location.search);
+  q.delete("token");
   if (insecure && identity) q.set("user", identity);
   if (room) q.set("room", room);
   else q.delete("room");
@@ -253,7 +272,11 @@ ui.leave.addEventListener("click", () => {
 ui.status.addEventListener("change", () => {
   if (!client) return;
   startAway();
-  if (room) client.set(room, { status: ui.status.value }).catch((err) => showError(`Status not set: ${err.message}`));
+  if (!room) return;
+  setting++;
+  client.set(room, { status: ui.status.value })
+    .catch((err) => showError(`Status not set: ${err.message}`))
+    .finally(() => setting--);
 });
 ui.message.addEventListener("input", () => typing?.keystroke());
 ui.compose.addEventListener("submit", (ev) => {
@@ -273,5 +296,10 @@ ui.token.closest(".field").hidden = insecure;
 if (params.get("room")) ui.room.value = params.get("room");
 if (insecure && params.get("user")) ui.name.value = params.get("user");
 if (!insecure && params.get("token")) ui.token.value = params.get("token");
+if (params.has("token")) { // read once: out of the address bar, the history and copied links
+  params.delete("token");
+  const qs = params.toString();
+  history.replaceState(null, "", qs ? `${location.pathname}?${qs}` : location.pathname);
+}
 if (params.get("room") && (insecure ? ui.name.value : ui.token.value)) join(ui.room.value.trim());
 else (insecure ? ui.name : ui.token).focus();
