@@ -105,6 +105,9 @@ test("typing in one page shows in the other, and clears after the idle time and 
     t0 = Date.now();
     await box.pressSequentially("hi bob", { delay: 40 });
     await bob.when(typingAlice, { since: t0, what: "bob sees alice typing again" });
+    // One more keystroke right before Enter, so that the idle time cannot
+    // be what clears the line within the bound below.
+    await box.pressSequentially("!");
     const keyBeforeEnter = await alice.lastKey();
     const tEnter = Date.now();
     await box.press("Enter");
