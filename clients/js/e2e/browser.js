@@ -2,7 +2,8 @@
 // playwright-core, one browser context per user on the demo page of a real
 // presenced (../test/presenced.js), a record of what each page shows with
 // the page's own clock, screenshots in .cache/e2e/<test>/<step>-<user>.png.
-// Not a test file itself (node --test runs e2e/*.test.js).
+// Not a test file itself (npm run test:e2e runs e2e/*.test.js, one file at
+// a time). CHROMIUM_BIN overrides /usr/bin/chromium.
 
 import { mkdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
