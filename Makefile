@@ -46,8 +46,8 @@ build: ## Build bin/presenced and bin/presence-load
 	$(GO) build -o bin/presenced ./cmd/presenced
 	$(GO) build -o bin/presence-load ./cmd/presence-load
 
-run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090); extra flags in ARGS
-	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure $(ARGS)
+run: ## Run one node on 127.0.0.1:8080 (ws://127.0.0.1:8080/ws, demo page http://127.0.0.1:8080/demo, admin on 127.0.0.1:9090); extra flags in ARGS
+	$(GO) run ./cmd/presenced -addr 127.0.0.1:8080 -insecure -demo $(ARGS)
 
 # make cluster: one redis-server (no persistence, files in .cache/cluster)
 # and three nodes sharing it. Ctrl-C reaches the nodes (the foreground

@@ -71,6 +71,11 @@ var rules = []rule{
 		Why:       "internal/auth verifies tokens; internal/server adapts it to presence's Authenticator",
 	},
 	{
+		From:      module + "/internal/demo",
+		Forbidden: []string{module + "/poller", module + "/presence", module + "/internal/server", module + "/internal/redisbus", module + "/internal/auth", module + "/internal/wire", "github.com/gobwas", "github.com/cloudwego", "github.com/prometheus"},
+		Why:       "internal/demo is static files and the JS SDK's source (clients/js, this module's); internal/server hands its pages to the poller",
+	},
+	{
 		From:      module + "/client",
 		Forbidden: []string{module + "/poller", module + "/presence", module + "/internal/server", module + "/internal/redisbus"},
 		Why:       "client is the public SDK: it speaks the wire protocol and imports none of the server",

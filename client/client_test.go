@@ -522,13 +522,15 @@ func TestReconnectResume(t *testing.T) {
 	joinSynced(t, c, "a", online)
 	joinSynced(t, c, "b", online)
 	joinSynced(t, c, "c", &State{Status: "away"})
+	joinSynced(t, c, "d", nil)
+	joinSynced(t, c, "e", &State{Meta: json.RawMessage(`{"x":1}`)})
 	fc.send(`{"t":"diff","room":"a","from":"1.1","cur":"1.2","count":1}`)
 	eventually(t, waitTimeout, "diff applied", func() bool { v, _ := c.Room("a"); return v.Cursor == "1.2" })
 
 	fc.drop()
 	fc2 := fs.accept(t)
 	h := fc2.hello
-	wantResume := map[string]string{"a": "1.2", "b": "1.1", "c": "1.1"}
+	wantResume := map[string]string{"a": "1.2", "b": "1.1", "c": "1.1", "d": "1.1", "e": "1.1"}
 	if len(h.Resume) != len(wantResume) {
 		t.Fatalf("resume = %v, want %v", h.Resume, wantResume)
 	}
@@ -540,10 +542,18 @@ func TestReconnectResume(t *testing.T) {
 	if h.State == nil || h.State.Status != "online" || string(h.State.Meta) != `{"name":"A"}` || h.Token != "tok" {
 		t.Errorf("hello = %+v, state %+v", h, h.State)
 	}
-	// Room c's state differs from the hello's: a set restores it.
-	set := fc2.expect(t, wire.TSet)
-	if set.Room != "c" || set.State == nil || set.State.Status != "away" {
-		t.Errorf("set after resume = %+v", set)
+	// The states of c, d and e differ from the hello's: a set restores
+	// each, whole, since the server keeps what a set leaves out (the
+	// hello's meta, or its status).
+	for _, want := range []struct{ room, status, meta string }{
+		{"c", "away", `{}`},
+		{"d", "online", `{}`},
+		{"e", "online", `{"x":1}`},
+	} {
+		set := fc2.expect(t, wire.TSet)
+		if set.Room != want.room || set.State == nil || set.State.Status != want.status || string(set.State.Meta) != want.meta {
+			t.Errorf("set after resume = %+v (state %+v), want %s with status %s and meta %s", set, set.State, want.room, want.status, want.meta)
+		}
 	}
 	waitEvent(t, c, EventConnected) // the first connection's
 	ev := waitEvent(t, c, EventConnected)

@@ -110,7 +110,9 @@
 // the cursor of its view ("" before its first sync), and state, the state
 // most of those rooms share (ties go to the alphabetically first room's).
 // Right after the welcome the client sends a set for each room whose last
-// state differs, then re-sends the pending commands. Each resumed room
+// state differs, carrying the whole state (status and meta, defaults
+// included: the server keeps what a set leaves out, here the hello's), then
+// re-sends the pending commands. Each resumed room
 // answers with a diff continuing its cursor (the view just goes on) or a
 // full sync.
 //

@@ -123,12 +123,19 @@ func stateKey(st *wire.State) string {
 	return status + "\x00" + string(st.Meta)
 }
 
-// stateOrDefault is the state a set must carry to restore st.
-func stateOrDefault(st *wire.State) wire.State {
-	if st == nil {
-		return wire.State{Status: wire.DefaultStatus}
+// fullState is the whole state a set must carry to restore st after a
+// resume: the server keeps what a set leaves out, and after the hello that
+// is the hello's state, so the default status and an empty meta are sent
+// too.
+func fullState(st *wire.State) wire.State {
+	full := wire.State{Status: wire.DefaultStatus, Meta: json.RawMessage(`{}`)}
+	if st != nil && st.Status != "" {
+		full.Status = st.Status
 	}
-	return *st
+	if st != nil && len(st.Meta) > 0 {
+		full.Meta = st.Meta
+	}
+	return full
 }
 
 func cloneState(st *wire.State) *wire.State {

@@ -301,7 +301,7 @@ func (c *Client) adopt(s *session) bool {
 		}
 		id := c.nextIDLocked()
 		p := &pending{id: id, kind: cmdResumeSet, room: name}
-		p.msg = wire.AppendSet(nil, id, name, stateOrDefault(r.state))
+		p.msg = wire.AppendSet(nil, id, name, fullState(r.state))
 		c.pending[id] = p
 		out = append(out, p.msg)
 	}

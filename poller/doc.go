@@ -40,6 +40,10 @@
 // sent by the server, work while paused; the peer's own frames (a ping, a
 // close) are handled in their turn.
 //
+// Pages: the listener can also answer plain GET and HEAD requests for a
+// few paths with responses encoded once (Config.Pages, for a demo page):
+// the bytes are written without a copy and the connection is closed.
+//
 // Panics: a panic in a Handler callback is recovered on both engines. It
 // is logged with its stack, reported to Config.OnPanic, and closes that
 // connection with 1011 (ClosePanic); the other connections are unaffected.

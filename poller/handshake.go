@@ -94,6 +94,10 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 		c.refuse(pending, resp503)
 		return len(data), false
 	}
+	if resp, ok := c.sh.pages.lookup(data[:n]); ok {
+		c.refuse(RejectPage, resp) // static bytes: queued, not copied, whatever Outbox says
+		return len(data), false
+	}
 	var hio handshakeIO
 	hio.r.Reset(data[:n])
 	_, err := c.sh.upgrader.Upgrade(&hio)
@@ -116,8 +120,8 @@ func (c *Conn) handshake(data []byte) (n int, ok bool) {
 	return n, true
 }
 
-// refuse queues an HTTP error response; the socket closes once it is
-// written (or after CloseTimeout).
+// refuse queues an HTTP error response (or a page); the socket closes once
+// it is written (or after CloseTimeout). The outbox bound does not apply.
 func (c *Conn) refuse(r RejectReason, resp []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -72,8 +72,22 @@ type Config struct {
 	// Loops is the number of event loops of the epoll engine.
 	// Default runtime.GOMAXPROCS(0).
 	Loops int
-	// Path is the only HTTP path that upgrades; others get 404. Default "/ws".
+	// Path is the only HTTP path that upgrades; others get 404 unless
+	// Pages has them. Default "/ws".
 	Path string
+	// Pages maps a path ("/demo") to the complete HTTP response a GET of it
+	// gets: status line, headers (Content-Length and "Connection: close"
+	// included), blank line and body, encoded once by the caller. A HEAD
+	// gets the same bytes up to the blank line. The query string is
+	// ignored; other methods, paths not listed and Path itself are handled
+	// as without Pages. The response is written from the caller's slice,
+	// never copied, and whole whatever its size (Outbox does not bound it;
+	// CloseTimeout does bound the time to write it), then the connection
+	// is closed; it is reported to OnReject as RejectPage. The lookup runs
+	// on the event loop and costs no allocation. New copies the map; the
+	// responses must not be modified afterwards. Default nil: every path
+	// but Path gets 404.
+	Pages map[string][]byte
 	// AllowedOrigins lists the Origin header values allowed to upgrade,
 	// compared case-insensitively ("https://app.example.com"). A request with
 	// an Origin outside the list gets HTTP 403. Requests without an Origin
@@ -131,8 +145,9 @@ type Config struct {
 	// called on the goroutine of the callback and must not block.
 	OnPanic func(v any)
 	// OnReject, if set, is called when a connection fails before OnOpen (bad
-	// or refused upgrade, handshake timeout, caps). It may be called from any
-	// poller goroutine and must not block.
+	// or refused upgrade, handshake timeout, caps), and with RejectPage,
+	// which is not a failure, after a page of Pages was served. It may be
+	// called from any poller goroutine and must not block.
 	OnReject func(r RejectReason)
 }
 
@@ -219,7 +234,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ps, err := newPages(cfg)
+	if err != nil {
+		return nil, err
+	}
 	sh := newShared(cfg, h)
+	sh.pages = ps
 	s := &Server{cfg: cfg, shared: sh}
 	switch cfg.Engine {
 	case EngineNetpoll:
@@ -313,6 +333,7 @@ const (
 	RejectReset                              // peer closed during the upgrade
 	RejectTooLarge                           // request beyond MaxHeaderBytes (431)
 	RejectShutdown                           // server stopped during the upgrade
+	RejectPage                               // not a failure: a GET or HEAD of one of Config.Pages was answered
 )
 
 func (r RejectReason) String() string {
@@ -335,6 +356,8 @@ func (r RejectReason) String() string {
 		return "too_large"
 	case RejectShutdown:
 		return "shutdown"
+	case RejectPage:
+		return "page"
 	}
 	return "unknown"
 }

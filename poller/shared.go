@@ -15,6 +15,7 @@ type shared struct {
 	cfg      Config      // static after construction
 	handler  Handler     // static after construction
 	upgrader ws.Upgrader // static after construction
+	pages    pages       // Config.Pages; static after construction
 	limits   limits
 	ids      atomic.Uint64
 	panics   panicLog

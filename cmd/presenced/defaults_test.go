@@ -33,6 +33,7 @@ func packageDefaults() map[string]string {
 		"max-conns-per-ip":             "0", // no cap
 		"outbox":                       strconv.Itoa(poller.DefaultOutbox),
 		"handshake-timeout":            d(poller.DefaultHandshakeTimeout),
+		"demo":                         "false",
 		"log-level":                    slog.LevelInfo.String(),        // the binary's own
 		"gc-percent":                   strconv.Itoa(defaultGCPercent), // the binary's own: the process owns the runtime
 		"node":                         "",                             // random
@@ -93,7 +94,7 @@ func TestRegressFlagDefaultsArePackageDefaults(t *testing.T) {
 // notInProtocol are the flags that docs/protocol.md's settings table leaves
 // out: they change nothing a client sees (the Redis ones: README.md and
 // docs/cluster.md have them).
-var notInProtocol = []string{"admin-addr", "engine", "log-level", "gc-percent", "jwt-secret", "jwt-secret-file", "jwt-public-key",
+var notInProtocol = []string{"admin-addr", "engine", "demo", "log-level", "gc-percent", "jwt-secret", "jwt-secret-file", "jwt-public-key",
 	"redis", "redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // TestDocsDefaults: the tables of defaults in README.md and

@@ -95,6 +95,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "most connections from one IP (0 = no cap)")
 	fs.IntVar(&cfg.Outbox, "outbox", poller.DefaultOutbox, fmt.Sprintf("outbound buffer per connection in `bytes`; a sync is at most half of it (%d to %d)", minOutbox, poller.MaxOutbox))
 	durationFlag(fs, &cfg.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "time allowed to complete the HTTP upgrade")
+	fs.BoolVar(&cfg.Demo, "demo", false, "serve the demo page at /demo on the public listener (http://ADDR/demo)")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "the heap may grow this `percent` over the live heap before a garbage collection (the runtime's GOGC, which applies instead when set in the environment and this flag is not); lower: less memory, more GC CPU. With it, unless GOMEMLIMIT is set, a soft memory limit follows the live heap while it holds steady, so that freed pages return to the OS")
 

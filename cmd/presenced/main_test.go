@@ -33,6 +33,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 
+	jsclient "github.com/presenced/presenced/clients/js"
 	"github.com/presenced/presenced/internal/wire"
 )
 
@@ -63,7 +64,7 @@ func TestParseFlags(t *testing.T) {
 				if c.Addr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:9090" || c.Engine != "epoll" ||
 					c.MaxMessage != 4096 || c.MaxConns != 0 || c.MaxConnsPerIP != 0 || c.Outbox != 65536 ||
 					c.HandshakeTimeout != 5*time.Second || c.AllowedOrigins != nil || o.logLevel != slog.LevelInfo ||
-					c.Drain != 10*time.Second {
+					c.Drain != 10*time.Second || c.Demo {
 					return fmt.Errorf("defaults: %+v, level %v", c, o.logLevel)
 				}
 				// The contract's defaults.
@@ -669,7 +670,7 @@ func TestMakeRun(t *testing.T) {
 			if err != nil {
 				t.Fatalf("make run: presenced%s: %v", recipe, err)
 			}
-			if c := o.server; c.Addr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:9090" || !c.Presence.Insecure || !tc.want(o) {
+			if c := o.server; c.Addr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:9090" || !c.Presence.Insecure || !c.Demo || !tc.want(o) {
 				t.Errorf("make run: %v gives %+v", args, c)
 			}
 		})
@@ -782,6 +783,30 @@ func TestRun(t *testing.T) {
 	}
 	if r.stdout.String() != "" {
 		t.Errorf("stdout: %q", r.stdout)
+	}
+}
+
+// TestRunDemo: -demo serves the demo page and the JS SDK on the public
+// listener and logs its URL; without it /demo is 404.
+func TestRunDemo(t *testing.T) {
+	r := start(t, "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-insecure", "-demo")
+	if status, body := httpGet(t, "http://"+r.addr+"/demo"); status != 200 || !strings.Contains(body, `data-insecure="true"`) {
+		t.Errorf("GET /demo: %d %.200q", status, body)
+	}
+	if status, body := httpGet(t, "http://"+r.addr+"/demo/presenced.js"); status != 200 || body != string(jsclient.Source) {
+		t.Errorf("GET /demo/presenced.js: %d, %d bytes, want clients/js Source (%d bytes)", status, len(body), len(jsclient.Source))
+	}
+	r.cancel()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if want := `msg="demo page" url=http://` + r.addr + "/demo"; !strings.Contains(r.stderr.String(), want) {
+		t.Errorf("stderr lacks %s:\n%s", want, r.stderr)
+	}
+
+	off := start(t, "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-insecure")
+	if status, _ := httpGet(t, "http://"+off.addr+"/demo"); status != 404 {
+		t.Errorf("GET /demo without -demo: %d, want 404", status)
 	}
 }
 

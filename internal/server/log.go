@@ -9,6 +9,7 @@ import (
 const (
 	keyAddr       = "addr"
 	keyAdminAddr  = "admin_addr"
+	keyURL        = "url"
 	keyEngine     = "engine"
 	keyConn       = "conn"
 	keyRemote     = "remote"

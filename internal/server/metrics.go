@@ -18,6 +18,7 @@ type metrics struct {
 	framesSent   prometheus.Counter
 	bytesSent    prometheus.Counter
 	sendFull     prometheus.Counter
+	pagesServed  prometheus.Counter
 	panics       prometheus.Counter
 	closed       closeCounts // by presence.CloseReason
 	handshakeErr labelled    // by poller.RejectReason
@@ -33,12 +34,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "presenced_connections_active",
 			Help: "WebSocket connections open now (upgraded, not yet closed).",
 		}),
-		opened:     counter("presenced_connections_opened_total", "WebSocket connections upgraded."),
-		received:   counter("presenced_messages_received_total", "Complete messages received from clients, after reassembly."),
-		framesSent: counter("presenced_frames_sent_total", "Frames the application queued to clients."),
-		bytesSent:  counter("presenced_bytes_sent_total", "Bytes of the frames the application queued to clients."),
-		sendFull:   counter("presenced_send_full_total", "Frames not queued because the connection's outbox was full (or it was closing)."),
-		panics:     counter("presenced_handler_panics_total", "Panics recovered from a connection's callbacks; each closed its connection with 1011."),
+		opened:      counter("presenced_connections_opened_total", "WebSocket connections upgraded."),
+		received:    counter("presenced_messages_received_total", "Complete messages received from clients, after reassembly."),
+		framesSent:  counter("presenced_frames_sent_total", "Frames the application queued to clients."),
+		bytesSent:   counter("presenced_bytes_sent_total", "Bytes of the frames the application queued to clients."),
+		sendFull:    counter("presenced_send_full_total", "Frames not queued because the connection's outbox was full (or it was closing)."),
+		panics:      counter("presenced_handler_panics_total", "Panics recovered from a connection's callbacks; each closed its connection with 1011."),
+		pagesServed: counter("presenced_pages_served_total", "Plain HTTP GET and HEAD requests answered with a page of the public listener (the demo, -demo)."),
 	}
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_connections_closed_total",
@@ -49,9 +51,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Connections that failed before the WebSocket upgrade completed, by reason.",
 	}, []string{"reason"})
 	m.closed = newCloseCounts(closed)
-	m.handshakeErr = newLabelled(handshakeErr, func(i int) string { return poller.RejectReason(i).String() })
+	m.handshakeErr = newLabelled(handshakeErr, func(i int) string {
+		if poller.RejectReason(i) == poller.RejectPage {
+			return "" // not a failure: counted by pagesServed
+		}
+		return poller.RejectReason(i).String()
+	})
 
-	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics}
+	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics, m.pagesServed}
 	cs = append(cs, m.newPresenceMetrics(counter)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -71,10 +78,15 @@ type labelled struct {
 
 // newLabelled creates the counters of the enum values 1, 2, ... until name
 // says "unknown", so reasons added to the poller are picked up unchanged.
+// A value whose name is "" gets no counter and must not be counted.
 func newLabelled(vec *prometheus.CounterVec, name func(int) string) labelled {
 	l := labelled{vec: vec, byEnum: []prometheus.Counter{nil}}
 	for i := 1; i < 256 && name(i) != "unknown"; i++ {
-		l.byEnum = append(l.byEnum, vec.WithLabelValues(name(i)))
+		var c prometheus.Counter
+		if n := name(i); n != "" {
+			c = vec.WithLabelValues(n)
+		}
+		l.byEnum = append(l.byEnum, c)
 	}
 	return l
 }

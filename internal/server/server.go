@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/auth"
+	"github.com/presenced/presenced/internal/demo"
 	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
@@ -94,6 +95,11 @@ type Config struct {
 	// Drain is the window over which clients are told to come back when the
 	// server shuts down (bye.retry_ms is spread across it). Default 10 s.
 	Drain time.Duration
+	// Demo serves the demo page (internal/demo) at /demo on the public
+	// listener, from memory: plain GET and HEAD of /demo, /demo/ and its
+	// files (poller.Config.Pages). With Presence.Insecure it asks for a
+	// name, otherwise for a token. Default false: /demo is 404.
+	Demo bool
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 	// Redis, when set, joins this node to the others sharing that Redis
@@ -235,6 +241,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: admin listener: %w", err)
 	}
 	s.admin = s.newAdminServer()
+	var pages map[string][]byte
+	if cfg.Demo {
+		if pages, err = demo.Pages(demo.Config{WSPath: poller.DefaultPath, Insecure: cfg.Presence.Insecure}); err != nil {
+			s.adminLn.Close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	s.poller, err = poller.New(poller.Config{
 		Addr:             cfg.Addr,
 		Engine:           cfg.Engine,
@@ -245,8 +258,13 @@ func New(cfg Config) (*Server, error) {
 		Outbox:           cfg.Outbox,
 		ReplyReserve:     presence.MaxReplyBytes,
 		HandshakeTimeout: cfg.HandshakeTimeout,
+		Pages:            pages,
 		Logger:           cfg.Logger,
 		OnReject: func(r poller.RejectReason) {
+			if r == poller.RejectPage { // not a failure
+				m.pagesServed.Inc()
+				return
+			}
 			m.handshakeErr.inc(int(r), r.String())
 		},
 		OnPanic: func(any) { m.panics.Inc() },
@@ -330,6 +348,9 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	s.log.Info("serving", keyAddr, s.Addr().String(), keyAdminAddr, s.AdminAddr().String(),
 		keyEngine, s.cfg.Engine, keyNode, s.hub.Node())
+	if s.cfg.Demo {
+		s.log.Info("demo page", keyURL, "http://"+s.Addr().String()+demo.Prefix)
+	}
 
 	<-ctx.Done()
 	s.draining.Store(true)

@@ -10,11 +10,11 @@ export interface State {
   meta?: Record<string, unknown>;
 }
 
-/** A member of a room as the client last heard of it. */
+/** A member of a room as the client last heard of it. Frozen: views and events share it. */
 export interface Member {
-  user: string;
-  status: string;
-  meta: Record<string, unknown>;
+  readonly user: string;
+  readonly status: string;
+  readonly meta: Readonly<Record<string, unknown>>;
 }
 
 /** A snapshot of one joined room; a new object on every call. */
@@ -59,18 +59,23 @@ export type ConnectionState = "connecting" | "connected" | "reconnecting" | "clo
 
 /** The WebSocket constructor the client uses: the global one, or node's `ws`. */
 export interface WebSocketConstructor {
-  new (url: string): WebSocketLike;
+  new (url: string, ...rest: any[]): WebSocketLike;
 }
 
-/** The part of the WebSocket API the client uses. */
+/**
+ * The part of the WebSocket API the client uses. The client sets the on*
+ * handlers; their events carry data (message) and code and reason (close).
+ */
 export interface WebSocketLike {
   readonly readyState: number;
-  onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: any }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: any) => void) | null;
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onclose: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
+  /** node's ws: drops the socket at once (used for connections the client gives up on). */
+  terminate?(): void;
 }
 
 export interface Logger {
@@ -155,7 +160,7 @@ export interface ClientEvents {
   /** The token was renewed with auth. */
   refreshed: {};
   /** An error nobody awaits: an internal command refused, a failed refresh. */
-  error: { error: Error };
+  error: { error: Error; room?: string };
   /** A round-trip time was measured by ping(), in ms. */
   rtt: { rtt: number };
 }
@@ -199,11 +204,13 @@ export class Client {
 export class PresenceError extends Error {}
 /** The server answered a command with err. */
 export class CommandError extends PresenceError {
+  constructor(code: ErrorCode, msg?: string);
   /** The contract's error code: bad_request, not_joined, too_many_rooms, ... */
   readonly code: ErrorCode;
 }
 /** The server closed the connection with a code that stops the client. */
 export class CloseError extends PresenceError {
+  constructor(code: number, reason?: string);
   readonly code: number;
   readonly reason: string;
 }
@@ -246,7 +253,7 @@ export interface TypingHelper {
   keystroke(): void;
   /** Call when the message is sent: on:false at once. */
   sent(): void;
-  /** Stops the timers (sends on:false if typing). */
+  /** Sends on:false if typing and stops for good: later keystrokes send nothing. */
   stop(): void;
 }
 
@@ -264,17 +271,27 @@ export interface AutoAwayOptions {
   onlineStatus?: string;
   /** Rooms to set; default every joined room. */
   rooms?: string[];
-  /** The document watched for visibility and activity; default globalThis.document if any. */
-  document?: Document;
+  /** The document watched for visibility and activity; default globalThis.document if any; null: none. */
+  document?: DocumentLike | null;
+}
+
+/** The part of the DOM's Document that autoAway uses. */
+export interface DocumentLike {
+  readonly hidden: boolean;
+  addEventListener(type: string, listener: () => void, options?: boolean | object): void;
+  removeEventListener(type: string, listener: () => void, options?: boolean | object): void;
 }
 
 export interface AutoAway {
   /** Reports user activity (the helper listens to the document itself when it has one). */
   activity(): void;
-  /** Whether the helper has set the away status. */
+  /** Whether the helper has set the away status (and not restored it yet). */
   readonly away: boolean;
   stop(): void;
 }
 
-/** Sets status away after inactivity or when the page is hidden, online on return. */
+/**
+ * Sets status away after inactivity or while the page is hidden, and on
+ * return restores the status each room it set away had. Stops with the client.
+ */
 export function autoAway(client: Client, options?: AutoAwayOptions): AutoAway;

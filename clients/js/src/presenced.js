@@ -54,16 +54,25 @@ const CLOSE_WAIT = 1000; // close() waits this long for the server's close frame
 const ABANDON = 4000; // close code of a connection the client gives up on (members stay for leave_grace)
 const noop = () => {};
 
-const member = (m) => ({ user: m.u, status: m.s, meta: m.m || {} });
+const validRoom = (room) => typeof room === "string" && ID.test(room);
+const freeze = (o) => {
+  if (o && typeof o === "object" && !Object.isFrozen(o)) Object.values(Object.freeze(o)).forEach(freeze);
+  return o;
+};
+// Members are frozen and shared by the views and events: never copied.
+const member = (m) => freeze({ user: m.u, status: m.s, meta: m.m || {} });
 const members = (a) => (a || []).map(member);
 const stateKey = (st) => `${(st && st.status) || "online"}\0${st && st.meta ? JSON.stringify(st.meta) : ""}`;
-const copyState = (st) => st && { status: st.status || undefined, meta: st.meta };
+// copyState keeps a copy of the application's state, never its objects.
+const copyState = (st) => st && { status: st.status || undefined, meta: st.meta && JSON.parse(JSON.stringify(st.meta)) };
+// fullState is the whole state a room is restored to after a resume: the
+// server keeps what a set leaves out, which would be the hello's.
+const fullState = (st) => ({ status: (st && st.status) || "online", meta: (st && st.meta) || {} });
 
 function viewOf(r) {
   return {
     room: r.name, cursor: r.cursor, count: r.count, partial: r.partial, synced: r.synced,
-    members: [...r.members.values()].sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0))
-      .map((m) => ({ ...m })),
+    members: [...r.members.values()].sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0)),
     typing: [...r.typing],
   };
 }
@@ -83,6 +92,7 @@ export class Client {
     this._rooms = new Map(); // the joined rooms (the resume set)
     this._pending = new Map(); // id -> command waiting for ack or err
     this._pings = new Map(); // ts -> ping waiting for pong
+    this._tokens = new Set(); // the timers of getToken calls in flight
     this._id = 0;
     this._s = null; // the current connection: an attempt, or welcomed
     this._ws = null; // the welcomed connection, null while (re)connecting
@@ -122,6 +132,7 @@ export class Client {
   }
 
   connect() {
+    if (this._err) return Promise.reject(this._err);
     if (!this._ready) {
       this._ready = {};
       this._ready.promise = new Promise((resolve, reject) => Object.assign(this._ready, { resolve, reject }));
@@ -149,7 +160,7 @@ export class Client {
     this._s = s;
     s.t = setTimeout(() => this._lost(s, 0, `no welcome within ${this._o.connectTimeout} ms`), this._o.connectTimeout);
     try {
-      if (!s.token && this._o.getToken) s.token = await this._o.getToken();
+      if (!s.token && this._o.getToken) s.token = await this._token();
       else if (!s.token) s.token = this._o.token || "";
     } catch (e) {
       return this._lost(s, 0, "token", e);
@@ -163,13 +174,35 @@ export class Client {
       return this._stop(e, 0);
     }
     s.ws = ws;
-    ws.onerror = noop;
-    ws.onopen = () => !s.dead && this._send(s, this._hello(s));
+    // Some WebSockets (Node 20's) fire error and never close when the
+    // connection is refused: before open, an error is a failed attempt.
+    ws.onerror = () => !s.dead && !s.opened && this._lost(s, 0, "connection failed");
+    ws.onopen = () => {
+      s.opened = true;
+      if (!s.dead) this._send(s, this._hello(s));
+    };
     ws.onmessage = (e) => !s.dead && this._message(s, e.data);
     ws.onclose = (e) => {
       s.closed?.();
       if (!s.dead) this._lost(s, e.code === 1005 || e.code === 1006 ? 0 : e.code, e.reason);
     };
+  }
+
+  // _token calls getToken, bounded by connectTimeout and by the client's
+  // stop (its timer must not outlive close()).
+  _token() {
+    let t;
+    const ms = this._o.connectTimeout;
+    return Promise.race([
+      Promise.resolve().then(() => this._o.getToken()),
+      new Promise((_, reject) => {
+        t = setTimeout(() => reject(new TimeoutError(`presenced: getToken: no token within ${ms} ms`)), ms);
+        this._tokens.add(t);
+      }),
+    ]).finally(() => {
+      clearTimeout(t);
+      this._tokens.delete(t);
+    });
   }
 
   _send(s, msg) {
@@ -271,16 +304,17 @@ export class Client {
     this._stats.connects++;
     if (!first) this._stats.reconnects++;
     this._watch(s);
+    // The resume sets and the re-sent commands go out before any listener
+    // runs, so that a command a listener sends comes after them, once.
+    const resend = [...this._pending.values()].filter((p) => p.resend).sort((a, b) => a.id - b.id);
+    for (const name of s.sets) {
+      const r = this._rooms.get(name);
+      if (r) this._internal("set", name, { room: name, state: fullState(r.state) });
+    }
+    for (const p of resend) this._send(s, p.msg);
     this._setState("connected");
     this._emit("connected", { ...this._welcome });
     this._ready?.resolve(this._welcome);
-    for (const name of s.sets) {
-      const r = this._rooms.get(name);
-      if (r) this._internal("set", name, { room: name, state: copyState(r.state) || { status: "online" } });
-    }
-    for (const p of [...this._pending.values()].filter((p) => p.resend).sort((a, b) => a.id - b.id)) {
-      this._send(s, p.msg);
-    }
   }
 
   // _watch drops a connection on which nothing arrived for hb plus
@@ -302,7 +336,13 @@ export class Client {
     s.dead = true;
     clearTimeout(s.t);
     if (s.ws && s.ws.readyState < 2) {
-      try { s.ws.close(ABANDON); } catch { /* closed meanwhile */ }
+      // The server may never answer the close frame (it is silent, or
+      // the TCP connection is gone): node's ws can drop the socket at
+      // once; a browser's WebSocket gives up on its own.
+      try {
+        s.ws.close(ABANDON);
+        s.ws.terminate?.();
+      } catch { /* closed meanwhile */ }
     }
     if (this._ws === s) this._ws = null;
     this._dropped();
@@ -315,9 +355,10 @@ export class Client {
       if (!o.getToken || this._authRetried) return this._stop(new CloseError(code, reason), code);
       this._authRetried = true;
       if (code === 4101) { // only with a token other than the refused one
+        this._setState("reconnecting");
         let fresh;
         try {
-          fresh = await o.getToken();
+          fresh = await this._token();
         } catch (e) {
           return this._stop(new CloseError(code, `${reason} (new token: ${e && e.message})`), code);
         }
@@ -355,6 +396,7 @@ export class Client {
     if (this._err) return;
     this._err = err;
     clearTimeout(this._retry);
+    for (const t of this._tokens) clearTimeout(t);
     const s = this._s;
     if (s && !s.dead) {
       s.dead = true;
@@ -396,7 +438,7 @@ export class Client {
 
   _do(kind, room, prepare, opts) {
     if (this._err) return Promise.reject(new ClosedError(`presenced: client stopped: ${this._err.message}`, { cause: this._err }));
-    if (!ID.test(room)) return Promise.reject(new CommandError("bad_request", `room ${JSON.stringify(room)} is not 1-128 bytes of [A-Za-z0-9._:@/-]`));
+    if (!validRoom(room)) return Promise.reject(new CommandError("bad_request", `room ${JSON.stringify(room)} is not 1-128 bytes of [A-Za-z0-9._:@/-]`));
     return new Promise((resolve, reject) => {
       const id = ++this._id;
       const p = { id, kind, room, resend: true, resolve, reject, ...prepare() };
@@ -501,7 +543,7 @@ export class Client {
   }
 
   typing(room, on) {
-    return !!this._ws && ID.test(room) && this._send(this._ws, { t: "typing", room, on: !!on });
+    return !!this._ws && validRoom(room) && this._send(this._ws, { t: "typing", room, on: !!on });
   }
 
   ping(opts) {
@@ -589,7 +631,7 @@ export class Client {
     this._refreshing = true;
     try {
       if (!this._o.getToken) throw new PresenceError("presenced: the server asked for a new token and options.getToken is not set");
-      const tok = await this._o.getToken();
+      const tok = await this._token();
       if (this._ws !== s) throw new DisconnectedError("presenced: connection lost before the token refresh");
       await new Promise((resolve, reject) => {
         const p = this._internal("auth", "", { token: tok });
@@ -615,6 +657,7 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
   let typing = false;
   let last = 0;
   let timer;
+  let stopped = false;
   const off = () => {
     clearTimeout(timer);
     if (typing) {
@@ -624,6 +667,7 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
   };
   return {
     keystroke() {
+      if (stopped) return;
       const now = Date.now();
       if ((!typing || now - last >= interval) && client.typing(room, true)) {
         typing = true;
@@ -633,28 +677,36 @@ export function typingHelper(client, room, { interval = 3000, idle = 3000 } = {}
       timer = setTimeout(off, idle);
     },
     sent: off,
-    stop: off,
+    stop() {
+      stopped = true;
+      off();
+    },
   };
 }
 
 const ACTIVITY = ["pointerdown", "pointermove", "keydown", "touchstart", "wheel", "focus"];
 
-/** Sets status away after inactivity or when the page is hidden, and restores the status on return. */
+/**
+ * Sets status away after inactivity or while the page is hidden, and on
+ * return restores the status each room it set away had.
+ */
 export function autoAway(client, options = {}) {
   const { after = 300000, whenHidden = true, awayStatus = "away", onlineStatus = "online" } = options;
   const doc = "document" in options ? options.document : globalThis.document;
-  let away = false;
   let last = Date.now();
   let timer;
   let stopped = false;
-  let before = new Map(); // room -> status before going away
-  const rooms = () => options.rooms || client.rooms();
-  const mine = (room) => client.room(room)?.members.find((m) => m.user === client.welcome?.user)?.status;
+  let away = null; // while away: room -> the status it had before
+  const hidden = () => whenHidden && !!doc?.hidden;
   const goAway = () => {
     if (away || stopped) return;
-    away = true;
-    before = new Map(rooms().map((r) => [r, mine(r)]));
-    for (const r of rooms()) client.set(r, { status: awayStatus }).catch(noop);
+    away = new Map();
+    for (const room of options.rooms || client.rooms()) {
+      const st = client._rooms.get(room)?.state; // what this client set, not what others see
+      if (!st && !client._rooms.has(room)) continue;
+      away.set(room, (st && st.status) || onlineStatus);
+      client.set(room, { status: awayStatus }).catch(noop);
+    }
   };
   const arm = (ms) => {
     clearTimeout(timer);
@@ -665,33 +717,33 @@ export function autoAway(client, options = {}) {
     }, ms);
   };
   const activity = () => {
-    if (stopped || (whenHidden && doc?.hidden)) return;
+    if (stopped || hidden()) return;
     last = Date.now();
-    if (away) {
-      away = false;
-      arm(after);
-      for (const r of rooms()) {
-        const st = before.get(r);
-        client.set(r, { status: st && st !== awayStatus ? st : onlineStatus }).catch(noop);
+    if (!away) return;
+    for (const [room, status] of away) {
+      if (client._rooms.get(room)?.state?.status === awayStatus) { // unless changed meanwhile
+        client.set(room, { status: status === awayStatus ? onlineStatus : status }).catch(noop);
       }
     }
+    away = null;
+    arm(after);
   };
-  const visibility = () => (whenHidden && doc.hidden ? goAway() : activity());
+  const visibility = () => (doc.hidden ? hidden() && goAway() : activity());
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+    offState();
+    if (doc) {
+      doc.removeEventListener("visibilitychange", visibility);
+      for (const e of ACTIVITY) doc.removeEventListener(e, activity, { capture: true });
+    }
+  };
+  const offState = client.on("state", ({ state }) => state === "closed" && stop());
   if (doc) {
     doc.addEventListener("visibilitychange", visibility);
     for (const e of ACTIVITY) doc.addEventListener(e, activity, { passive: true, capture: true });
   }
+  if (hidden()) goAway();
   arm(after);
-  return {
-    activity,
-    get away() { return away; },
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-      if (doc) {
-        doc.removeEventListener("visibilitychange", visibility);
-        for (const e of ACTIVITY) doc.removeEventListener(e, activity, { capture: true });
-      }
-    },
-  };
+  return { activity, get away() { return !!away; }, stop };
 }
