@@ -27,13 +27,18 @@ STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # the module proxy at a pinned version into .cache (never committed).
 CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
+# The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
+# on the committed lockfile; the stamp, inside node_modules so that npm ci
+# removes it, is newer than the lockfile once they are installed.
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help build run cluster test race fuzz bench bench-compare lint ci deps centrifugo
+.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
 	@echo
-	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z0-9-]*:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: FUZZTIME=$(FUZZTIME) TEST_FUZZTIME=$(TEST_FUZZTIME) TEST_TIMEOUT=$(TEST_TIMEOUT) BENCH=$(BENCH) PKG=$(PKG) ARGS=$(ARGS)"
 
@@ -71,11 +76,23 @@ cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a
 
 # The allocation guards (AllocsPerRun tests, named *Alloc*) run again
 # without -race: the race detector's sync.Pool drops items at random.
-test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, then TEST_FUZZTIME of each fuzz target
+test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, the JS SDK's tests, the browser tests, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'Alloc' ./coalesce ./internal/wire ./poller ./presence ./internal/server
+	@$(MAKE) --no-print-directory js-test
+	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# The JS tests start bin/presenced themselves (clients/js/test/presenced.js),
+# each on free loopback ports.
+js-test: deps ## The JS SDK's tests (node:test in clients/js/test) against a real bin/presenced
+	$(GO) build -o bin/presenced ./cmd/presenced
+	cd $(JS) && PRESENCED_BIN=$(CURDIR)/bin/presenced npm test
+
+e2e: deps ## Browser tests: the demo page in headless Debian chromium (playwright-core, clients/js/e2e); screenshots in .cache/e2e/<test>/<step>.png
+	$(GO) build -o bin/presenced ./cmd/presenced
+	cd $(JS) && PRESENCED_BIN=$(CURDIR)/bin/presenced npm run test:e2e
 
 race: deps ## Tests of PKG with the race detector
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKG)
@@ -138,14 +155,21 @@ ci: lint test ## What a careful CI runs: lint, then the whole suite
 
 # Installs only what is missing, so a second run is silent: a C compiler
 # (the race detector needs cgo), Debian's python3-websockets (the interop
-# test's independent client), and redis-server and redis-tools (the tests
-# of many nodes start their own Redis, Cluster and Sentinel processes).
-deps: ## Install missing test dependencies with apt-get (gcc, python3-websockets, redis-server, redis-tools)
+# test's independent client), redis-server and redis-tools (the tests of
+# many nodes start their own Redis, Cluster and Sentinel processes), Node.js
+# and npm (the JS SDK's tests), Debian's chromium (the browser tests drive
+# /usr/bin/chromium; they never download a browser), then clients/js's
+# packages with npm ci when node_modules is missing or older than the
+# lockfile.
+deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium; npm ci in clients/js)
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
 		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \
@@ -155,3 +179,11 @@ deps: ## Install missing test dependencies with apt-get (gcc, python3-websockets
 	if ! { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1; then \
 		cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; \
 	fi
+	@if [ -f $(JS_STAMP) ] && [ $(JS_STAMP) -nt $(JS)/package-lock.json ] && [ $(JS_STAMP) -nt $(JS)/package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "deps: npm not found: cannot install $(JS)'s packages; the JS tests fail"; exit 0; fi; \
+	echo "deps: npm ci in $(JS)"; \
+	mkdir -p $(CACHE); \
+	if ! (cd $(JS) && npm ci --no-audit --no-fund) >$(CACHE)/npm.log 2>&1; then \
+		cat $(CACHE)/npm.log; echo "deps: npm ci failed"; exit 1; \
+	fi; \
+	touch $(JS_STAMP)
