@@ -175,7 +175,10 @@ func newRecorder() *recorder {
 
 func (r *recorder) OnOpen(c *Conn) {
 	r.mu.Lock()
-	if _, dup := r.conns[c.RemoteAddr()]; dup {
+	// A client port may be reused once its connection has closed (the
+	// machine's tcp_tw_reuse, under port pressure): only an open one is a
+	// second OnOpen.
+	if old, dup := r.conns[c.RemoteAddr()]; dup && len(old.closes) == 0 {
 		r.violation = append(r.violation, fmt.Sprintf("%v: second OnOpen", c.RemoteAddr()))
 	}
 	l := &connLog{conn: c}
