@@ -4,7 +4,7 @@
 
 import WebSocket from "ws";
 import { Client } from "../src/presenced.js";
-import { waitUntil } from "./peer.js";
+import { startPeer, waitUntil } from "./peer.js";
 
 export const eventNames = ["state", "connected", "disconnected", "sync", "diff", "room", "bye", "refreshed", "error", "rtt"];
 
@@ -94,4 +94,13 @@ export async function rejectsWith(p, C) {
     return err;
   }
   throw new Error(`resolved, want a rejection with ${C.name}`);
+}
+
+/** A client of a fresh peer, connected; the peer and client close when t ends. */
+export async function connectedToPeer(t, peerOpts = {}, clientOpts = {}) {
+  const peer = await startPeer(peerOpts);
+  t.after(() => peer.close());
+  const c = newClient(t, { url: peer.url, user: "alice", ...clientOpts });
+  await c.client.connect();
+  return { peer, c, conn: await peer.conn(0) };
 }

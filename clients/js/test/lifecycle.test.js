@@ -8,16 +8,8 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { ClosedError, CommandError } from "../src/presenced.js";
-import { newClient, rejectsWith, viewWhere } from "./clients.js";
+import { connectedToPeer as connected, newClient, rejectsWith, viewWhere } from "./clients.js";
 import { sleep, startPeer, waitUntil } from "./peer.js";
-
-async function connected(t, peerOpts = {}, clientOpts = {}) {
-  const peer = await startPeer(peerOpts);
-  t.after(() => peer.close());
-  const c = newClient(t, { url: peer.url, user: "alice", ...clientOpts });
-  await c.client.connect();
-  return { peer, c, conn: await peer.conn(0) };
-}
 
 test("a reconnect resumes every room from its cursor with the most shared state, and sets the others", async (t) => {
   const { peer, c, conn } = await connected(t, { auto: true });

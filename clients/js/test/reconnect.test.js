@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { backoff, CloseCodes, CloseError, shouldReconnect } from "../src/presenced.js";
-import { newClient } from "./clients.js";
+import { connectedToPeer as connected, newClient } from "./clients.js";
 import { sleep, startPeer, waitUntil } from "./peer.js";
 
 const reconnects = [1001, 1006, 1008, 1011, 4000, 4001, 4002, 4004, 4029, 4099];
@@ -44,15 +44,6 @@ test("backoff is full jitter in [0, min(max, min·2^n)]", () => {
     assert.ok(d >= 0 && d <= 4000, `default random: ${d}`);
   }
 });
-
-/** A client of a fresh peer, connected; the peer and client close when t ends. */
-async function connected(t, peerOpts = {}, clientOpts = {}) {
-  const peer = await startPeer(peerOpts);
-  t.after(() => peer.close());
-  const c = newClient(t, { url: peer.url, user: "alice", ...clientOpts });
-  await c.client.connect();
-  return { peer, c, conn: await peer.conn(0) };
-}
 
 for (const code of reconnects) {
   test(`close ${code} after welcome: reconnect with backoff`, async (t) => {
