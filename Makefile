@@ -89,6 +89,7 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 js-test: deps ## The JS SDK's tests (node:test in clients/js/test) against a real bin/presenced
 	$(GO) build -o bin/presenced ./cmd/presenced
 	cd $(JS) && PRESENCED_BIN=$(CURDIR)/bin/presenced npm test
+	cd $(JS) && npm run --silent size -- --max=6144
 
 e2e: deps ## Browser tests: the demo page in headless Debian chromium (playwright-core, clients/js/e2e); screenshots in .cache/e2e/<test>/<step>.png
 	$(GO) build -o bin/presenced ./cmd/presenced
@@ -169,7 +170,7 @@ deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, re
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
-	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-dejavu-core"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
 		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,9 +32,12 @@ func TestJSParity(t *testing.T) {
 		const ceilings = [];
 		for (let n = 0; n <= 70; n++) ceilings.push(backoff(n, 500, 30000, top));
 		console.log(JSON.stringify({ reconnect, ceilings }));`
-	out, err := exec.Command(node, "--input-type=module", "-e", script, module).Output()
+	cmd := exec.Command(node, "--input-type=module", "-e", script, module)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node: %v\n%s", err, out)
+		t.Fatalf("node: %v\n%s%s", err, out, stderr.String())
 	}
 	var js struct {
 		Reconnect []bool

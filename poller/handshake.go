@@ -129,6 +129,12 @@ func (c *Conn) refuse(r RejectReason, resp []byte) {
 	c.reject = r
 	c.state = stateRejecting
 	c.enqueueLocked(resp)
+	if r == RejectPage {
+		// A page (tens of KB) may need many round trips on a slow link: it
+		// gets the handshake's time to be written, an error CloseTimeout.
+		c.eng.setDeadline(c, nowNano()+int64(c.sh.cfg.HandshakeTimeout))
+		return
+	}
 	c.armCloseTimeoutLocked()
 }
 

@@ -322,6 +322,33 @@ func TestPagesLookup(t *testing.T) {
 	}
 }
 
+// TestPageWriteDeadline: a page that the socket cannot take at once has
+// HandshakeTimeout to be written (it may take many round trips), an HTTP
+// error CloseTimeout.
+func TestPageWriteDeadline(t *testing.T) {
+	cfg := fuzzConfig
+	cfg.HandshakeTimeout = time.Hour
+	cfg.CloseTimeout = time.Second
+	for _, tc := range []struct {
+		req  string
+		want time.Duration
+	}{
+		{"GET /demo HTTP/1.1\r\n\r\n", time.Hour},
+		{"GET /nope HTTP/1.1\r\n\r\n", time.Second},
+	} {
+		fc := newFakeConn(t, cfg)
+		fc.eng.full = true // the socket takes nothing yet
+		before := nowNano()
+		fc.feed([]byte(tc.req), nil)
+		if fc.c.state != stateRejecting {
+			t.Fatalf("%q: state %v, want rejecting while the response waits", tc.req, fc.c.state)
+		}
+		if d := time.Duration(fc.eng.deadline.Load() - before); d < tc.want || d > tc.want+time.Minute {
+			t.Errorf("%q: write deadline in %v, want %v", tc.req, d, tc.want)
+		}
+	}
+}
+
 // TestLingerBounds: once its response is written a refused connection
 // shuts its write side and lingers, discarding input, for at most
 // CloseTimeout and lingerMax bytes.

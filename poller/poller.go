@@ -85,7 +85,7 @@ type Config struct {
 	// methods, paths not listed and Path itself are handled as without
 	// Pages. The response is written from the caller's slice,
 	// never copied, and whole whatever its size (Outbox does not bound it;
-	// CloseTimeout does bound the time to write it), then the connection
+	// HandshakeTimeout bounds the time to write it), then the connection
 	// is closed as after any refused request: the write side is shut down
 	// and input is discarded until the client's EOF (at most 64 KiB, for at
 	// most CloseTimeout), so that a byte sent after the request cannot make

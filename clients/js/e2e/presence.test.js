@@ -19,7 +19,7 @@ import {
 
 const TICK = 100; // -tick
 const GRACE = 1000; // -leave-grace
-const SLACK = 2000; // network time and scheduling on a loaded 2-vCPU machine
+const SLACK = 1000; // network time: loopback, plus rendering and scheduling on a loaded 2-vCPU machine (measured 30-520 ms)
 const BOUND = TICK + SLACK; // a change shows on the other page within this
 const TYPING_IDLE = 3000; // the typing helper's idle time (the SDK's default, as the demo uses it)
 

@@ -153,10 +153,8 @@ test("the typing helper shows and clears the typing line of the other client", a
   t.after(() => h2.stop());
   h2.keystroke();
   await viewWhere(b.client, room, (v) => v.typing.includes("frank"), 3000);
-  const sentAt = Date.now();
   h2.sent();
-  await viewWhere(b.client, room, (v) => v.typing.length === 0, 3000);
-  assert.ok(Date.now() - sentAt < 3000);
+  await viewWhere(b.client, room, (v) => v.typing.length === 0, 3000); // the idle is 10 s
   // A keystroke after sent() starts a new burst.
   h2.keystroke();
   await viewWhere(b.client, room, (v) => v.typing.includes("frank"), 200 + 3000);
@@ -177,10 +175,8 @@ test("close() leaves at once: the other client sees the leave long before leave_
   const a = await joined(t, "ivan", room);
   const b = await joined(t, "judy", room);
   await viewWhere(a.client, room, (v) => v.count === 2);
-  const closedAt = Date.now();
   await b.client.close();
-  await viewWhere(a.client, room, (v) => v.count === 1, 5000);
-  assert.ok(Date.now() - closedAt < 20000);
+  await viewWhere(a.client, room, (v) => v.count === 1, 5000); // the leave grace is 20 s
   assert.deepEqual(users(a.client.room(room)), ["ivan"]);
 });
 

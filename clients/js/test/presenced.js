@@ -56,7 +56,7 @@ export async function startPresenced(args = [], { readyTimeout = 20000 } = {}) {
       for (;;) {
         if (p.exitCode !== null) throw new Error(`presenced exited with ${p.exitCode}:\n${this.log}`);
         try {
-          const r = await fetch(`${this.admin}/readyz`);
+          const r = await fetch(`${this.admin}/readyz`, { signal: AbortSignal.timeout(2000) });
           if (r.ok) break;
         } catch {
           // not listening yet
