@@ -33,7 +33,7 @@ CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo
+.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo deploy-check
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
@@ -76,13 +76,21 @@ cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a
 
 # The allocation guards (AllocsPerRun tests, named *Alloc*) run again
 # without -race: the race detector's sync.Pool drops items at random.
-test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, the JS SDK's tests, the browser tests, then TEST_FUZZTIME of each fuzz target
+test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, deploy-check, the JS SDK's tests, the browser tests, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'Alloc' ./coalesce ./internal/wire ./poller ./presence ./internal/server
+	@$(MAKE) --no-print-directory deploy-check
 	@$(MAKE) --no-print-directory js-test
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
+# Prometheus's rule parser stay out of go.mod); its tests build and start
+# bin/presenced. tools.sh runs systemd-analyze, nginx and haproxy.
+deploy-check: deps ## Validate every file of deploy/: systemd-analyze verify, nginx -t, haproxy -c, promtool, strict k8s decoding, the Dockerfile's paths, metrics used = metrics exported
+	$(GO) build -o bin/presenced ./cmd/presenced
+	deploy/check/tools.sh $(CURDIR)/bin/presenced
 
 # The JS tests start bin/presenced themselves (clients/js/test/presenced.js),
 # each on free loopback ports.
@@ -159,10 +167,12 @@ ci: lint test ## What a careful CI runs: lint, then the whole suite
 # test's independent client), redis-server and redis-tools (the tests of
 # many nodes start their own Redis, Cluster and Sentinel processes), Node.js
 # and npm (the JS SDK's tests), Debian's chromium (the browser tests drive
-# /usr/bin/chromium; they never download a browser), then clients/js's
-# packages with npm ci when node_modules is missing or older than the
-# lockfile.
-deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium; npm ci in clients/js)
+# /usr/bin/chromium; they never download a browser), nginx, haproxy and
+# openssl (make deploy-check runs nginx -t and haproxy -c on deploy/ with a
+# throwaway certificate; installing them may start their Debian services),
+# then clients/js's packages with npm ci when node_modules is missing or
+# older than the lockfile.
+deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js)
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
@@ -171,6 +181,9 @@ deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, re
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-dejavu-core"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
 		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \

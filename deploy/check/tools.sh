@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Validates deploy/'s host and proxy files with the real tools, without
+# root-owned paths: every pid, log, temp file and test certificate lives
+# in a temporary directory. A tool that is missing is skipped with a
+# message (make deps installs nginx and haproxy on Debian).
+# Usage: deploy/check/tools.sh PRESENCED_BINARY   (from the repository root)
+set -euo pipefail
+
+bin=${1:?usage: tools.sh PRESENCED_BINARY}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+
+# systemd-analyze verify checks that ExecStart is executable: the unit is
+# verified as a copy whose ExecStart is the freshly built binary.
+if command -v systemd-analyze >/dev/null 2>&1; then
+	sed "s|/usr/local/bin/presenced|$bin|" deploy/presenced.service >"$tmp/presenced.service"
+	if systemd-analyze verify "$tmp/presenced.service"; then
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service: ok"
+	else
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service: FAILED"; fail=1
+	fi
+else
+	echo "deploy-check: systemd-analyze not found: deploy/presenced.service not verified"
+fi
+
+# A throwaway certificate for the proxies' TLS lines.
+cert() {
+	openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=presence.example.com \
+		-keyout "$tmp/tls.key" -out "$tmp/tls.crt" >/dev/null 2>&1
+	cat "$tmp/tls.crt" "$tmp/tls.key" >"$tmp/tls.pem"
+}
+if command -v openssl >/dev/null 2>&1; then cert; fi
+
+nginx=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
+if [ -n "$nginx" ] && [ -f "$tmp/tls.pem" ]; then
+	# deploy/nginx/presenced.conf is an http{} block's contents: wrap it
+	# in a minimal main config whose paths are all under $tmp.
+	mkdir -p "$tmp/nginx/logs"
+	sed -e "s|/etc/nginx/tls/presence.example.com.crt|$tmp/tls.crt|" \
+		-e "s|/etc/nginx/tls/presence.example.com.key|$tmp/tls.key|" \
+		deploy/nginx/presenced.conf >"$tmp/nginx/presenced.conf"
+	cat >"$tmp/nginx/nginx.conf" <<CONF
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log;
+worker_shutdown_timeout 60s;
+events { worker_connections 1024; }
+http {
+    access_log $tmp/nginx/logs/access.log;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    include $tmp/nginx/presenced.conf;
+}
+CONF
+	if "$nginx" -q -t -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf"; then
+		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: ok"
+	else
+		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: FAILED"; fail=1
+	fi
+else
+	echo "deploy-check: nginx or openssl not found: deploy/nginx/presenced.conf not checked (make deps installs nginx)"
+fi
+
+haproxy=$(command -v haproxy || ls /usr/sbin/haproxy 2>/dev/null || true)
+if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
+	sed "s|/etc/haproxy/tls/presence.example.com.pem|$tmp/tls.pem|" deploy/haproxy/haproxy.cfg >"$tmp/haproxy.cfg"
+	# -q hides the errors too: the output is shown when the check fails.
+	if out=$("$haproxy" -c -f "$tmp/haproxy.cfg" 2>&1); then
+		echo "deploy-check: haproxy -c deploy/haproxy/haproxy.cfg: ok"
+	else
+		echo "$out"
+		echo "deploy-check: haproxy -c deploy/haproxy/haproxy.cfg: FAILED"; fail=1
+	fi
+else
+	echo "deploy-check: haproxy or openssl not found: deploy/haproxy/haproxy.cfg not checked (make deps installs haproxy)"
+fi
+
+exit $fail
