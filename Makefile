@@ -91,6 +91,7 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 deploy-check: deps ## Validate every file of deploy/: systemd-analyze verify, nginx -t, haproxy -c, promtool, strict k8s decoding, the Dockerfile's paths, metrics used = metrics exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
+	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
 
 # The JS tests start bin/presenced themselves (clients/js/test/presenced.js),
 # each on free loopback ports.
