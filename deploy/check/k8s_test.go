@@ -253,4 +253,3 @@ func selects(selector, labels map[string]string) bool {
 	}
 	return true
 }
-
