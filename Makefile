@@ -27,13 +27,18 @@ STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # the module proxy at a pinned version into .cache (never committed).
 CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
+# promtool (Prometheus v3.16.0's module version), for promtool-check only:
+# deploy-check parses the same rules with Prometheus's packages instead,
+# which build in seconds where promtool takes many minutes.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
 # on the committed lockfile; the stamp, inside node_modules so that npm ci
 # removes it, is newer than the lockfile once they are installed.
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo deploy-check
+.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo deploy-check promtool-check
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
@@ -88,10 +93,18 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 # deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
 # Prometheus's rule parser stay out of go.mod); its tests build and start
 # bin/presenced. tools.sh runs systemd-analyze, nginx and haproxy.
-deploy-check: deps ## Validate every file of deploy/: systemd-analyze verify, nginx -t, haproxy -c, promtool, strict k8s decoding, the Dockerfile's paths, metrics used = metrics exported
+deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
 	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
+
+promtool-check: $(PROMTOOL) ## promtool check config and rules on deploy/prometheus (installs the pinned promtool into .cache/tools: many minutes the first time; not part of test)
+	$(PROMTOOL) check config deploy/prometheus/scrape.yml
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+
+$(PROMTOOL):
+	@echo "promtool-check: installing promtool $(PROMTOOL_VERSION) (many minutes)"
+	@GOBIN=$(dir $@) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
 # The JS tests start bin/presenced themselves (clients/js/test/presenced.js),
 # each on free loopback ports.
