@@ -27,9 +27,10 @@ STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # the module proxy at a pinned version into .cache (never committed).
 CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
-# promtool (Prometheus v3.16.0's module version), for promtool-check only:
-# deploy-check parses the same rules with Prometheus's packages instead,
-# which build in seconds where promtool takes many minutes.
+# promtool (module version v0.316.0 is Prometheus 3.16.0), for
+# promtool-check, which deploy-check runs once it is installed. Without it
+# deploy-check parses the same rules with Prometheus's packages (seconds
+# to build; promtool takes many minutes).
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
@@ -97,10 +98,13 @@ deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
 	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
+	@if [ -x $(PROMTOOL) ]; then $(MAKE) --no-print-directory promtool-check; \
+	else echo "deploy-check: promtool not installed: make promtool-check installs it and checks deploy/prometheus with it"; fi
 
-promtool-check: $(PROMTOOL) ## promtool check config and rules on deploy/prometheus (installs the pinned promtool into .cache/tools: many minutes the first time; not part of test)
+promtool-check: $(PROMTOOL) ## promtool check config, check rules and test rules (alerts_test.yml) on deploy/prometheus (installs the pinned promtool into .cache/tools: many minutes the first time; not part of test)
 	$(PROMTOOL) check config deploy/prometheus/scrape.yml
 	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
 
 $(PROMTOOL):
 	@echo "promtool-check: installing promtool $(PROMTOOL_VERSION) (many minutes)"
