@@ -11,6 +11,28 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
 
+# Every key of sysctl.conf is a setting of this kernel (a misspelt key
+# makes `sysctl --system` fail), and the open-file limits of limits.conf
+# and the unit do not exceed its fs.nr_open.
+if [ -d /proc/sys/net/ipv4 ]; then
+	bad=0
+	while read -r key _ value; do
+		if [ ! -e "/proc/sys/${key//.//}" ]; then
+			echo "deploy-check: deploy/sysctl.conf: $key is no setting of this kernel"; bad=1
+		fi
+	done < <(grep -E '^[a-z]' deploy/sysctl.conf)
+	[ $bad = 0 ] && echo "deploy-check: deploy/sysctl.conf: every key exists in /proc/sys" || fail=1
+else
+	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked"
+fi
+nr_open=$(awk '$1 == "fs.nr_open" { print $3 }' deploy/sysctl.conf)
+for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
+	$(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service); do
+	if [ -z "$nr_open" ] || [ "$limit" -gt "$nr_open" ]; then
+		echo "deploy-check: open-file limit $limit exceeds fs.nr_open ${nr_open:-(unset)} of deploy/sysctl.conf"; fail=1
+	fi
+done
+
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
