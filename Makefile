@@ -92,8 +92,9 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
 # deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
-# Prometheus's rule parser stay out of go.mod); its tests build and start
-# bin/presenced. tools.sh runs systemd-analyze, nginx and haproxy.
+# Prometheus's rule parser stay out of go.mod); its tests start the
+# bin/presenced built here. tools.sh runs systemd-analyze, nginx and
+# haproxy; promtool runs only once installed (make promtool-check).
 deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
@@ -162,10 +163,11 @@ bench-compare: ## Run presenced (epoll, netpoll), bench/baseline and Centrifugo 
 	(cd bench/plot && $(GO) run . -in $$out/results.json -out $$plot) || { [ $$st -ne 0 ] || st=1; }; \
 	exit $$st
 
-lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
+lint: $(STATICCHECK) ## gofmt check, go vet (also of deploy/check) and staticcheck
 	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy/check && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
 $(STATICCHECK):
