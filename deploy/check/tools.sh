@@ -33,6 +33,27 @@ for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
 	fi
 done
 
+# The admin listener of the documented install (README's presenced.env)
+# is what HAProxy health-checks and Prometheus scrapes: same port, a
+# node address (not loopback) that is one of haproxy.cfg's servers and
+# scrape.yml's targets.
+admin=$(sed -n 's/^PRESENCED_ADMIN_ADDR=//p' deploy/README.md | head -1)
+admin_host=${admin%:*} admin_port=${admin##*:}
+hc_port=$(sed -n 's/.* check port \([0-9]*\).*/\1/p' deploy/haproxy/haproxy.cfg | head -1)
+servers=$(awk '$1 == "server" { sub(/:.*/, "", $3); print $3 }' deploy/haproxy/haproxy.cfg | sort)
+targets=$(sed -n 's/^ *- \([0-9.]*\):\([0-9]*\)$/\1 \2/p' deploy/prometheus/scrape.yml)
+bad=0
+case $admin_host in ''|127.*|localhost|::1|'[::1]') echo "deploy-check: README's PRESENCED_ADMIN_ADDR=$admin is loopback: HAProxy's checks and Prometheus cannot reach it"; bad=1;; esac
+[ "$hc_port" = "$admin_port" ] || { echo "deploy-check: haproxy.cfg checks port ${hc_port:-(none)}, README's admin port is $admin_port"; bad=1; }
+echo "$servers" | grep -qx "$admin_host" || { echo "deploy-check: README's admin host $admin_host is no server of haproxy.cfg"; bad=1; }
+[ -n "$targets" ] || { echo "deploy-check: no scrape targets found in scrape.yml"; bad=1; }
+while read -r host port; do
+	[ -z "$host" ] && continue
+	[ "$port" = "$admin_port" ] || { echo "deploy-check: scrape.yml target $host:$port is not on the admin port $admin_port"; bad=1; }
+done <<<"$targets"
+[ "$(echo "$targets" | awk '{print $1}' | sort)" = "$servers" ] || { echo "deploy-check: scrape.yml's targets are not haproxy.cfg's servers"; bad=1; }
+if [ $bad = 0 ]; then echo "deploy-check: admin listener $admin: haproxy.cfg's checks and scrape.yml's targets agree"; else fail=1; fi
+
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
