@@ -117,6 +117,33 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 		echo "$out"
 		echo "deploy-check: haproxy -c deploy/haproxy/haproxy.cfg: FAILED"; fail=1
 	fi
+	# haproxy -c does not catch a global section that cannot start (a
+	# maxconn needing more fds, about 2 x maxconn, than the kernel allows):
+	# that need must fit fd-hard-limit and the default fs.nr_open (1048576),
+	# and HAProxy is started for 2 s on a loopback port. Where this process
+	# cannot raise its fd limit that far (not root, or no CAP_SYS_RESOURCE),
+	# maxconn is cut to fit ulimit -Hn for that start, and said so.
+	maxconn=$(awk '$1 == "maxconn" { print $2; exit }' deploy/haproxy/haproxy.cfg)
+	hard=$(awk '$1 == "fd-hard-limit" { print $2; exit }' deploy/haproxy/haproxy.cfg)
+	need=$((2 * ${maxconn:-0} + 32))
+	if [ -z "$maxconn" ] || [ -z "$hard" ] || [ $need -gt "$hard" ] || [ $need -gt 1048576 ]; then
+		echo "deploy-check: haproxy.cfg maxconn ${maxconn:-(unset)} needs $need fds: above fd-hard-limit ${hard:-(unset)} or fs.nr_open's default 1048576: FAILED"; fail=1
+	fi
+	port=$((20000 + RANDOM % 20000))
+	# The servers become loopback too: the check never leaves this host.
+	sed -i -e "s|bind :443 |bind 127.0.0.1:$port |" \
+		-e "s|^\( *server [^ ]*\) [0-9.]*:|\1 127.0.0.1:|" "$tmp/haproxy.cfg"
+	if ! prlimit --nofile=$need:$need true 2>/dev/null; then
+		sed -i "s|^\( *maxconn\) .*|\1 $(( ($(ulimit -Hn) - 100) / 2 ))|" "$tmp/haproxy.cfg"
+		echo "deploy-check: cannot raise RLIMIT_NOFILE to $need here: haproxy started with maxconn cut to fit ulimit -Hn $(ulimit -Hn)"
+	fi
+	rc=0; out=$(timeout 2 "$haproxy" -db -f "$tmp/haproxy.cfg" 2>&1) || rc=$?
+	if [ $rc = 124 ] && grep -q 'Loading success' <<<"$out"; then
+		echo "deploy-check: haproxy deploy/haproxy/haproxy.cfg started and ran 2 s: ok"
+	else
+		echo "$out" | grep ALERT | head -5
+		echo "deploy-check: haproxy deploy/haproxy/haproxy.cfg did not start (rc $rc): FAILED"; fail=1
+	fi
 else
 	echo "deploy-check: haproxy or openssl not found: deploy/haproxy/haproxy.cfg not checked (make deps installs haproxy)"
 fi
