@@ -54,6 +54,15 @@ done <<<"$targets"
 [ "$(echo "$targets" | awk '{print $1}' | sort)" = "$servers" ] || { echo "deploy-check: scrape.yml's targets are not haproxy.cfg's servers"; bad=1; }
 if [ $bad = 0 ]; then echo "deploy-check: admin listener $admin: haproxy.cfg's checks and scrape.yml's targets agree"; else fail=1; fi
 
+# Per-IP caps in the proxies fit users behind a NAT or CGNAT (many
+# users, one address): at least 1000 open connections per address.
+for cap in $(sed -n 's/.*limit_conn presenced_conn \([0-9]*\);.*/\1/p' deploy/nginx/presenced.conf) \
+	$(sed -n 's/.*sc0_conn_cur gt \([0-9]*\).*/\1/p' deploy/haproxy/haproxy.cfg); do
+	if [ "$cap" -lt 1000 ]; then
+		echo "deploy-check: a proxy caps one address at $cap open connections: users behind a NAT share one"; fail=1
+	fi
+done
+
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
