@@ -86,29 +86,28 @@ if command -v openssl >/dev/null 2>&1; then cert; fi
 
 nginx=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
 if [ -n "$nginx" ] && [ -f "$tmp/tls.pem" ]; then
-	# deploy/nginx/presenced.conf is an http{} block's contents: wrap it
-	# in a minimal main config whose paths are all under $tmp.
+	# The shipped main config (deploy/nginx/nginx.conf) including
+	# presenced.conf, with every path under $tmp; the worker_connections and
+	# worker_rlimit_nofile tested are the shipped ones.
 	mkdir -p "$tmp/nginx/logs"
 	sed -e "s|/etc/nginx/tls/presence.example.com.crt|$tmp/tls.crt|" \
 		-e "s|/etc/nginx/tls/presence.example.com.key|$tmp/tls.key|" \
 		deploy/nginx/presenced.conf >"$tmp/nginx/presenced.conf"
-	cat >"$tmp/nginx/nginx.conf" <<CONF
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log;
-worker_shutdown_timeout 60s;
-events { worker_connections 1024; }
-http {
-    access_log $tmp/nginx/logs/access.log;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    include $tmp/nginx/presenced.conf;
-}
-CONF
+	sed -e "s|^pid .*|pid $tmp/nginx/nginx.pid;|" \
+		-e "s|^error_log .*|error_log $tmp/nginx/logs/error.log;|" \
+		-e "s|^user .*||" -e "s|^include /etc/nginx/modules-enabled.*||" \
+		-e "s|access_log /var/log/nginx/access.log;|access_log $tmp/nginx/logs/access.log; client_body_temp_path $tmp/nginx/body; proxy_temp_path $tmp/nginx/proxy; fastcgi_temp_path $tmp/nginx/fastcgi; uwsgi_temp_path $tmp/nginx/uwsgi; scgi_temp_path $tmp/nginx/scgi;|" \
+		-e "s|include /etc/nginx/conf.d/\*.conf;|include $tmp/nginx/presenced.conf;|" \
+		deploy/nginx/nginx.conf >"$tmp/nginx/nginx.conf"
+	# Two connections per WebSocket: Debian's 768 holds 384; the fd limit
+	# must cover worker_connections.
+	wc=$(awk '$1 == "worker_connections" { sub(/;/, "", $2); print $2 }' deploy/nginx/nginx.conf)
+	rl=$(awk '$1 == "worker_rlimit_nofile" { sub(/;/, "", $2); print $2 }' deploy/nginx/nginx.conf)
+	if [ -z "$wc" ] || [ -z "$rl" ] || [ "$wc" -le 768 ] || [ "$rl" -lt "$wc" ] || [ "$rl" -gt 1048576 ]; then
+		echo "deploy-check: deploy/nginx/nginx.conf: worker_connections ${wc:-(unset)} must exceed Debian's 768 and fit worker_rlimit_nofile ${rl:-(unset)} <= 1048576: FAILED"; fail=1
+	fi
 	if "$nginx" -q -t -p "$tmp/nginx" -e "$tmp/nginx/logs/error.log" -c "$tmp/nginx/nginx.conf"; then
-		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: ok"
+		echo "deploy-check: nginx -t deploy/nginx/nginx.conf with presenced.conf: ok"
 	else
 		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: FAILED"; fail=1
 	fi
