@@ -25,11 +25,20 @@ if [ -d /proc/sys/net/ipv4 ]; then
 else
 	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked"
 fi
+# fs.nr_open: sysctl.conf's value if it sets one (it must not lower
+# systemd's), else the kernel default 1048576, the least any host has.
 nr_open=$(awk '$1 == "fs.nr_open" { print $3 }' deploy/sysctl.conf)
+if [ -n "$nr_open" ] && [ "$nr_open" -lt 1073741816 ]; then
+	echo "deploy-check: deploy/sysctl.conf sets fs.nr_open $nr_open below systemd's 1073741816"; fail=1
+fi
+if awk '$1 == "fs.file-max" { exit 1 }' deploy/sysctl.conf; then :; else
+	echo "deploy-check: deploy/sysctl.conf sets fs.file-max: it would lower systemd's LONG_MAX"; fail=1
+fi
+nr_open=${nr_open:-1048576}
 for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
 	$(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service); do
 	if [ -z "$nr_open" ] || [ "$limit" -gt "$nr_open" ]; then
-		echo "deploy-check: open-file limit $limit exceeds fs.nr_open ${nr_open:-(unset)} of deploy/sysctl.conf"; fail=1
+		echo "deploy-check: open-file limit $limit exceeds fs.nr_open $nr_open"; fail=1
 	fi
 done
 
