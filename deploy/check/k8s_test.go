@@ -22,6 +22,11 @@ import (
 // -drain window has been announced (internal/server's drainCloseWait).
 const drainCloseWait = 3 * time.Second
 
+// perConnBytes is the memory a pod's limit must hold per connection: about
+// 1 KB of process and 4 KB of kernel memory (deploy/README.md, sizing),
+// twice that for bursts.
+const perConnBytes = 2 * 5 * 1024
+
 // manifests is every object of deploy/k8s, strictly decoded: a field the
 // k8s.io/api types do not have (a typo, a wrong indentation) fails.
 type manifests struct {
@@ -202,6 +207,21 @@ func TestPresencedDeployment(t *testing.T) {
 	grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 	if need := preStop + drain + drainCloseWait + 5*time.Second; grace < need {
 		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + drain %v + close wait %v + 5 s to leave Redis", grace, preStop, drain, drainCloseWait)
+	}
+
+	// A rollout waits for the drained clients to reconnect before the
+	// next old pod drains.
+	if min := time.Duration(d.Spec.MinReadySeconds) * time.Second; min < drain {
+		t.Errorf("minReadySeconds %v < PRESENCED_DRAIN %v: the next pod drains while the last one's clients reconnect", min, drain)
+	}
+	// The pod's memory limit holds PRESENCED_MAX_CONNS connections at
+	// 2 x 5 KB each (process and kernel memory, with burst headroom):
+	// without the cap the pod is OOM-killed, with no drain.
+	maxConns, err := strconv.Atoi(env["PRESENCED_MAX_CONNS"])
+	if err != nil || maxConns <= 0 {
+		t.Errorf("PRESENCED_MAX_CONNS=%q: want a cap sized to the memory limit", env["PRESENCED_MAX_CONNS"])
+	} else if mem := c.Resources.Limits.Memory(); mem.IsZero() || int64(maxConns)*perConnBytes > mem.Value() {
+		t.Errorf("PRESENCED_MAX_CONNS %d x %d B > limits.memory %s", maxConns, perConnBytes, mem)
 	}
 
 	sc := c.SecurityContext
