@@ -72,6 +72,30 @@ for cap in $(sed -n 's/.*limit_conn presenced_conn \([0-9]*\);.*/\1/p' deploy/ng
 	fi
 done
 
+# The proxies' idle timeouts exceed presenced's heartbeat (-hb-interval +
+# -hb-timeout, defaults from `presenced -h`), so presenced, not the proxy,
+# decides which connection is dead; nginx forwards the upgrade headers.
+secs() { case $1 in *ms) echo 0;; *m) echo $((${1%m} * 60));; *s) echo "${1%s}";; *) echo "$1";; esac; }
+hb=$("$bin" -h 2>&1 | sed -n '/^  -hb-interval /,/default/s/.*(default \([0-9a-z]*\)).*/\1/p' | head -1)
+hbt=$("$bin" -h 2>&1 | sed -n '/^  -hb-timeout /,/default/s/.*(default \([0-9a-z]*\)).*/\1/p' | head -1)
+if [ -n "$hb" ] && [ -n "$hbt" ]; then
+	dead=$(( $(secs "$hb") + $(secs "$hbt") ))
+	bad=0
+	for t in $(sed -n 's/^ *proxy_\(read\|send\)_timeout \([0-9a-z]*\);.*/\2/p' deploy/nginx/presenced.conf) \
+		$(sed -n 's/^ *timeout tunnel \([0-9a-z]*\).*/\1/p' deploy/haproxy/haproxy.cfg); do
+		if [ "$(secs "$t")" -le "$dead" ]; then
+			echo "deploy-check: a proxy idle timeout of $t is not above the heartbeat's $hb + $hbt"; bad=1
+		fi
+	done
+	for h in 'proxy_set_header Upgrade $http_upgrade;' 'proxy_set_header Connection $presenced_connection;' 'proxy_http_version 1.1;'; do
+		grep -qF "$h" deploy/nginx/presenced.conf || { echo "deploy-check: deploy/nginx/presenced.conf lacks $h"; bad=1; }
+	done
+	grep -q '^ *timeout tunnel ' deploy/haproxy/haproxy.cfg || { echo "deploy-check: haproxy.cfg has no timeout tunnel"; bad=1; }
+	if [ $bad = 0 ]; then echo "deploy-check: proxies' idle timeouts exceed the heartbeat ($hb + $hbt), nginx forwards the upgrade"; else fail=1; fi
+else
+	echo "deploy-check: -hb-interval/-hb-timeout defaults not found in presenced -h: FAILED"; fail=1
+fi
+
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
