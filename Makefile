@@ -29,8 +29,10 @@ CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
 # promtool (module version v0.316.0 is Prometheus 3.16.0), for
 # promtool-check, which deploy-check runs once it is installed. Without it
-# deploy-check parses the same rules with Prometheus's packages (seconds
-# to build; promtool takes many minutes).
+# deploy-check parses the same rules with Prometheus's packages (about
+# 2 minutes to compile the first time, seconds once cached; promtool takes
+# many minutes). deploy/check/go.mod needs Go 1.26.7 (Prometheus's floor):
+# an offline host with an older Go cannot run deploy-check.
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
