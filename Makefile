@@ -191,7 +191,9 @@ ci: lint test ## What a careful CI runs: lint, then the whole suite
 # and npm (the JS SDK's tests), Debian's chromium (the browser tests drive
 # /usr/bin/chromium; they never download a browser), nginx, haproxy and
 # openssl (make deploy-check runs nginx -t and haproxy -c on deploy/ with a
-# throwaway certificate; installing them may start their Debian services),
+# throwaway certificate; a temporary /usr/sbin/policy-rc.d keeps apt-get
+# from starting the services it installs (nginx on :80), which are then
+# disabled),
 # then clients/js's packages with npm ci when node_modules is missing or
 # older than the lockfile.
 deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js)
@@ -212,9 +214,13 @@ deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, re
 	fi; \
 	echo "deps: installing$$missing"; \
 	mkdir -p $(CACHE); \
-	if ! { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1; then \
-		cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; \
-	fi
+	rcd=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		rcd=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+	fi; \
+	ok=1; { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1 || ok=""; \
+	[ -z "$$rcd" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	for svc in nginx haproxy; do case " $$missing " in *" $$svc "*) $(SUDO) systemctl disable $$svc >/dev/null 2>&1 || true;; esac; done; \
+	if [ -z "$$ok" ]; then cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; fi
 	@if [ -f $(JS_STAMP) ] && [ $(JS_STAMP) -nt $(JS)/package-lock.json ] && [ $(JS_STAMP) -nt $(JS)/package.json ]; then exit 0; fi; \
 	if ! command -v npm >/dev/null 2>&1; then echo "deps: npm not found: cannot install $(JS)'s packages; the JS tests fail"; exit 0; fi; \
 	echo "deps: npm ci in $(JS)"; \
