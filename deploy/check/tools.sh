@@ -172,7 +172,9 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 	fi
 	port=$((20000 + RANDOM % 20000))
 	# The servers become loopback too: the check never leaves this host.
-	sed -i -e "s|bind :443 |bind 127.0.0.1:$port |" \
+	# No privilege drop (user, group, chroot) for this start: it may run
+	# unprivileged, and it checks the fd limits, not the drop.
+	sed -i -e "s|bind :443 |bind 127.0.0.1:$port |" -e '/^ *\(user\|group\|chroot\) /d' \
 		-e "s|^\( *server [^ ]*\) [0-9.]*:|\1 127.0.0.1:|" "$tmp/haproxy.cfg"
 	if ! prlimit --nofile=$need:$need true 2>/dev/null; then
 		sed -i "s|^\( *maxconn\) .*|\1 $(( ($(ulimit -Hn) - 100) / 2 ))|" "$tmp/haproxy.cfg"
