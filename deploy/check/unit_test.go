@@ -12,7 +12,9 @@ import (
 // The unit gives a drain time to finish: systemd waits TimeoutStopSec
 // after SIGTERM before SIGKILL, which must exceed the node's -drain (the
 // unit's, else presenced's default, read from presenced -h) plus the wait
-// for the clients' closes.
+// for the clients' closes. The process does not wait out -drain (its bye
+// tells clients when to come back, and it exits within about 10 s): the
+// bound is conservative, so that a longer close wait stays covered.
 func TestUnitStopsAfterTheDrain(t *testing.T) {
 	data, err := os.ReadFile("../presenced.service")
 	if err != nil {
