@@ -27,13 +27,21 @@ STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # the module proxy at a pinned version into .cache (never committed).
 CENTRIFUGO_VERSION := v6.9.1
 CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
+# promtool (module version v0.316.0 is Prometheus 3.16.0), for
+# promtool-check, which deploy-check runs once it is installed. Without it
+# deploy-check parses the same rules with Prometheus's packages (about
+# 2 minutes to compile the first time, seconds once cached; promtool takes
+# many minutes). deploy/check/go.mod needs Go 1.26.7 (Prometheus's floor):
+# an offline host with an older Go cannot run deploy-check.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
 # on the committed lockfile; the stamp, inside node_modules so that npm ci
 # removes it, is newer than the lockfile once they are installed.
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo
+.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo deploy-check promtool-check
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
@@ -76,13 +84,34 @@ cluster: build ## Three nodes on 127.0.0.1:8080-8082 (admin 9090-9092) sharing a
 
 # The allocation guards (AllocsPerRun tests, named *Alloc*) run again
 # without -race: the race detector's sync.Pool drops items at random.
-test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, the JS SDK's tests, the browser tests, then TEST_FUZZTIME of each fuzz target
+test: deps ## The whole suite: installs missing deps, go vet, race tests, allocation guards, deploy-check, the JS SDK's tests, the browser tests, then TEST_FUZZTIME of each fuzz target
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'Alloc' ./coalesce ./internal/wire ./poller ./presence ./internal/server
+	@$(MAKE) --no-print-directory deploy-check
 	@$(MAKE) --no-print-directory js-test
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
+# Prometheus's rule parser stay out of go.mod); its tests start the
+# bin/presenced built here. tools.sh runs systemd-analyze, nginx and
+# haproxy; promtool runs only once installed (make promtool-check).
+deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
+	$(GO) build -o bin/presenced ./cmd/presenced
+	deploy/check/tools.sh $(CURDIR)/bin/presenced
+	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
+	@if [ -x $(PROMTOOL) ]; then $(MAKE) --no-print-directory promtool-check; \
+	else echo "deploy-check: promtool not installed: make promtool-check installs it and checks deploy/prometheus with it"; fi
+
+promtool-check: $(PROMTOOL) ## promtool check config, check rules and test rules (alerts_test.yml) on deploy/prometheus (installs the pinned promtool into .cache/tools: many minutes the first time; not part of test)
+	$(PROMTOOL) check config deploy/prometheus/scrape.yml
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
+
+$(PROMTOOL):
+	@echo "promtool-check: installing promtool $(PROMTOOL_VERSION) (many minutes)"
+	@GOBIN=$(dir $@) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
 # The JS tests start bin/presenced themselves (clients/js/test/presenced.js),
 # each on free loopback ports.
@@ -136,10 +165,11 @@ bench-compare: ## Run presenced (epoll, netpoll), bench/baseline and Centrifugo 
 	(cd bench/plot && $(GO) run . -in $$out/results.json -out $$plot) || { [ $$st -ne 0 ] || st=1; }; \
 	exit $$st
 
-lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
+lint: $(STATICCHECK) ## gofmt check, go vet (also of deploy/check) and staticcheck
 	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy/check && $(GO) vet ./...
 	$(STATICCHECK) ./...
 
 $(STATICCHECK):
@@ -159,10 +189,14 @@ ci: lint test ## What a careful CI runs: lint, then the whole suite
 # test's independent client), redis-server and redis-tools (the tests of
 # many nodes start their own Redis, Cluster and Sentinel processes), Node.js
 # and npm (the JS SDK's tests), Debian's chromium (the browser tests drive
-# /usr/bin/chromium; they never download a browser), then clients/js's
-# packages with npm ci when node_modules is missing or older than the
-# lockfile.
-deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium; npm ci in clients/js)
+# /usr/bin/chromium; they never download a browser), nginx, haproxy and
+# openssl (make deploy-check runs nginx -t and haproxy -c on deploy/ with a
+# throwaway certificate; a temporary /usr/sbin/policy-rc.d keeps apt-get
+# from starting the services it installs (nginx on :80), which are then
+# disabled),
+# then clients/js's packages with npm ci when node_modules is missing or
+# older than the lockfile.
+deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js)
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
@@ -171,15 +205,22 @@ deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, re
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-dejavu-core"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
 		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \
 	fi; \
 	echo "deps: installing$$missing"; \
 	mkdir -p $(CACHE); \
-	if ! { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1; then \
-		cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; \
-	fi
+	rcd=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		rcd=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+	fi; \
+	ok=1; { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1 || ok=""; \
+	[ -z "$$rcd" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	for svc in nginx haproxy; do case " $$missing " in *" $$svc "*) $(SUDO) systemctl disable $$svc >/dev/null 2>&1 || true;; esac; done; \
+	if [ -z "$$ok" ]; then cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; fi
 	@if [ -f $(JS_STAMP) ] && [ $(JS_STAMP) -nt $(JS)/package-lock.json ] && [ $(JS_STAMP) -nt $(JS)/package.json ]; then exit 0; fi; \
 	if ! command -v npm >/dev/null 2>&1; then echo "deps: npm not found: cannot install $(JS)'s packages; the JS tests fail"; exit 0; fi; \
 	echo "deps: npm ci in $(JS)"; \
