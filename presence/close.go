@@ -44,6 +44,9 @@ const (
 	// CloseInternal: the server failed (1011): the token verifier failed at
 	// hello, or a handler panicked.
 	CloseInternal
+	// CloseAdmin: an operator disconnected the user (Hub.Disconnect, the
+	// admin API); its members leave at once.
+	CloseAdmin
 
 	closeReasonEnd // one past the last
 )
@@ -86,6 +89,8 @@ func (r CloseReason) String() string {
 		return "shutdown"
 	case CloseInternal:
 		return "internal"
+	case CloseAdmin:
+		return "admin"
 	}
 	return "unknown"
 }
@@ -179,14 +184,14 @@ func ending(end ConnEnd, own closeRecord) (reason CloseReason, grace bool) {
 
 // graced reports whether members of a connection that ended for reason,
 // with code, stay for LeaveGrace: the client closing with 1000, protocol
-// violations and refused tokens (closes that forbid a reconnect) leave at
+// violations, refused tokens and an operator's disconnect (closes that forbid a reconnect) leave at
 // once; lost connections and closes that invite a reconnect (heartbeat,
 // slow, token expiry, rate, drain, shutdown, internal) keep them.
 func graced(reason CloseReason, code wire.CloseCode) bool {
 	switch reason {
 	case ClosePeer:
 		return code != wire.CloseNormal
-	case CloseProtocol, CloseAuth:
+	case CloseProtocol, CloseAuth, CloseAdmin:
 		return false
 	}
 	return true

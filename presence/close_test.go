@@ -40,7 +40,7 @@ func (c *closeCounts) get() map[CloseReason]int {
 
 func TestCloseReasonLabels(t *testing.T) {
 	want := []string{"peer", "reset", "heartbeat", "hello_timeout", "slow", "token_expired",
-		"auth", "rate", "protocol", "drain", "shutdown", "internal"}
+		"auth", "rate", "protocol", "drain", "shutdown", "internal", "admin"}
 	var got []string
 	next := CloseReason(1)
 	for r := range CloseReasons() {

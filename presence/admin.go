@@ -1,0 +1,106 @@
+package presence
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// MemberInfo is a room member as an operator's query sees it.
+type MemberInfo struct {
+	User   string
+	Status string
+	Meta   string // compact JSON object; "" for {}
+}
+
+// RoomInfo is a room and its member count.
+type RoomInfo struct {
+	Room    string
+	Members int
+}
+
+// NodeInfo is a live node and the connections it holds.
+type NodeInfo struct {
+	ID    string // the node's id (with a Bus, its incarnation "node#epoch")
+	Addr  string // its public address, if known
+	Conns int64  // open connections (sessions)
+}
+
+// RoomMembers returns room's members on this node (with a Bus, the remote
+// members of watched rooms too), sorted by user; nil for a room with no
+// member. Safe for concurrent use; it takes the room's lock briefly.
+func (h *Hub) RoomMembers(room string) []MemberInfo {
+	r := h.findRoom(room)
+	if r == nil {
+		return nil
+	}
+	out := make([]MemberInfo, 0, r.members.len())
+	for m := range r.members.all() {
+		out = append(out, MemberInfo{User: m.user, Status: m.st.status, Meta: m.st.meta})
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b MemberInfo) int { return strings.Compare(a.User, b.User) })
+	return out
+}
+
+// RoomList returns the rooms whose name starts with prefix and that have
+// at least one member, with their member counts, sorted by name.
+func (h *Hub) RoomList(prefix string) []RoomInfo {
+	var out []RoomInfo
+	h.eachRoom(func(r *room) {
+		if n := r.members.len(); n > 0 && strings.HasPrefix(r.name, prefix) {
+			out = append(out, RoomInfo{Room: r.name, Members: n})
+		}
+	})
+	slices.SortFunc(out, func(a, b RoomInfo) int { return cmp.Compare(a.Room, b.Room) })
+	return out
+}
+
+// UserRooms returns the rooms user is a member of, sorted. It walks every
+// room: a query for operators, not for a hot path.
+func (h *Hub) UserRooms(user string) []string {
+	var out []string
+	h.eachRoom(func(r *room) {
+		if r.members.get(user) != nil {
+			out = append(out, r.name)
+		}
+	})
+	slices.Sort(out)
+	return out
+}
+
+// Disconnect closes every connection of user on this node with code and
+// returns how many it closed. Their memberships end without LeaveGrace
+// (CloseAdmin), so the other members see the leave in the next diff. A
+// code the contract says not to reconnect after (4100–4199) keeps the
+// client's SDK from coming back. Safe from any goroutine: it only records
+// the close and hands it to the sink, like a room flusher's 4002.
+func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
+	var batch []*Session
+	for i := range h.sessions {
+		sh := &h.sessions[i]
+		sh.mu.Lock()
+		for s := sh.head; s != nil; s = s.next {
+			if s.user == user { // written under sh.mu (hello)
+				batch = append(batch, s)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	n := 0
+	for _, s := range batch {
+		if s.claimClose(code, CloseAdmin) {
+			s.sink.Close(code, "disconnected by an operator")
+			n++
+		}
+	}
+	return n
+}
+
+// NodeInfo returns this node's entry for a node list: its id and open
+// connections.
+func (h *Hub) NodeInfo() NodeInfo {
+	return NodeInfo{ID: h.cfg.Node, Conns: h.nSessions.Load()}
+}
