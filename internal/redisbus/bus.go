@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -85,6 +86,13 @@ type Hub interface {
 	// Republish: the Hub's next flush of room ("" every room) calls
 	// Publish(room, all local holdings, true).
 	Republish(room string)
+	// Disconnect closes user's connections on this node with code (an
+	// operator's request, maybe from another node); their memberships
+	// end without leave grace. It returns how many it closed.
+	Disconnect(user string, code wire.CloseCode) int
+	// NodeInfo reports this node's open connections (Conns), written to
+	// Redis for the other nodes' node lists.
+	NodeInfo() presence.NodeInfo
 }
 
 // Bus is a presence.Bus over Redis.
@@ -181,6 +189,7 @@ func New(cfg Config) (*Bus, error) {
 	b.lv = newLiveness(live, b.k, livenessConfig{
 		node: cfg.Node, ttl: cfg.NodeTTL, noEvents: cfg.NoKeyspaceEvents, addr: cfg.Addr, db: cfg.Redis.DB,
 	}, b, cfg.Logger, m)
+	b.lv.onKick = b.onKick
 	return b, nil
 }
 
@@ -200,6 +209,7 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.lv.run(ctx) })
 	wg.Go(func() { b.writer(ctx) })
+	wg.Go(func() { b.reportConns(ctx) })
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -71,6 +72,10 @@ func (h *fakeHub) NodeDown(node string) {
 	defer h.mu.Unlock()
 	h.calls = append(h.calls, call{op: "down", node: node})
 }
+
+func (h *fakeHub) Disconnect(string, wire.CloseCode) int { return 0 }
+
+func (h *fakeHub) NodeInfo() presence.NodeInfo { return presence.NodeInfo{} }
 
 func (h *fakeHub) Republish(room string) {
 	h.mu.Lock()
