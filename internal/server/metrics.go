@@ -20,8 +20,8 @@ type metrics struct {
 	sendFull     prometheus.Counter
 	pagesServed  prometheus.Counter
 	panics       prometheus.Counter
-	closed       closeCounts // by presence.CloseReason
-	handshakeErr labelled    // by poller.RejectReason
+	closed       closeCounts            // by presence.CloseReason
+	handshakeErr labelled               // by poller.RejectReason
 	adminReqs    *prometheus.CounterVec // admin API requests by endpoint and HTTP status
 	presence     presence.Metrics
 }
