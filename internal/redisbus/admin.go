@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -210,7 +211,11 @@ func (b *Bus) Nodes(ctx context.Context) ([]presence.NodeInfo, error) {
 // announcement is Pub/Sub, at most once: a node whose subscription is
 // reconnecting misses it (check UserRooms and repeat).
 func (b *Bus) Kick(ctx context.Context, user string, code wire.CloseCode) error {
-	msg := fmt.Sprintf("kick %s %d %s", b.selfID(), code, user)
+	id := b.selfID()
+	if id == "" {
+		return errors.New("redisbus: not registered in Redis yet: the other nodes were not told")
+	}
+	msg := fmt.Sprintf("kick %s %d %s", id, code, user)
 	if err := b.live.Publish(ctx, b.k.ctl(), msg).Err(); err != nil {
 		b.m.errors.WithLabelValues("kick").Inc()
 		return err
