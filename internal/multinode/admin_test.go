@@ -49,7 +49,8 @@ func jsonOf(v any) string {
 
 // TestAdminAPICluster: three nodes on one Redis answer the admin API
 // alike, cluster-wide (members, rooms, a user's rooms, nodes with their
-// connections), and a disconnect asked of a node where the user has no
+// connections; a user connected to two nodes is one member, with the
+// newest state), and a disconnect asked of a node where the user has no
 // connection closes the user's connections on every node with 4103: the
 // clients do not reconnect and the other members see the leave at once,
 // although leave_grace is 30 s.
@@ -70,9 +71,13 @@ func TestAdminAPICluster(t *testing.T) {
 	alice1.join("lobby", state("busy", 1))
 	carol.join("lobby", state("online", 3))
 	carol.join("team/b", state("online", 4))
+	// alice on a second node in team/a, with a newer state: still one
+	// member, with that state.
+	eventually(t, 2*propagation, func() error { return members(bob, "team/a", "alice", "bob") })
+	alice1.join("team/a", state("away", 5))
 
 	want := map[string]string{
-		"/api/rooms/team%2Fa/members":            `{"count":2,"members":[{"meta":{"n":1},"status":"busy","user":"alice"},{"meta":{"n":2},"status":"online","user":"bob"}],"next_cursor":"","room":"team/a"}`,
+		"/api/rooms/team%2Fa/members":            `{"count":2,"members":[{"meta":{"n":5},"status":"away","user":"alice"},{"meta":{"n":2},"status":"online","user":"bob"}],"next_cursor":"","room":"team/a"}`,
 		"/api/rooms?prefix=team":                 `{"count":2,"next_cursor":"","prefix":"team","rooms":[{"members":2,"room":"team/a"},{"members":1,"room":"team/b"}]}`,
 		"/api/rooms?limit=1&cursor=" + "bG9iYnk": `{"count":3,"next_cursor":"dGVhbS9h","prefix":"","rooms":[{"members":2,"room":"team/a"}]}`,
 		"/api/users/alice/rooms":                 `{"rooms":["lobby","team/a"],"user":"alice"}`,
