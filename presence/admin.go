@@ -72,10 +72,12 @@ func (h *Hub) UserRooms(user string) []string {
 }
 
 // Disconnect closes every connection of user on this node with code and
-// returns how many it closed. Their memberships end without LeaveGrace
-// (CloseAdmin), so the other members see the leave in the next diff. A
-// code the contract says not to reconnect after (4100–4199) keeps the
-// client's SDK from coming back. Safe from any goroutine: it only records
+// returns how many it closed (CloseAdmin). With a code the contract says
+// not to reconnect after (4100–4199, e.g. 4103) the client's SDK does not
+// come back and the memberships end without LeaveGrace: the other members
+// see the leave in the next diff. With a code that invites a reconnect
+// (4000–4099) they keep LeaveGrace, so a client that comes back causes
+// no leave. Safe from any goroutine: it only records
 // the close and hands it to the sink, like a room flusher's 4002.
 func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
 	var batch []*Session

@@ -45,7 +45,9 @@ const (
 	// hello, or a handler panicked.
 	CloseInternal
 	// CloseAdmin: an operator disconnected the user (Hub.Disconnect, the
-	// admin API); its members leave at once.
+	// admin API). With a code that forbids a reconnect (4100–4199) its
+	// members leave at once; with one that invites it (4000–4099) they
+	// keep LeaveGrace, like every close that invites the client back.
 	CloseAdmin
 
 	closeReasonEnd // one past the last
@@ -191,8 +193,10 @@ func graced(reason CloseReason, code wire.CloseCode) bool {
 	switch reason {
 	case ClosePeer:
 		return code != wire.CloseNormal
-	case CloseProtocol, CloseAuth, CloseAdmin:
+	case CloseProtocol, CloseAuth:
 		return false
+	case CloseAdmin: // the operator's code says whether the client comes back
+		return wire.Reconnect(code)
 	}
 	return true
 }

@@ -228,7 +228,7 @@ func (a *adminAPI) disconnect(r *http.Request) (any, *apiError) {
 	if s := r.URL.Query().Get("code"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 4000 || n > 4199 {
-			return nil, badRequest("code must be from 4000 to 4199 (4100-4199: the client does not reconnect)")
+			return nil, badRequest("code must be from 4000 to 4199 (4100-4199: the client does not reconnect and its memberships end at once)")
 		}
 		code = wire.CloseCode(n)
 	}
@@ -263,7 +263,7 @@ func (a *adminAPI) nodes(r *http.Request) (any, *apiError) {
 // newAdminAPI builds the API over this node's hub, or the cluster's view
 // when the node has a bus.
 func (s *Server) newAdminAPI() *adminAPI {
-	var st adminState = localState{hub: s.hub}
+	var st adminState = localState{hub: s.hub, addr: s.Addr}
 	if s.bus != nil {
 		st = clusterState{Bus: s.bus, hub: s.hub}
 	}

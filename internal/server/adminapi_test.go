@@ -271,3 +271,38 @@ func TestAdminDisconnectSingleNode(t *testing.T) {
 		t.Errorf("second disconnect: %d %v", code, body)
 	}
 }
+
+// TestAdminDisconnectReconnectCode: with ?code=4000 the client comes back
+// (the code invites a reconnect) and, as with any such close, its
+// memberships keep their leave grace: nobody sees it leave.
+func TestAdminDisconnectReconnectCode(t *testing.T) {
+	cfg := sdkInsecure()
+	cfg.Presence.LeaveGrace = time.Minute
+	n, api := adminNode(t, cfg)
+	url := sdkURL(n.Addr())
+	alice, arec := sdkDial(t, client.Config{URL: url, User: "alice", MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	bob, brec := sdkDial(t, client.Config{URL: url, User: "bob"})
+	sdkJoin(t, alice, "room1", nil)
+	sdkJoin(t, bob, "room1", nil)
+	eventually(t, sdkWait, func() error {
+		return sdkMembers(bob, "room1", map[string]string{"alice": "online", "bob": "online"})
+	})
+	start := time.Now()
+	if code, body := api("POST", "/api/users/alice/disconnect?code=4000"); code != 200 || body["closed_here"] != 1.0 || body["reconnect"] != true {
+		t.Fatalf("disconnect: %d %v", code, body)
+	}
+	ev := arec.wait(t, "disconnect", func(ev client.Event) bool { return ev.Kind == client.EventDisconnected })
+	if ev.Close != 4000 || ev.Terminal {
+		t.Errorf("alice's client: close %d, terminal %v; want 4000, not terminal", ev.Close, ev.Terminal)
+	}
+	arec.wait(t, "reconnect", func(ev client.Event) bool { return ev.Kind == client.EventConnected && ev.Node != "" && ev.Resumed })
+	eventually(t, sdkWait, func() error {
+		return sdkMembers(alice, "room1", map[string]string{"alice": "online", "bob": "online"})
+	})
+	time.Sleep(3 * sdkTick)
+	for _, ev := range brec.all() {
+		if ev.Kind == client.EventChanged && ev.at.After(start) && slices.Contains(ev.Diff.Leave, "alice") {
+			t.Errorf("bob saw alice leave: the grace was not kept")
+		}
+	}
+}

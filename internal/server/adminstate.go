@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/wire"
@@ -31,7 +32,8 @@ type adminState interface {
 
 // localState is a single node's view: the hub holds everything.
 type localState struct {
-	hub *presence.Hub // static
+	hub  *presence.Hub         // static
+	addr func() netip.AddrPort // static: the public listener's address (bound before the API serves)
 }
 
 var _ adminState = localState{}
@@ -62,7 +64,9 @@ func (l localState) UserRooms(_ context.Context, user string) ([]string, error) 
 }
 
 func (l localState) Nodes(context.Context) ([]presence.NodeInfo, error) {
-	return []presence.NodeInfo{l.hub.NodeInfo()}, nil
+	ni := l.hub.NodeInfo()
+	ni.Addr = l.addr().String()
+	return []presence.NodeInfo{ni}, nil
 }
 
 func (l localState) Disconnect(_ context.Context, user string, code wire.CloseCode) (int, error) {
