@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -31,6 +32,8 @@ type fakeHub struct {
 
 	mu    sync.Mutex
 	calls []call
+	kicks []string // "user code" of each Disconnect
+	conns int64    // what NodeInfo reports
 	parts map[string]map[string]map[string]presence.Holding // room -> node -> user
 }
 
@@ -73,9 +76,18 @@ func (h *fakeHub) NodeDown(node string) {
 	h.calls = append(h.calls, call{op: "down", node: node})
 }
 
-func (h *fakeHub) Disconnect(string, wire.CloseCode) int { return 0 }
+func (h *fakeHub) Disconnect(user string, code wire.CloseCode) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.kicks = append(h.kicks, fmt.Sprint(user, " ", int(code)))
+	return 1
+}
 
-func (h *fakeHub) NodeInfo() presence.NodeInfo { return presence.NodeInfo{} }
+func (h *fakeHub) NodeInfo() presence.NodeInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return presence.NodeInfo{Conns: h.conns}
+}
 
 func (h *fakeHub) Republish(room string) {
 	h.mu.Lock()
