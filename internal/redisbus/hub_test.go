@@ -32,8 +32,8 @@ type fakeHub struct {
 
 	mu    sync.Mutex
 	calls []call
-	kicks []string // "user code" of each Disconnect
-	conns int64    // what NodeInfo reports
+	kicks []string                                          // "user code" of each Disconnect
+	conns int64                                             // what NodeInfo reports
 	parts map[string]map[string]map[string]presence.Holding // room -> node -> user
 }
 
