@@ -7,6 +7,9 @@
 // subscriptions (subscribe.go: own Receive loops, markers, probes), and
 // the rooms loop (rooms.go, watch.go: per room and sender seqs, snapshot
 // loads, resyncs, anti-entropy), and the reaper's cleanup (reap.go).
+// admin.go reads the cluster's rooms, members and nodes for operators
+// (from the caller's goroutine, never a loop's), publishes kicks on the
+// control channel and reports this node's connection count.
 //
 // Usage:
 //
