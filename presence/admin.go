@@ -80,19 +80,8 @@ func (h *Hub) UserRooms(user string) []string {
 // no leave. Safe from any goroutine: it only records
 // the close and hands it to the sink, like a room flusher's 4002.
 func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
-	var batch []*Session
-	for i := range h.sessions {
-		sh := &h.sessions[i]
-		sh.mu.Lock()
-		for s := sh.head; s != nil; s = s.next {
-			if s.user == user { // written under sh.mu (hello)
-				batch = append(batch, s)
-			}
-		}
-		sh.mu.Unlock()
-	}
 	n := 0
-	for _, s := range batch {
+	for _, s := range h.sessionsOf(user) { // O(user's sessions): users.go
 		if s.claimClose(code, CloseAdmin) {
 			s.sink.Close(code, "disconnected by an operator")
 			n++

@@ -255,10 +255,8 @@ func (s *Session) hello(c *wire.Request, now int64) {
 		return
 	}
 	s.state = active
-	sh := &s.hub.sessions[s.seq&(sessionShards-1)]
-	sh.mu.Lock() // Hub.Disconnect reads user from other goroutines
 	s.user = id.User
-	sh.mu.Unlock()
+	s.hub.addUser(s) // Hub.Disconnect finds the session by its user
 	s.rooms = id.Rooms
 	s.setExpiry(id.Expires, now)
 	s.scheduleRefresh(now, false)

@@ -223,8 +223,36 @@ func (b *Bus) Kick(ctx context.Context, user string, code wire.CloseCode) error 
 	return nil
 }
 
-// onKick handles a peer's "kick <sender> <code> <user>" (from the control
-// channel's receive loop): this node closes user's connections.
+// kickQueue bounds the peers' kicks waiting for kicker.
+const kickQueue = 1024
+
+// queueKick hands a peer's kick from the control channel's receive loop
+// (which also carries the lease-expiry events) to kicker, without waiting:
+// a kick that finds the queue full is dropped, like one sent while the
+// subscription reconnects.
+func (b *Bus) queueKick(msg string) {
+	select {
+	case b.kicks <- msg:
+	default:
+		b.m.errors.WithLabelValues("kick").Inc()
+		b.log.Warn("redisbus: kick queue full: dropped", "msg", msg)
+	}
+}
+
+// kicker runs the queued kicks until ctx is done.
+func (b *Bus) kicker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-b.kicks:
+			b.onKick(msg)
+		}
+	}
+}
+
+// onKick handles a peer's "kick <sender> <code> <user>" (queued by
+// queueKick): this node closes user's connections.
 func (b *Bus) onKick(msg string) {
 	f := strings.Fields(msg)
 	if len(f) != 4 || b.isOwn(f[1]) {

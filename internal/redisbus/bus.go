@@ -130,6 +130,7 @@ type Bus struct {
 	cmds     []command           // guarded by cmdMu: for the rooms loop, in order
 	overflow map[string]struct{} // guarded by cmdMu: rooms whose messages were dropped
 	cmdKick  chan struct{}       // cap 1
+	kicks    chan string         // peers' "kick" messages, for kicker (admin.go); cap kickQueue
 
 	recvq    chan event    // bounded: receive loops -> rooms loop
 	jobs     chan fetchJob // rooms loop -> loaders
@@ -184,6 +185,7 @@ func New(cfg Config) (*Bus, error) {
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
 		cmdKick:  make(chan struct{}, 1),
+		kicks:    make(chan string, kickQueue),
 		jobs:     make(chan fetchJob),
 		results:  make(chan fetchResult),
 		flushReq: make(chan chan struct{}),
@@ -192,7 +194,7 @@ func New(cfg Config) (*Bus, error) {
 	b.lv = newLiveness(live, b.k, livenessConfig{
 		node: cfg.Node, ttl: cfg.NodeTTL, noEvents: cfg.NoKeyspaceEvents, addr: cfg.Addr, db: cfg.Redis.DB,
 	}, b, cfg.Logger, m)
-	b.lv.onKick = b.onKick
+	b.lv.onKick = b.queueKick
 	return b, nil
 }
 
@@ -213,6 +215,7 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	wg.Go(func() { b.lv.run(ctx) })
 	wg.Go(func() { b.writer(ctx) })
 	wg.Go(func() { b.reportConns(ctx) })
+	wg.Go(func() { b.kicker(ctx) })
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}
