@@ -89,7 +89,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	cfg := &o.server
 	fs.StringVar(&cfg.Addr, "addr", poller.DefaultAddr, "public WebSocket `address`; clients connect to ws://ADDR/ws")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP `address`: /healthz, /readyz, /metrics, /debug/pprof/ and the admin API /api/ (keep it private)")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token of the admin API /api/ (surrounding whitespace trimmed); without it the API answers 403, except to loopback clients with -insecure")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token of the admin API /api/ (surrounding whitespace trimmed); without it the API answers 403, except with -insecure and -admin-addr on loopback")
 	fs.StringVar(&cfg.Engine, "engine", poller.DefaultEngine, "I/O `engine`: epoll or netpoll")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` allowed to upgrade (https://app.example.com); empty allows all")
 	fs.IntVar(&cfg.MaxMessage, "max-message", poller.DefaultMaxMessage, fmt.Sprintf("largest client message in `bytes`, after reassembly; larger closes with 1009 (at least %d)", minMaxMessage))

@@ -269,7 +269,7 @@ func (s *Server) newAdminAPI() *adminAPI {
 	}
 	return &adminAPI{
 		state: st,
-		auth:  newAdminAuth(s.cfg.AdminToken, s.cfg.Presence.Insecure),
+		auth:  newAdminAuth(s.cfg.AdminToken, s.cfg.Presence.Insecure, s.adminLn.Addr()),
 		log:   s.log,
 		reqs:  s.metrics.adminReqs,
 		node:  s.hub.Node(),

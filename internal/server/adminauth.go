@@ -10,16 +10,20 @@ import (
 )
 
 // adminAuth guards the admin API: a bearer token (Config.AdminToken),
-// compared in constant time; without one, only loopback clients of an
-// insecure server (Presence.Insecure) are let through.
+// compared in constant time. Without one, an insecure server
+// (Presence.Insecure) whose admin listener is bound to a loopback address
+// lets through requests that name a loopback host and carry no Origin
+// (a browser's cross-site request, or a DNS-rebound page, is refused).
 type adminAuth struct {
 	token    [sha256.Size]byte // static: the token's hash (compared, never the token itself)
 	hasToken bool              // static
-	insecure bool              // static
+	local    bool              // static: insecure, and the listener is bound to loopback
 }
 
-func newAdminAuth(token []byte, insecure bool) adminAuth {
-	a := adminAuth{hasToken: len(token) > 0, insecure: insecure}
+// newAdminAuth: ln is the admin listener's bound address.
+func newAdminAuth(token []byte, insecure bool, ln net.Addr) adminAuth {
+	token = []byte(strings.TrimSpace(string(token))) // as the request's is
+	a := adminAuth{hasToken: len(token) > 0, local: insecure && ln != nil && loopback(ln.String())}
 	if a.hasToken {
 		a.token = sha256.Sum256(token)
 	}
@@ -30,10 +34,15 @@ func newAdminAuth(token []byte, insecure bool) adminAuth {
 // error to answer.
 func (a adminAuth) check(r *http.Request) (int, string, string) {
 	if !a.hasToken {
-		if a.insecure && loopback(r.RemoteAddr) {
-			return 0, "", ""
+		switch {
+		case !a.local:
+			return http.StatusForbidden, "forbidden", "the admin API is off: start the server with -admin-token-file (or -insecure, with the admin listener on loopback)"
+		case r.Header.Get("Origin") != "":
+			return http.StatusForbidden, "forbidden", "without a token, requests from a browser (with an Origin header) are refused"
+		case !loopbackHost(r.Host):
+			return http.StatusForbidden, "forbidden", "without a token, the Host must be a loopback name"
 		}
-		return http.StatusForbidden, "forbidden", "the admin API is off: start the server with -admin-token-file (or -insecure, for loopback clients)"
+		return 0, "", ""
 	}
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
@@ -49,13 +58,27 @@ func (a adminAuth) check(r *http.Request) (int, string, string) {
 	return 0, "", ""
 }
 
-// loopback reports whether a request's remote address is on the loopback
+// loopback reports whether a host:port address is on the loopback
 // interface.
-func loopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
 	}
 	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
+	return err == nil && ip.IsLoopback()
+}
+
+// loopbackHost reports whether a request's Host (with or without a port)
+// names the loopback interface: localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

@@ -78,8 +78,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// AdminToken is the bearer token of the admin API (/api/, see
 	// docs/admin.md); cmd/presenced reads it from -admin-token-file.
-	// Default none: the API answers 403, except to loopback clients when
-	// Presence.Insecure is set (development). /healthz, /readyz, /metrics
+	// Default none: the API answers 403, except when Presence.Insecure
+	// is set and AdminAddr is a loopback address (development), to
+	// requests with a loopback Host and no Origin. /healthz, /readyz, /metrics
 	// and /debug/pprof/ never ask for it.
 	AdminToken []byte
 	// AdminShutdownTimeout bounds how long the admin listener waits for
