@@ -22,6 +22,15 @@ import (
 // parts as written (each node writes its rooms once per tick), so every
 // node answers alike.
 
+// MaxScanRooms bounds the room index entries one read scans (RoomNames,
+// UserRooms), summed over the live nodes: a read that would scan more
+// fails with ErrTooManyRooms, so that one admin request cannot cost Redis
+// a walk of every room (docs/admin.md).
+const MaxScanRooms = 100_000
+
+// ErrTooManyRooms: a read would scan more than MaxScanRooms index entries.
+var ErrTooManyRooms = errors.New("redisbus: more rooms than one read scans")
+
 // liveNodes returns the registry: id -> registration info ("addr|start ms").
 func (b *Bus) liveNodes(ctx context.Context) (map[string]string, error) {
 	return b.live.HGetAll(ctx, b.k.reg()).Result()
@@ -69,7 +78,8 @@ func newer(a, b presence.Holding) bool {
 
 // RoomNames returns the rooms written by a live node whose name starts
 // with prefix, sorted: the union of the live nodes' room indexes (a node
-// removes a room from its index when it holds nobody there any more).
+// removes a room from its index when it holds nobody there any more). It
+// fails with ErrTooManyRooms after scanning MaxScanRooms entries.
 func (b *Bus) RoomNames(ctx context.Context, prefix string) ([]string, error) {
 	reg, err := b.liveNodes(ctx)
 	if err != nil {
@@ -80,12 +90,24 @@ func (b *Bus) RoomNames(ctx context.Context, prefix string) ([]string, error) {
 	if !strings.ContainsAny(prefix, `*?[]\`) { // ids never hold these; a glob would still be filtered below
 		match = prefix + "*"
 	}
+	scanned := 0
 	for id := range reg {
 		var cursor uint64
 		for {
 			rooms, next, err := b.data.SScan(ctx, b.k.rooms(id), cursor, match, scanCount).Result()
 			if err != nil {
 				return nil, err
+			}
+			// With a prefix, Redis walks the whole index: a step that did
+			// not cover the set at once counts as the scanCount entries it
+			// walked.
+			if match == "" || (cursor == 0 && next == 0) {
+				scanned += len(rooms)
+			} else {
+				scanned += max(len(rooms), scanCount)
+			}
+			if scanned > b.scanCap {
+				return nil, fmt.Errorf("%w (%d, over %d live nodes)", ErrTooManyRooms, b.scanCap, len(reg))
 			}
 			for _, r := range rooms {
 				if strings.HasPrefix(r, prefix) {
@@ -137,7 +159,8 @@ func (b *Bus) RoomCounts(ctx context.Context, rooms []string) (map[string]int, e
 // UserRooms returns the rooms user is a member of on any live node,
 // sorted. Redis keeps no index by user: it checks every room of every
 // live node's index (one HEXISTS per room and node, pipelined), which is
-// an operator's query, not one for a hot path.
+// an operator's query, not one for a hot path. It fails with
+// ErrTooManyRooms like RoomNames.
 func (b *Bus) UserRooms(ctx context.Context, user string) ([]string, error) {
 	reg, err := b.liveNodes(ctx)
 	if err != nil {

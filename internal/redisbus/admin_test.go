@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -72,6 +73,19 @@ func TestClusterView(t *testing.T) {
 	if got, err := a.b.UserRooms(ctx, "nobody"); err != nil || len(got) != 0 {
 		t.Errorf("UserRooms(nobody): %v, %v", got, err)
 	}
+	// The cap on index entries scanned per read (read only by the caller).
+	a.b.scanCap = 100 // the indexes hold 300 + 150 entries
+	if got, err := a.b.RoomNames(ctx, "r/"); !errors.Is(err, ErrTooManyRooms) {
+		t.Errorf("RoomNames(r/) over the cap: %d rooms, %v; want ErrTooManyRooms", len(got), err)
+	}
+	if got, err := a.b.UserRooms(ctx, "u2"); !errors.Is(err, ErrTooManyRooms) {
+		t.Errorf("UserRooms(u2) over the cap: %d rooms, %v; want ErrTooManyRooms", len(got), err)
+	}
+	a.b.scanCap = len(names) + rooms/2
+	if got, err := a.b.RoomNames(ctx, "r/"); err != nil || len(got) != rooms {
+		t.Errorf("RoomNames(r/) at the cap: %d rooms, %v; want %d", len(got), err, rooms)
+	}
+	a.b.scanCap = MaxScanRooms
 	eventually(t, 5*time.Second, "nodes with their connections", func() bool {
 		ns, err := b.b.Nodes(ctx)
 		return err == nil && len(ns) == 2 && ns[0].ID == a.b.ID() && ns[0].Conns == 3 && ns[1].ID == b.b.ID() && ns[1].Conns == 0

@@ -131,6 +131,7 @@ type Bus struct {
 	overflow map[string]struct{} // guarded by cmdMu: rooms whose messages were dropped
 	cmdKick  chan struct{}       // cap 1
 	kicks    chan string         // peers' "kick" messages, for kicker (admin.go); cap kickQueue
+	scanCap  int                 // static: MaxScanRooms (smaller in tests)
 
 	recvq    chan event    // bounded: receive loops -> rooms loop
 	jobs     chan fetchJob // rooms loop -> loaders
@@ -186,6 +187,7 @@ func New(cfg Config) (*Bus, error) {
 		overflow: map[string]struct{}{},
 		cmdKick:  make(chan struct{}, 1),
 		kicks:    make(chan string, kickQueue),
+		scanCap:  MaxScanRooms,
 		jobs:     make(chan fetchJob),
 		results:  make(chan fetchResult),
 		flushReq: make(chan chan struct{}),

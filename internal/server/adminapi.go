@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/wire"
 )
 
@@ -20,6 +22,7 @@ const (
 	adminDefaultLimit = 100
 	adminMaxLimit     = 1000
 	adminTimeout      = 10 * time.Second // bounds a request's Redis reads
+	adminMaxReads     = 4                // reads served at once; more answer 503 busy
 	// DefaultDisconnectCode closes a disconnected user's connections:
 	// 4103 forbidden, after which the contract's clients do not reconnect.
 	DefaultDisconnectCode = wire.CloseForbidden
@@ -33,15 +36,16 @@ type adminAPI struct {
 	log   *slog.Logger
 	reqs  *prometheus.CounterVec
 	node  string
+	reads chan struct{} // a semaphore of adminMaxReads: the reads running
 }
 
 // register adds the API's routes to mux.
 func (a *adminAPI) register(mux *http.ServeMux) {
-	mux.Handle("GET /api/rooms/{room}/members", a.endpoint("members", a.members))
-	mux.Handle("GET /api/rooms", a.endpoint("rooms", a.rooms))
-	mux.Handle("GET /api/users/{user}/rooms", a.endpoint("user_rooms", a.userRooms))
+	mux.Handle("GET /api/rooms/{room}/members", a.endpoint("members", a.limited(a.members)))
+	mux.Handle("GET /api/rooms", a.endpoint("rooms", a.limited(a.rooms)))
+	mux.Handle("GET /api/users/{user}/rooms", a.endpoint("user_rooms", a.limited(a.userRooms)))
 	mux.Handle("POST /api/users/{user}/disconnect", a.endpoint("disconnect", a.disconnect))
-	mux.Handle("GET /api/nodes", a.endpoint("nodes", a.nodes))
+	mux.Handle("GET /api/nodes", a.endpoint("nodes", a.limited(a.nodes)))
 	mux.Handle("/api/", a.endpoint("unknown", func(*http.Request) (any, *apiError) {
 		return nil, &apiError{http.StatusNotFound, "not_found", "no such endpoint"}
 	}))
@@ -61,7 +65,27 @@ func badRequest(msg string) *apiError {
 func notFound(msg string) *apiError { return &apiError{http.StatusNotFound, "not_found", msg} }
 
 func unavailable(err error) *apiError {
+	if errors.Is(err, redisbus.ErrTooManyRooms) {
+		return &apiError{http.StatusUnprocessableEntity, "too_many_rooms",
+			"the cluster holds more rooms than one request scans (" + strconv.Itoa(redisbus.MaxScanRooms) + "): narrow the prefix"}
+	}
 	return &apiError{http.StatusServiceUnavailable, "unavailable", "reading the cluster's state failed: " + err.Error()}
+}
+
+// limited runs fn if fewer than adminMaxReads reads are running, else
+// answers 503 busy at once: the reads walk rooms (with a bus, in Redis,
+// which also carries the presence writes).
+func (a *adminAPI) limited(fn func(*http.Request) (any, *apiError)) func(*http.Request) (any, *apiError) {
+	return func(r *http.Request) (any, *apiError) {
+		select {
+		case a.reads <- struct{}{}:
+		default:
+			return nil, &apiError{http.StatusServiceUnavailable, "busy",
+				strconv.Itoa(adminMaxReads) + " reads are running: retry later"}
+		}
+		defer func() { <-a.reads }()
+		return fn(r)
+	}
 }
 
 // endpoint wraps fn with authentication, the JSON answer, the metric and
@@ -84,6 +108,9 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 		if aerr != nil {
 			status = aerr.status
 			body = map[string]any{"error": map[string]string{"code": aerr.code, "message": aerr.message}}
+			if aerr.code == "busy" {
+				w.Header().Set("Retry-After", "1")
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -273,5 +300,6 @@ func (s *Server) newAdminAPI() *adminAPI {
 		log:   s.log,
 		reqs:  s.metrics.adminReqs,
 		node:  s.hub.Node(),
+		reads: make(chan struct{}, adminMaxReads),
 	}
 }
