@@ -72,7 +72,8 @@ func (h *Hub) UserRooms(user string) []string {
 }
 
 // Disconnect closes every connection of user on this node with code and
-// returns how many it closed (CloseAdmin). With a code the contract says
+// returns how many closes it started (CloseAdmin; a connection already
+// closing is not counted). With a code the contract says
 // not to reconnect after (4100–4199, e.g. 4103) the client's SDK does not
 // come back and the memberships end without LeaveGrace: the other members
 // see the leave in the next diff. With a code that invites a reconnect
@@ -82,9 +83,8 @@ func (h *Hub) UserRooms(user string) []string {
 func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
 	n := 0
 	for _, s := range h.sessionsOf(user) { // O(user's sessions): users.go
-		if s.claimClose(code, CloseAdmin) {
-			s.sink.Close(code, "disconnected by an operator")
-			n++
+		if s.closeWith(code, CloseAdmin, "disconnected by an operator") {
+			n++ // counted only if this close started it (not a client already closing)
 		}
 	}
 	return n

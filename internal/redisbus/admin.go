@@ -228,9 +228,10 @@ func (b *Bus) Nodes(ctx context.Context) ([]presence.NodeInfo, error) {
 }
 
 // Kick asks every other node to close user's connections with code (a
-// "kick" on the control channel): their memberships end without leave
-// grace, so each room's other members see the leave within a tick of the
-// close. The caller closes this node's own (presence.Hub.Disconnect). The
+// "kick" on the control channel). With 4100-4199 their memberships end
+// without leave grace, so each room's other members see the leave within
+// a tick of the close; 4000-4099 (inviting a reconnect) keep the grace,
+// as presence.Hub.Disconnect says. The caller closes this node's own (presence.Hub.Disconnect). The
 // announcement is Pub/Sub, at most once: a node whose subscription is
 // reconnecting misses it (check UserRooms and repeat).
 func (b *Bus) Kick(ctx context.Context, user string, code wire.CloseCode) error {

@@ -41,13 +41,29 @@ type adminAPI struct {
 
 // register adds the API's routes to mux.
 func (a *adminAPI) register(mux *http.ServeMux) {
-	mux.Handle("GET /api/rooms/{room}/members", a.endpoint("members", a.limited(a.members)))
-	mux.Handle("GET /api/rooms", a.endpoint("rooms", a.limited(a.rooms)))
-	mux.Handle("GET /api/users/{user}/rooms", a.endpoint("user_rooms", a.limited(a.userRooms)))
-	mux.Handle("POST /api/users/{user}/disconnect", a.endpoint("disconnect", a.disconnect))
-	mux.Handle("GET /api/nodes", a.endpoint("nodes", a.limited(a.nodes)))
+	for _, rt := range []struct {
+		method, path, name string
+		fn                 func(*http.Request) (any, *apiError)
+	}{
+		{"GET", "/api/rooms/{room}/members", "members", a.limited(a.members)},
+		{"GET", "/api/rooms", "rooms", a.limited(a.rooms)},
+		{"GET", "/api/users/{user}/rooms", "user_rooms", a.limited(a.userRooms)},
+		{"POST", "/api/users/{user}/disconnect", "disconnect", a.disconnect},
+		{"GET", "/api/nodes", "nodes", a.limited(a.nodes)},
+	} {
+		mux.Handle(rt.method+" "+rt.path, a.endpoint(rt.name, rt.fn))
+		// Any other method: 405 (the method-less "/api/" below would say 404).
+		allow := rt.method
+		if allow == "GET" {
+			allow = "GET, HEAD"
+		}
+		mux.Handle(rt.path, a.endpoint(rt.name, func(*http.Request) (any, *apiError) {
+			return nil, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed",
+				message: "use " + rt.method + " for this endpoint", allow: allow}
+		}))
+	}
 	mux.Handle("/api/", a.endpoint("unknown", func(*http.Request) (any, *apiError) {
-		return nil, &apiError{http.StatusNotFound, "not_found", "no such endpoint"}
+		return nil, notFound("no such endpoint")
 	}))
 }
 
@@ -56,20 +72,24 @@ type apiError struct {
 	status  int
 	code    string
 	message string
+	allow   string         // the Allow header of a 405
+	extra   map[string]any // more keys of the answer, beside "error"
 }
 
 func badRequest(msg string) *apiError {
-	return &apiError{http.StatusBadRequest, "bad_request", msg}
+	return &apiError{status: http.StatusBadRequest, code: "bad_request", message: msg}
 }
 
-func notFound(msg string) *apiError { return &apiError{http.StatusNotFound, "not_found", msg} }
+func notFound(msg string) *apiError {
+	return &apiError{status: http.StatusNotFound, code: "not_found", message: msg}
+}
 
 func unavailable(err error) *apiError {
 	if errors.Is(err, redisbus.ErrTooManyRooms) {
-		return &apiError{http.StatusUnprocessableEntity, "too_many_rooms",
-			"the cluster holds more rooms than one request scans (" + strconv.Itoa(redisbus.MaxScanRooms) + "): narrow the prefix"}
+		return &apiError{status: http.StatusUnprocessableEntity, code: "too_many_rooms",
+			message: "the cluster holds more rooms than one request scans (" + strconv.Itoa(redisbus.MaxScanRooms) + "): narrow the prefix"}
 	}
-	return &apiError{http.StatusServiceUnavailable, "unavailable", "reading the cluster's state failed: " + err.Error()}
+	return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "reading the cluster's state failed: " + err.Error()}
 }
 
 // limited runs fn if fewer than adminMaxReads reads are running, else
@@ -80,8 +100,8 @@ func (a *adminAPI) limited(fn func(*http.Request) (any, *apiError)) func(*http.R
 		select {
 		case a.reads <- struct{}{}:
 		default:
-			return nil, &apiError{http.StatusServiceUnavailable, "busy",
-				strconv.Itoa(adminMaxReads) + " reads are running: retry later"}
+			return nil, &apiError{status: http.StatusServiceUnavailable, code: "busy",
+				message: strconv.Itoa(adminMaxReads) + " reads are running: retry later"}
 		}
 		defer func() { <-a.reads }()
 		return fn(r)
@@ -95,7 +115,7 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 		var body any
 		var aerr *apiError
 		if status, code, msg := a.auth.check(r); status != 0 {
-			aerr = &apiError{status, code, msg}
+			aerr = &apiError{status: status, code: code, message: msg}
 			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="presenced admin"`)
 			}
@@ -107,7 +127,14 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 		status := http.StatusOK
 		if aerr != nil {
 			status = aerr.status
-			body = map[string]any{"error": map[string]string{"code": aerr.code, "message": aerr.message}}
+			m := map[string]any{"error": map[string]string{"code": aerr.code, "message": aerr.message}}
+			for k, v := range aerr.extra {
+				m[k] = v
+			}
+			body = m
+			if aerr.allow != "" {
+				w.Header().Set("Allow", aerr.allow)
+			}
 			if aerr.code == "busy" {
 				w.Header().Set("Retry-After", "1")
 			}
@@ -260,11 +287,16 @@ func (a *adminAPI) disconnect(r *http.Request) (any, *apiError) {
 		code = wire.CloseCode(n)
 	}
 	n, err := a.state.Disconnect(r.Context(), user, code)
+	// The operator's action, for the audit trail (an error is answered, not logged).
 	a.log.Info("admin: user disconnected", keyUser, user, keyCode, int(code), keyClosed, n, keyRemote, r.RemoteAddr)
+	ans := map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "node": a.node}
 	if err != nil {
-		return nil, unavailable(err)
+		// This node's connections are closed; the other nodes were not told.
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			message: "closed " + strconv.Itoa(n) + " connections on this node, but telling the other nodes failed: " + err.Error(),
+			extra:   ans}
 	}
-	return map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "node": a.node}, nil
+	return ans, nil
 }
 
 type nodeJSON struct {

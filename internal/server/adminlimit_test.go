@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -45,7 +47,10 @@ func (b blockingState) Nodes(context.Context) ([]presence.NodeInfo, error) {
 	return nil, nil
 }
 
-func (b blockingState) Disconnect(context.Context, string, wire.CloseCode) (int, error) {
+func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (int, error) {
+	if user == "kickfails" {
+		return 2, errors.New("redis: connection refused")
+	}
 	return 1, nil
 }
 
@@ -108,5 +113,51 @@ func TestAdminReadLimit(t *testing.T) {
 	}
 	if n := len(a.reads); n != 0 {
 		t.Errorf("%d reads still counted after every request ended", n)
+	}
+}
+
+// TestAdminDisconnectKickFails: when telling the other nodes fails after
+// this node closed its connections, the answer is 503 and still says how
+// many were closed here; a wrong method is 405 with Allow.
+func TestAdminDisconnectKickFails(t *testing.T) {
+	a := &adminAPI{
+		state: blockingState{},
+		auth:  newAdminAuth([]byte("t0k"), false, nil),
+		log:   slog.New(slog.DiscardHandler),
+		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
+		node:  "n1",
+		reads: make(chan struct{}, adminMaxReads),
+	}
+	mux := http.NewServeMux()
+	a.register(mux)
+	do := func(method, path string) (*httptest.ResponseRecorder, map[string]any) {
+		r := httptest.NewRequest(method, path, nil)
+		r.Header.Set("Authorization", "Bearer t0k")
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		var body map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+			t.Errorf("%s %s: %v in %q", method, path, err, w.Body.String())
+		}
+		return w, body
+	}
+	w, body := do("POST", "/api/users/kickfails/disconnect")
+	e, _ := body["error"].(map[string]any)
+	if w.Code != 503 || e["code"] != "unavailable" || body["closed_here"] != float64(2) || body["user"] != "kickfails" {
+		t.Errorf("a failed kick: %d %v, want 503 unavailable with closed_here 2", w.Code, body)
+	}
+	if msg, _ := e["message"].(string); !strings.Contains(msg, "other nodes") || strings.Contains(msg, "reading") {
+		t.Errorf("a failed kick's message %q should name telling the other nodes", msg)
+	}
+	for _, tc := range []struct{ method, path, allow string }{
+		{"GET", "/api/users/a/disconnect", "POST"},
+		{"POST", "/api/rooms/x/members", "GET, HEAD"},
+		{"PUT", "/api/rooms", "GET, HEAD"},
+	} {
+		w, body := do(tc.method, tc.path)
+		e, _ := body["error"].(map[string]any)
+		if w.Code != 405 || e["code"] != "method_not_allowed" || w.Header().Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d %v Allow %q, want 405 method_not_allowed Allow %q", tc.method, tc.path, w.Code, body, w.Header().Get("Allow"), tc.allow)
+		}
 	}
 }

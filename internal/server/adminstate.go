@@ -25,8 +25,9 @@ type adminState interface {
 	// Nodes: the live nodes, sorted by id, with their connection counts.
 	Nodes(ctx context.Context) ([]presence.NodeInfo, error)
 	// Disconnect closes user's connections everywhere with code, their
-	// memberships ending without leave grace; it returns how many it
-	// closed on this node.
+	// memberships ending without leave grace for 4100-4199 (keeping it
+	// for 4000-4099); it returns how many it closed on this node, also
+	// with an error (the other nodes may not have been told).
 	Disconnect(ctx context.Context, user string, code wire.CloseCode) (int, error)
 }
 
