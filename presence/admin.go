@@ -45,6 +45,19 @@ func (h *Hub) RoomMembers(room string) []MemberInfo {
 	return out
 }
 
+// RoomCount returns how many members room has on this node (with a Bus,
+// the remote members of watched rooms too); 0 for a room with no member.
+// It holds the room's lock only to read the count.
+func (h *Hub) RoomCount(room string) int {
+	r := h.findRoom(room)
+	if r == nil {
+		return 0
+	}
+	n := r.members.len()
+	r.mu.Unlock()
+	return n
+}
+
 // RoomList returns the rooms whose name starts with prefix and that have
 // at least one member, with their member counts, sorted by name.
 func (h *Hub) RoomList(prefix string) []RoomInfo {

@@ -103,3 +103,25 @@ func TestDisconnectCostsTheUsersSessions(t *testing.T) {
 		t.Errorf("Disconnect(u7) = %d, want 1", n)
 	}
 }
+
+// TestRoomCount: the count of a room's members, without copying them.
+func TestRoomCount(t *testing.T) {
+	h, err := New(Config{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range []string{"a", "b", "c"} {
+		s := h.Open(&fakeSink{})
+		s.HandleText([]byte(`{"t":"hello","v":1,"user":"` + u + `"}`))
+		s.HandleText([]byte(fmt.Sprintf(`{"t":"join","id":%d,"room":"r1"}`, i+1)))
+	}
+	if n := h.RoomCount("r1"); n != 3 || n != len(h.RoomMembers("r1")) {
+		t.Errorf("RoomCount(r1) = %d, want 3 (= len(RoomMembers))", n)
+	}
+	if n := h.RoomCount("nowhere"); n != 0 {
+		t.Errorf("RoomCount(nowhere) = %d, want 0", n)
+	}
+	if n := testing.AllocsPerRun(50, func() { h.RoomCount("r1") }); n != 0 && !raceEnabled {
+		t.Errorf("RoomCount: %v allocations, want 0", n)
+	}
+}

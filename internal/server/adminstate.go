@@ -55,7 +55,7 @@ func (l localState) RoomNames(_ context.Context, prefix string) ([]string, error
 func (l localState) RoomCounts(_ context.Context, rooms []string) (map[string]int, error) {
 	out := make(map[string]int, len(rooms))
 	for _, r := range rooms {
-		out[r] = len(l.hub.RoomMembers(r))
+		out[r] = l.hub.RoomCount(r) // not RoomMembers: no copy under the room's lock
 	}
 	return out, nil
 }
