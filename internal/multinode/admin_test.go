@@ -128,9 +128,8 @@ func TestAdminAPICluster(t *testing.T) {
 		}
 		return nil
 	})
-	if d := time.Since(start); d >= grace/2 {
-		t.Errorf("the others saw alice leave after %v: the leave grace (%v) was not skipped", d, grace)
-	}
+	// The wait above (propagation) ends long before the grace: seeing the
+	// leave at all shows the grace was skipped.
 	t.Logf("alice's leave seen everywhere %v after the disconnect", time.Since(start))
 	eventually(t, propagation, func() error {
 		for _, n := range g.n {
@@ -152,9 +151,9 @@ func TestAdminAPICluster(t *testing.T) {
 		p.mu.Unlock()
 		p.close() // out of the truth
 	}
-	if err := g.n[0].metricIs(`presenced_connections_closed_total{reason="admin"}`, 1); err != nil {
-		t.Error(err)
-	}
+	eventually(t, propagation, func() error {
+		return g.n[0].metricIs(`presenced_connections_closed_total{reason="admin"}`, 1)
+	})
 
 	// Without the token: 401; unknown room: 404, on any node.
 	if code, _, _ := g.n[1].get("/api/nodes"); code != 401 {

@@ -250,12 +250,11 @@ func TestAdminDisconnectSingleNode(t *testing.T) {
 	if ev.Close != 4103 || !ev.Terminal {
 		t.Errorf("alice's client: close %d, terminal %v; want 4103, terminal", ev.Close, ev.Terminal)
 	}
+	// wait gives up long before the grace (1m): seeing the leave at all
+	// shows the grace was skipped.
 	brec.wait(t, "alice's leave", func(ev client.Event) bool {
 		return ev.Kind == client.EventChanged && ev.Diff != nil && slices.Contains(ev.Diff.Leave, "alice")
 	})
-	if d := time.Since(start); d > 30*time.Second {
-		t.Errorf("leave after %v: the grace (1m) was not skipped", d)
-	}
 	sdkMetric(t, n.reg, 1, "presenced_connections_closed_total", "reason", "admin")
 	if v := metric(t, n.reg, "presenced_admin_requests_total", "endpoint", "disconnect", "code", "200"); v != 1 {
 		t.Errorf("presenced_admin_requests_total{disconnect,200} %v, want 1", v)
