@@ -44,6 +44,11 @@ const (
 	// CloseInternal: the server failed (1011): the token verifier failed at
 	// hello, or a handler panicked.
 	CloseInternal
+	// CloseAdmin: an operator disconnected the user (Hub.Disconnect, the
+	// admin API). With a code that forbids a reconnect (4100–4199) its
+	// members leave at once; with one that invites it (4000–4099) they
+	// keep LeaveGrace, like every close that invites the client back.
+	CloseAdmin
 
 	closeReasonEnd // one past the last
 )
@@ -86,6 +91,8 @@ func (r CloseReason) String() string {
 		return "shutdown"
 	case CloseInternal:
 		return "internal"
+	case CloseAdmin:
+		return "admin"
 	}
 	return "unknown"
 }
@@ -179,7 +186,7 @@ func ending(end ConnEnd, own closeRecord) (reason CloseReason, grace bool) {
 
 // graced reports whether members of a connection that ended for reason,
 // with code, stay for LeaveGrace: the client closing with 1000, protocol
-// violations and refused tokens (closes that forbid a reconnect) leave at
+// violations, refused tokens and an operator's disconnect (closes that forbid a reconnect) leave at
 // once; lost connections and closes that invite a reconnect (heartbeat,
 // slow, token expiry, rate, drain, shutdown, internal) keep them.
 func graced(reason CloseReason, code wire.CloseCode) bool {
@@ -188,6 +195,8 @@ func graced(reason CloseReason, code wire.CloseCode) bool {
 		return code != wire.CloseNormal
 	case CloseProtocol, CloseAuth:
 		return false
+	case CloseAdmin: // the operator's code says whether the client comes back
+		return wire.Reconnect(code)
 	}
 	return true
 }

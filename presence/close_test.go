@@ -40,7 +40,7 @@ func (c *closeCounts) get() map[CloseReason]int {
 
 func TestCloseReasonLabels(t *testing.T) {
 	want := []string{"peer", "reset", "heartbeat", "hello_timeout", "slow", "token_expired",
-		"auth", "rate", "protocol", "drain", "shutdown", "internal"}
+		"auth", "rate", "protocol", "drain", "shutdown", "internal", "admin"}
 	var got []string
 	next := CloseReason(1)
 	for r := range CloseReasons() {
@@ -98,6 +98,10 @@ func TestEnding(t *testing.T) {
 		{"1001 drain", ConnEnd{EndClosed, wire.CloseGoingAway}, own(wire.CloseGoingAway, CloseDrain), CloseDrain, grace},
 		{"1011 verifier failed", ConnEnd{EndClosed, wire.CloseInternalError}, own(wire.CloseInternalError, CloseInternal), CloseInternal, grace},
 		{"4101 refused token", ConnEnd{EndClosed, wire.CloseUnauthorized}, own(wire.CloseUnauthorized, CloseAuth), CloseAuth, atOnce},
+		{"4103 an operator's disconnect", ConnEnd{EndClosed, wire.CloseForbidden}, own(wire.CloseForbidden, CloseAdmin), CloseAdmin, atOnce},
+		{"4000 an operator's disconnect inviting a reconnect", ConnEnd{EndClosed, 4000}, own(4000, CloseAdmin), CloseAdmin, grace},
+		{"an operator's disconnect, handshake timed out", ConnEnd{EndTimeout, wire.CloseForbidden}, own(wire.CloseForbidden, CloseAdmin), CloseAdmin, atOnce},
+		{"connection lost after an operator's disconnect", ConnEnd{}, own(wire.CloseForbidden, CloseAdmin), CloseAdmin, atOnce},
 		{"4103 another user", ConnEnd{EndClosed, wire.CloseForbidden}, own(wire.CloseForbidden, CloseAuth), CloseAuth, atOnce},
 		{"1003 binary", ConnEnd{EndClosed, wire.CloseUnsupported}, own(wire.CloseUnsupported, CloseProtocol), CloseProtocol, atOnce},
 		{"1007 invalid JSON", ConnEnd{EndClosed, wire.CloseInvalidPayload}, own(wire.CloseInvalidPayload, CloseProtocol), CloseProtocol, atOnce},

@@ -29,6 +29,7 @@ type Hub struct {
 
 	rooms    [roomShards]roomShard
 	sessions [sessionShards]sessionShard
+	users    [userShards]userShard // the sessions that said hello, by user (users.go)
 
 	nextConn    atomic.Uint64
 	draining    atomic.Bool
@@ -125,6 +126,7 @@ func (h *Hub) unregister(s *Session) {
 	}
 	s.prev, s.next = nil, nil
 	sh.mu.Unlock()
+	h.removeUser(s)
 	h.nSessions.Add(-1)
 }
 

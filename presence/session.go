@@ -256,6 +256,7 @@ func (s *Session) hello(c *wire.Request, now int64) {
 	}
 	s.state = active
 	s.user = id.User
+	s.hub.addUser(s) // Hub.Disconnect finds the session by its user
 	s.rooms = id.Rooms
 	s.setExpiry(id.Expires, now)
 	s.scheduleRefresh(now, false)

@@ -26,6 +26,7 @@ func packageDefaults() map[string]string {
 	return map[string]string{
 		"addr":                         poller.DefaultAddr,
 		"admin-addr":                   server.DefaultAdminAddr,
+		"admin-token-file":             "", // the API answers 403
 		"engine":                       poller.DefaultEngine,
 		"allowed-origins":              "", // every origin
 		"max-message":                  strconv.Itoa(poller.DefaultMaxMessage),
@@ -94,7 +95,7 @@ func TestRegressFlagDefaultsArePackageDefaults(t *testing.T) {
 // notInProtocol are the flags that docs/protocol.md's settings table leaves
 // out: they change nothing a client sees (the Redis ones: README.md and
 // docs/cluster.md have them).
-var notInProtocol = []string{"admin-addr", "engine", "demo", "log-level", "gc-percent", "jwt-secret", "jwt-secret-file", "jwt-public-key",
+var notInProtocol = []string{"admin-addr", "admin-token-file", "engine", "demo", "log-level", "gc-percent", "jwt-secret", "jwt-secret-file", "jwt-public-key",
 	"redis", "redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
 
 // TestDocsDefaults: the tables of defaults in README.md and

@@ -61,6 +61,7 @@ type options struct {
 	jwtSecret      string          // -jwt-secret
 	jwtSecretFile  string          // -jwt-secret-file
 	jwtPublicKey   string          // -jwt-public-key: a file name
+	adminTokenFile string          // -admin-token-file
 	redisURL       string          // -redis, parsed into server.Redis.Redis
 	redisCluster   bool            // -redis-cluster
 	redisMaster    string          // -redis-sentinel-master
@@ -87,7 +88,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.SetOutput(io.Discard) // errors are returned, the usage printed on request
 	cfg := &o.server
 	fs.StringVar(&cfg.Addr, "addr", poller.DefaultAddr, "public WebSocket `address`; clients connect to ws://ADDR/ws")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP `address`: /healthz, /readyz, /metrics, /debug/pprof/ (keep it private)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP `address`: /healthz, /readyz, /metrics, /debug/pprof/ and the admin API /api/ (keep it private)")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token of the admin API /api/ (surrounding whitespace trimmed); without it the API answers 403, except with -insecure and -admin-addr on loopback")
 	fs.StringVar(&cfg.Engine, "engine", poller.DefaultEngine, "I/O `engine`: epoll or netpoll")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated `origins` allowed to upgrade (https://app.example.com); empty allows all")
 	fs.IntVar(&cfg.MaxMessage, "max-message", poller.DefaultMaxMessage, fmt.Sprintf("largest client message in `bytes`, after reassembly; larger closes with 1009 (at least %d)", minMaxMessage))
@@ -179,7 +181,17 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 	if err := redisConfig(&o, fs); err != nil {
 		return o, err
 	}
-	return o, loadKeys(&o)
+	if err := loadKeys(&o); err != nil {
+		return o, err
+	}
+	if o.adminTokenFile != "" {
+		tok, err := readSecretFile("-admin-token-file", o.adminTokenFile)
+		if err != nil {
+			return o, err
+		}
+		o.server.AdminToken = []byte(tok)
+	}
+	return o, nil
 }
 
 // redisConfig checks the Redis flags and, with -redis, gives the server

@@ -7,6 +7,9 @@
 // subscriptions (subscribe.go: own Receive loops, markers, probes), and
 // the rooms loop (rooms.go, watch.go: per room and sender seqs, snapshot
 // loads, resyncs, anti-entropy), and the reaper's cleanup (reap.go).
+// admin.go reads the cluster's rooms, members and nodes for operators
+// (from the caller's goroutine, never a loop's), publishes kicks on the
+// control channel and reports this node's connection count.
 //
 // Usage:
 //
@@ -37,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -85,6 +89,14 @@ type Hub interface {
 	// Republish: the Hub's next flush of room ("" every room) calls
 	// Publish(room, all local holdings, true).
 	Republish(room string)
+	// Disconnect closes user's connections on this node with code (an
+	// operator's request, maybe from another node); their memberships
+	// end without leave grace for 4100-4199 and keep it for 4000-4099
+	// (a code inviting a reconnect). It returns how many it closed.
+	Disconnect(user string, code wire.CloseCode) int
+	// NodeInfo reports this node's open connections (Conns), written to
+	// Redis for the other nodes' node lists.
+	NodeInfo() presence.NodeInfo
 }
 
 // Bus is a presence.Bus over Redis.
@@ -119,6 +131,8 @@ type Bus struct {
 	cmds     []command           // guarded by cmdMu: for the rooms loop, in order
 	overflow map[string]struct{} // guarded by cmdMu: rooms whose messages were dropped
 	cmdKick  chan struct{}       // cap 1
+	kicks    chan string         // peers' "kick" messages, for kicker (admin.go); cap kickQueue
+	scanCap  int                 // static: MaxScanRooms (smaller in tests)
 
 	recvq    chan event    // bounded: receive loops -> rooms loop
 	jobs     chan fetchJob // rooms loop -> loaders
@@ -173,6 +187,8 @@ func New(cfg Config) (*Bus, error) {
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
 		cmdKick:  make(chan struct{}, 1),
+		kicks:    make(chan string, kickQueue),
+		scanCap:  MaxScanRooms,
 		jobs:     make(chan fetchJob),
 		results:  make(chan fetchResult),
 		flushReq: make(chan chan struct{}),
@@ -181,6 +197,7 @@ func New(cfg Config) (*Bus, error) {
 	b.lv = newLiveness(live, b.k, livenessConfig{
 		node: cfg.Node, ttl: cfg.NodeTTL, noEvents: cfg.NoKeyspaceEvents, addr: cfg.Addr, db: cfg.Redis.DB,
 	}, b, cfg.Logger, m)
+	b.lv.onKick = b.queueKick
 	return b, nil
 }
 
@@ -200,6 +217,8 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.lv.run(ctx) })
 	wg.Go(func() { b.writer(ctx) })
+	wg.Go(func() { b.reportConns(ctx) })
+	wg.Go(func() { b.kicker(ctx) })
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}

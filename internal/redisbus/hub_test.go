@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/presence"
 )
 
@@ -30,6 +32,8 @@ type fakeHub struct {
 
 	mu    sync.Mutex
 	calls []call
+	kicks []string                                          // "user code" of each Disconnect
+	conns int64                                             // what NodeInfo reports
 	parts map[string]map[string]map[string]presence.Holding // room -> node -> user
 }
 
@@ -70,6 +74,19 @@ func (h *fakeHub) NodeDown(node string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls = append(h.calls, call{op: "down", node: node})
+}
+
+func (h *fakeHub) Disconnect(user string, code wire.CloseCode) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.kicks = append(h.kicks, fmt.Sprint(user, " ", int(code)))
+	return 1
+}
+
+func (h *fakeHub) NodeInfo() presence.NodeInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return presence.NodeInfo{Conns: h.conns}
 }
 
 func (h *fakeHub) Republish(room string) {

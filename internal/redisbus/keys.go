@@ -26,7 +26,8 @@ const partitions = 64
 //	P{n}:reap:<id>         the reaper's lock, SET NX
 //	P{n}:clock             when a node last ran a liveness round (Redis TIME, ms), PX 4 NodeTTL
 //	P{n}:grace             set for one NodeTTL when no round ran for NodeTTL/2: nobody is reaped meanwhile
-//	P{n}:ctl               channel: node gone / bye announcements
+//	P{n}:conns:<id>        id's open connections, PX NodeTTL, written every NodeTTL/3
+//	P{n}:ctl               channel: node gone / bye announcements, operators' kicks
 //	P{p<k>}:m:<room>|<id>  HASH user -> holding, id's part of the room
 //	P{p<k>}:n:<room>       HASH id -> last seq id published for the room
 //	P{p<k>}:c:<room>       channel: the room's messages
@@ -45,6 +46,7 @@ func (k keys) last(node string) string   { return k.live("last:" + node) }
 func (k keys) rooms(id string) string    { return k.live("rooms:" + id) }
 func (k keys) reapLock(id string) string { return k.live("reap:" + id) }
 func (k keys) ctl() string               { return k.live("ctl") }
+func (k keys) conns(id string) string    { return k.live("conns:" + id) }
 
 // leasePrefix is what an expired event's key starts with for a lease.
 func (k keys) leasePrefix() string { return k.live("lease:") }

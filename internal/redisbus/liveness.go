@@ -66,6 +66,11 @@ type liveness struct {
 	// (random in [0, period)); static, replaced by tests.
 	firstTick func(period time.Duration) time.Duration
 
+	// onKick handles an operator's "kick" on the control channel; set by
+	// the Bus after newLiveness, static afterwards. Called on the
+	// subscription's goroutine, holding no lock.
+	onKick func(msg string)
+
 	kick chan string // run a round now, with how a death it finds counts as (cap 1)
 	ctlc chan string // ctl messages for the loop
 

@@ -135,6 +135,10 @@ func (l *liveness) listen(ctx context.Context, ps *redis.PubSub, addr, expired s
 				if strings.HasPrefix(m.Payload, l.k.leasePrefix()) {
 					l.kickRound(DeathEvent)
 				}
+			case m.Channel == l.k.ctl() && strings.HasPrefix(m.Payload, "kick "):
+				if l.onKick != nil {
+					l.onKick(m.Payload)
+				}
 			case m.Channel == l.k.ctl():
 				select {
 				case l.ctlc <- m.Payload:

@@ -10,8 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// newAdminServer builds the admin HTTP server: health, readiness, metrics
-// and profiles. It uses its own mux, never http.DefaultServeMux.
+// newAdminServer builds the admin HTTP server: health, readiness, metrics,
+// profiles and the admin API (/api/, adminapi.go). It uses its own mux,
+// never http.DefaultServeMux.
 func (s *Server) newAdminServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -36,6 +37,7 @@ func (s *Server) newAdminServer() *http.Server {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.newAdminAPI().register(mux)
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

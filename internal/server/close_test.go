@@ -19,7 +19,7 @@ import (
 // closeLabels are the reason labels of presenced_connections_closed_total,
 // as documented in docs/protocol.md (dashboards depend on them).
 var closeLabels = []string{"peer", "reset", "heartbeat", "hello_timeout", "slow", "token_expired",
-	"auth", "rate", "protocol", "drain", "shutdown", "internal"}
+	"auth", "rate", "protocol", "drain", "shutdown", "internal", "admin"}
 
 // closedByReason returns presenced_connections_closed_total by reason.
 func closedByReason(t *testing.T, reg prometheus.Gatherer) map[string]float64 {

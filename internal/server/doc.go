@@ -1,6 +1,7 @@
 // Package server is the glue of presenced: it wires the poller's callbacks
 // to the application, counts what happens in Prometheus metrics and serves
-// the admin HTTP listener (/healthz, /readyz, /metrics, /debug/pprof/).
+// the admin HTTP listener (/healthz, /readyz, /metrics, /debug/pprof/ and
+// the admin API under /api/: adminapi.go, docs/admin.md).
 // cmd/presenced is a thin main around it; tests and benchmarks start a whole
 // server in-process through it.
 //

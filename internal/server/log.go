@@ -21,6 +21,10 @@ const (
 	keyNode       = "node"
 	keyConns      = "conns"
 	keyWindow     = "window"
+	keyUser       = "user"
+	keyClosed     = "closed"
+	keyEndpoint   = "endpoint"
+	keyStatus     = "status"
 )
 
 // logLimiter lets at most max records through per second, so that a flood

@@ -20,8 +20,9 @@ type metrics struct {
 	sendFull     prometheus.Counter
 	pagesServed  prometheus.Counter
 	panics       prometheus.Counter
-	closed       closeCounts // by presence.CloseReason
-	handshakeErr labelled    // by poller.RejectReason
+	closed       closeCounts            // by presence.CloseReason
+	handshakeErr labelled               // by poller.RejectReason
+	adminReqs    *prometheus.CounterVec // admin API requests by endpoint and HTTP status
 	presence     presence.Metrics
 }
 
@@ -44,12 +45,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_connections_closed_total",
-		Help: "WebSocket connections closed, by reason (peer, reset, heartbeat, hello_timeout, slow, token_expired, auth, rate, protocol, drain, shutdown, internal).",
+		Help: "WebSocket connections closed, by reason (peer, reset, heartbeat, hello_timeout, slow, token_expired, auth, rate, protocol, drain, shutdown, internal, admin).",
 	}, []string{"reason"})
 	handshakeErr := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_handshake_failures_total",
 		Help: "Connections that failed before the WebSocket upgrade completed, by reason.",
 	}, []string{"reason"})
+	m.adminReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "presenced_admin_requests_total",
+		Help: "Admin API requests (/api/), by endpoint (members, rooms, user_rooms, disconnect, nodes, unknown) and HTTP status code.",
+	}, []string{"endpoint", "code"})
+	for _, e := range []string{"members", "rooms", "user_rooms", "disconnect", "nodes", "unknown"} {
+		m.adminReqs.WithLabelValues(e, "200") // exported from the start
+	}
 	m.closed = newCloseCounts(closed)
 	m.handshakeErr = newLabelled(handshakeErr, func(i int) string {
 		if poller.RejectReason(i) == poller.RejectPage {
@@ -58,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return poller.RejectReason(i).String()
 	})
 
-	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics, m.pagesServed}
+	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics, m.pagesServed, m.adminReqs}
 	cs = append(cs, m.newPresenceMetrics(counter)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -52,8 +52,8 @@ type Config struct {
 	// Addr is the public listener; GET /ws upgrades to WebSocket.
 	// Default "127.0.0.1:8080".
 	Addr string
-	// AdminAddr is the admin HTTP listener: /healthz, /readyz, /metrics and
-	// /debug/pprof/. Keep it off the public network. Default "127.0.0.1:9090".
+	// AdminAddr is the admin HTTP listener: /healthz, /readyz, /metrics,
+	// /debug/pprof/ and the admin API (/api/, AdminToken). Keep it off the public network. Default "127.0.0.1:9090".
 	AdminAddr string
 	// Engine is the poller's I/O engine: "epoll" (default) or "netpoll".
 	Engine string
@@ -76,6 +76,13 @@ type Config struct {
 	// HandshakeTimeout closes connections that have not completed the HTTP
 	// upgrade in time. Default 5 s.
 	HandshakeTimeout time.Duration
+	// AdminToken is the bearer token of the admin API (/api/, see
+	// docs/admin.md); cmd/presenced reads it from -admin-token-file.
+	// Default none: the API answers 403, except when Presence.Insecure
+	// is set and AdminAddr is a loopback address (development), to
+	// requests with a loopback Host and no Origin. /healthz, /readyz, /metrics
+	// and /debug/pprof/ never ask for it.
+	AdminToken []byte
 	// AdminShutdownTimeout bounds how long the admin listener waits for
 	// requests in flight (a CPU profile, a scrape) once the WebSocket side
 	// has stopped. Default 5 s.

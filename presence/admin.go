@@ -1,0 +1,110 @@
+package presence
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/presenced/presenced/internal/wire"
+)
+
+// MemberInfo is a room member as an operator's query sees it.
+type MemberInfo struct {
+	User   string
+	Status string
+	Meta   string // compact JSON object; "" for {}
+}
+
+// RoomInfo is a room and its member count.
+type RoomInfo struct {
+	Room    string
+	Members int
+}
+
+// NodeInfo is a live node and the connections it holds.
+type NodeInfo struct {
+	ID    string // the node's id (with a Bus, its incarnation "node#epoch")
+	Addr  string // its public address, if known
+	Conns int64  // open connections (sessions)
+}
+
+// RoomMembers returns room's members on this node (with a Bus, the remote
+// members of watched rooms too), sorted by user; nil for a room with no
+// member. Safe for concurrent use; it takes the room's lock briefly.
+func (h *Hub) RoomMembers(room string) []MemberInfo {
+	r := h.findRoom(room)
+	if r == nil {
+		return nil
+	}
+	out := make([]MemberInfo, 0, r.members.len())
+	for m := range r.members.all() {
+		out = append(out, MemberInfo{User: m.user, Status: m.st.status, Meta: m.st.meta})
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b MemberInfo) int { return strings.Compare(a.User, b.User) })
+	return out
+}
+
+// RoomCount returns how many members room has on this node (with a Bus,
+// the remote members of watched rooms too); 0 for a room with no member.
+// It holds the room's lock only to read the count.
+func (h *Hub) RoomCount(room string) int {
+	r := h.findRoom(room)
+	if r == nil {
+		return 0
+	}
+	n := r.members.len()
+	r.mu.Unlock()
+	return n
+}
+
+// RoomList returns the rooms whose name starts with prefix and that have
+// at least one member, with their member counts, sorted by name.
+func (h *Hub) RoomList(prefix string) []RoomInfo {
+	var out []RoomInfo
+	h.eachRoom(func(r *room) {
+		if n := r.members.len(); n > 0 && strings.HasPrefix(r.name, prefix) {
+			out = append(out, RoomInfo{Room: r.name, Members: n})
+		}
+	})
+	slices.SortFunc(out, func(a, b RoomInfo) int { return cmp.Compare(a.Room, b.Room) })
+	return out
+}
+
+// UserRooms returns the rooms user is a member of, sorted. It walks every
+// room: a query for operators, not for a hot path.
+func (h *Hub) UserRooms(user string) []string {
+	var out []string
+	h.eachRoom(func(r *room) {
+		if r.members.get(user) != nil {
+			out = append(out, r.name)
+		}
+	})
+	slices.Sort(out)
+	return out
+}
+
+// Disconnect closes every connection of user on this node with code and
+// returns how many closes it started (CloseAdmin; a connection already
+// closing is not counted). With a code the contract says
+// not to reconnect after (4100–4199, e.g. 4103) the client's SDK does not
+// come back and the memberships end without LeaveGrace: the other members
+// see the leave in the next diff. With a code that invites a reconnect
+// (4000–4099) they keep LeaveGrace, so a client that comes back causes
+// no leave. Safe from any goroutine: it only records
+// the close and hands it to the sink, like a room flusher's 4002.
+func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
+	n := 0
+	for _, s := range h.sessionsOf(user) { // O(user's sessions): users.go
+		if s.closeWith(code, CloseAdmin, "disconnected by an operator") {
+			n++ // counted only if this close started it (not a client already closing)
+		}
+	}
+	return n
+}
+
+// NodeInfo returns this node's entry for a node list: its id and open
+// connections.
+func (h *Hub) NodeInfo() NodeInfo {
+	return NodeInfo{ID: h.cfg.Node, Conns: h.nSessions.Load()}
+}

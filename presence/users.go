@@ -1,0 +1,89 @@
+package presence
+
+import (
+	"hash/maphash"
+	"slices"
+	"sync"
+)
+
+const userShards = 16 // power of two
+
+// userShard indexes the sessions that said hello by their user, so that
+// Hub.Disconnect costs O(the user's sessions) and never walks the session
+// shards the event loops lock.
+type userShard struct {
+	mu    sync.Mutex
+	users map[string]userSessions // guarded by mu
+}
+
+// userSessions are one user's sessions on this node: most users have one,
+// kept without a slice.
+type userSessions struct {
+	one  *Session
+	more []*Session
+}
+
+func (h *Hub) userShard(user string) *userShard {
+	return &h.users[maphash.String(h.seed, user)&(userShards-1)]
+}
+
+// addUser records s under its user (set by hello). Called on the event loop.
+func (h *Hub) addUser(s *Session) {
+	sh := h.userShard(s.user)
+	sh.mu.Lock()
+	if sh.users == nil {
+		sh.users = map[string]userSessions{}
+	}
+	us, ok := sh.users[s.user]
+	switch {
+	case !ok:
+		us.one = s
+	case us.one == nil:
+		us.one = s
+	default:
+		us.more = append(us.more, s)
+	}
+	sh.users[s.user] = us
+	sh.mu.Unlock()
+}
+
+// removeUser forgets s (unregister). Called on the event loop.
+func (h *Hub) removeUser(s *Session) {
+	if s.user == "" {
+		return // no hello
+	}
+	sh := h.userShard(s.user)
+	sh.mu.Lock()
+	us := sh.users[s.user]
+	if us.one == s {
+		us.one = nil
+		if n := len(us.more); n > 0 {
+			us.one, us.more[n-1] = us.more[n-1], nil
+			us.more = us.more[:n-1]
+		}
+	} else if i := slices.Index(us.more, s); i >= 0 {
+		last := len(us.more) - 1
+		us.more[i], us.more[last] = us.more[last], nil
+		us.more = us.more[:last]
+	}
+	if us.one == nil {
+		delete(sh.users, s.user)
+	} else {
+		sh.users[s.user] = us
+	}
+	sh.mu.Unlock()
+}
+
+// sessionsOf returns a copy of user's sessions. Safe from any goroutine.
+func (h *Hub) sessionsOf(user string) []*Session {
+	sh := h.userShard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	us, ok := sh.users[user]
+	if !ok {
+		return nil
+	}
+	out := make([]*Session, 0, 1+len(us.more))
+	out = append(out, us.one)
+	return append(out, us.more...)
+}
