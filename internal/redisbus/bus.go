@@ -63,6 +63,15 @@ type Config struct {
 	// called anyway (the rest follows as Apply). Give the Hub's
 	// (presence.Config.WatchTimeout); default presence.DefaultWatchTimeout.
 	WatchTimeout time.Duration
+	// Events, when set, receives the rooms' membership transitions
+	// (webhooks): the room's write script decides them in Redis, so each
+	// is given to exactly one node's Events (docs/webhooks.md). Default
+	// nil: none are computed.
+	Events presence.Events
+	// LeaveGrace is how long a dead node's members stay members for
+	// Events (the Hub's presence.Config.LeaveGrace); default
+	// presence.DefaultLeaveGrace.
+	LeaveGrace time.Duration
 	// Addr is advertised in the registration info (optional).
 	Addr string
 	// Logger; nil discards.
@@ -147,6 +156,9 @@ func New(cfg Config) (*Bus, error) {
 	}
 	if cfg.NodeTTL <= 0 {
 		cfg.NodeTTL = DefaultNodeTTL
+	}
+	if cfg.LeaveGrace <= 0 {
+		cfg.LeaveGrace = presence.DefaultLeaveGrace
 	}
 	if cfg.WatchTimeout <= 0 {
 		cfg.WatchTimeout = presence.DefaultWatchTimeout
@@ -239,11 +251,12 @@ func (b *Bus) Leave(ctx context.Context) error {
 	}
 	id := b.selfID()
 	err = b.lv.leave(ctx)
-	if id != "" {
+	if id != "" && b.cfg.Events == nil {
 		// Best effort within ctx, without the reaper's lock: the peers
 		// told of the end reap too (under the lock), and deleting twice
-		// is harmless.
-		if rerr := b.reapOnce(ctx, id); rerr != nil {
+		// is harmless. With Events the peers' reaper must find the
+		// parts: it ends their holds after the leave grace.
+		if rerr := b.reapOnce(ctx, id, map[string][]string{}); rerr != nil {
 			b.m.errors.WithLabelValues("reap").Inc()
 		}
 	}

@@ -16,7 +16,9 @@ import (
 // the message, atomically on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
+//	KEYS[3] wh:<room>       KEYS[4] whseq (membership events, events.go)
 //	ARGV    id, seq, full (1/0), publish command, channel, message,
+//	        events (1/0), member key prefix,
 //	        then user, value pairs (value "": the user is let go)
 //
 // A seq not above the stored one is a retry: nothing is done (returns 0).
@@ -26,17 +28,36 @@ import (
 // republished in full instead. A full write with no holding (the node
 // holds nobody in the room any more) removes the sender from the room:
 // its seq goes too.
-const writeScriptSrc = `
+//
+// With events, the holds the write started and ended update the room's
+// membership (events.go), and the reply is {1, events...}.
+const writeScriptSrc = eventsLua + `
 local seq = tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if seq <= cur then return 0 end
 if ARGV[3] ~= '1' and cur ~= seq - 1 then return 2 end
-if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+local wh = ARGV[7] == '1'
+local old = nil
+local started, ended = {}, {}
+if ARGV[3] == '1' then
+  if wh then
+    old = {}
+    for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do old[u] = true end
+  end
+  redis.call('DEL', KEYS[1])
+end
 local set = {}
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   if ARGV[i+1] == '' then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 and wh then ended[#ended+1] = ARGV[i] end
   else
+    if wh then
+      if old then
+        if old[ARGV[i]] then old[ARGV[i]] = false else started[#started+1] = ARGV[i] end
+      elseif redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+        started[#started+1] = ARGV[i]
+      end
+    end
     set[#set+1] = ARGV[i]
     set[#set+1] = ARGV[i+1]
     if #set >= 1000 then
@@ -46,13 +67,25 @@ for i = 7, #ARGV, 2 do
   end
 end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-if ARGV[3] == '1' and #ARGV < 7 then
+if ARGV[3] == '1' and #ARGV < 9 then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 end
 redis.call(ARGV[4], ARGV[5], ARGV[6])
-return 1
+if not wh then return 1 end
+if old then
+  for u, gone in pairs(old) do
+    if gone then ended[#ended+1] = u end
+  end
+end
+local ev = {1}
+if #ended > 0 then
+  local ids = redis.call('HKEYS', KEYS[2])
+  for _, u in ipairs(ended) do wh_end(ev, KEYS[3], KEYS[4], ids, ARGV[8], ARGV[1], u) end
+end
+for _, u in ipairs(started) do wh_start(ev, KEYS[3], KEYS[4], u) end
+return ev
 `
 
 var writeScript = redis.NewScript(writeScriptSrc)
@@ -292,9 +325,13 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		if full {
 			fullArg = "1"
 		}
-		args := make([]any, 0, 6+2*len(m.hs))
+		events := "0"
+		if b.cfg.Events != nil {
+			events = "1"
+		}
+		args := make([]any, 0, 8+2*len(m.hs))
 		args = append(args, w.id, strconv.FormatUint(seq, 10), fullArg, b.publishCmd(), b.k.channel(room),
-			appendMessage(nil, &m))
+			appendMessage(nil, &m), events, b.k.memberPrefix(room))
 		var buf []byte
 		for i := range m.hs {
 			h := &m.hs[i]
@@ -309,7 +346,8 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			args = append(args, h.User, buf[start:len(buf):len(buf)])
 		}
 		s := sent{room: room, empty: empty,
-			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room)}, args: args}}
+			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room),
+				b.k.membership(room), b.k.eventSeq(room)}, args: args}}
 		s.call.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.call.keys, args...)
 		if !empty && !w.indexed[room] {
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
@@ -326,7 +364,7 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		if s.index != nil && s.index.Err() == nil {
 			w.indexed[s.room] = true
 		}
-		v, err := s.call.cmd.Int()
+		v, err := b.scriptResult(s.call.cmd, s.room, now)
 		if err != nil || (s.index != nil && s.index.Err() != nil) {
 			failed = append(failed, s.room)
 			continue

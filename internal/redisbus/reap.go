@@ -11,12 +11,17 @@ import (
 // watchers, on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
-//	ARGV    id, publish command, channel, gone message
+//	ARGV    id, publish command, channel, gone message, events (1/0)
+//
+// With events it returns the users id held (their holds end after the
+// leave grace: releaseAfterGrace), else 1.
 const goneScriptSrc = `
+local held = 1
+if ARGV[5] == '1' then held = redis.call('HKEYS', KEYS[1]) end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call(ARGV[2], ARGV[3], ARGV[4])
-return 1
+return held
 `
 
 var goneScript = redis.NewScript(goneScriptSrc)
@@ -38,9 +43,11 @@ func (b *Bus) reap(ctx context.Context, id string) {
 		return // another node reaps it
 	}
 	backoff := 100 * time.Millisecond
+	held := map[string][]string{} // room -> users id held, for Config.Events
 	for deadline := time.Now().Add(time.Minute); ; {
-		err := b.reapOnce(ctx, id)
+		err := b.reapOnce(ctx, id, held)
 		if err == nil {
+			b.releaseAfterGrace(ctx, id, held)
 			return
 		}
 		b.m.errors.WithLabelValues("reap").Inc()
@@ -57,7 +64,7 @@ func (b *Bus) reap(ctx context.Context, id string) {
 	}
 }
 
-func (b *Bus) reapOnce(ctx context.Context, id string) error {
+func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string) error {
 	var cursor uint64
 	for {
 		rooms, next, err := b.data.SScan(ctx, b.k.rooms(id), cursor, "", scanCount).Result()
@@ -65,7 +72,7 @@ func (b *Bus) reapOnce(ctx context.Context, id string) error {
 			return err
 		}
 		if len(rooms) > 0 {
-			if err := b.gone(ctx, id, rooms); err != nil {
+			if err := b.gone(ctx, id, rooms, held); err != nil {
 				return err
 			}
 		}
@@ -76,9 +83,14 @@ func (b *Bus) reapOnce(ctx context.Context, id string) error {
 	return b.data.Del(ctx, b.k.rooms(id)).Err()
 }
 
-// gone runs goneScript for each room, pipelined.
-func (b *Bus) gone(ctx context.Context, id string, rooms []string) error {
+// gone runs goneScript for each room, pipelined; with Config.Events it
+// adds the users id held to held.
+func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
 	now := time.Now().UnixMilli()
+	events := "0"
+	if b.cfg.Events != nil {
+		events = "1"
+	}
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
 		pipe := b.data.Pipeline()
@@ -86,15 +98,24 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string) error {
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
 			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
-				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
+				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events}}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}
 		_, _ = pipe.Exec(ctx)
 		b.evalNoScript(ctx, goneScriptSrc, calls)
-		for _, c := range calls {
-			if err := c.cmd.Err(); err != nil {
+		for i, c := range calls {
+			v, err := c.cmd.Result()
+			if err != nil {
 				return err
+			}
+			if users, ok := v.([]any); ok && len(users) > 0 {
+				room := rooms[i]
+				for _, u := range users {
+					if s, ok := u.(string); ok {
+						held[room] = append(held[room], s)
+					}
+				}
 			}
 		}
 		rooms = rooms[n:]

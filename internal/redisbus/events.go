@@ -1,0 +1,184 @@
+package redisbus
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/presence"
+)
+
+// Membership transitions (webhooks, docs/webhooks.md) are decided in Redis,
+// where every node's holds meet: the room's write script compares the
+// node's part before and after the write, and for each hold that started
+// or ended updates the room's membership set (wh:<room>), producing an
+// event only when the set changes. Redis runs the scripts of a room one
+// at a time, so each transition is produced by exactly one script run,
+// which returns it to the node that ran it.
+//
+// Keys, on the room's slot:
+//
+//	P{p<k>}:wh:<room>   SET of the room's members, as events last reported them
+//	P{p<k>}:whseq       counter of partition k's events (their ids)
+
+func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
+func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
+
+// memberPrefix is what a room's parts' keys start with (then the id).
+func (k keys) memberPrefix(room string) string { return k.members(room, "") }
+
+// eventsLua is the code the scripts that produce events share. ev is the
+// list the script returns after its code: type, user, id triples; types
+// o (occupied), a (added), r (removed), v (vacated).
+const eventsLua = `
+local function wh_event(ev, seqkey, typ, user)
+  ev[#ev+1] = typ
+  ev[#ev+1] = user
+  ev[#ev+1] = tostring(redis.call('INCR', seqkey))
+end
+local function wh_start(ev, setkey, seqkey, user)
+  if redis.call('SADD', setkey, user) == 1 then
+    if redis.call('SCARD', setkey) == 1 then wh_event(ev, seqkey, 'o', '') end
+    wh_event(ev, seqkey, 'a', user)
+  end
+end
+local function wh_end(ev, setkey, seqkey, ids, mprefix, self, user)
+  if redis.call('SISMEMBER', setkey, user) == 0 then return end
+  for _, id in ipairs(ids) do
+    if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return end
+  end
+  redis.call('SREM', setkey, user)
+  wh_event(ev, seqkey, 'r', user)
+  if redis.call('SCARD', setkey) == 0 then wh_event(ev, seqkey, 'v', '') end
+end
+`
+
+// releaseScript ends the holds of users whose holder is gone (a reaped
+// node): each user no part of the room holds any more is removed from the
+// membership, once.
+//
+//	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whseq
+//	ARGV    member key prefix, then the users
+const releaseScriptSrc = eventsLua + `
+local ev = {1}
+local ids = redis.call('HKEYS', KEYS[1])
+for i = 2, #ARGV do
+  wh_end(ev, KEYS[2], KEYS[3], ids, ARGV[1], '', ARGV[i])
+end
+return ev
+`
+
+var releaseScript = redis.NewScript(releaseScriptSrc)
+
+var eventTypes = map[string]presence.EventType{
+	"o": presence.EventRoomOccupied,
+	"a": presence.EventMemberAdded,
+	"r": presence.EventMemberRemoved,
+	"v": presence.EventRoomVacated,
+}
+
+// scriptResult reads a script's reply: its code, then, when the script
+// produced events, the events of room, handed to Config.Events.
+func (b *Bus) scriptResult(cmd *redis.Cmd, room string, now time.Time) (int64, error) {
+	v, err := cmd.Result()
+	if err != nil {
+		return 0, err
+	}
+	switch v := v.(type) {
+	case int64:
+		return v, nil
+	case []any:
+		if len(v) == 0 {
+			return 0, nil
+		}
+		code, _ := v[0].(int64)
+		b.emit(room, v[1:], now)
+		return code, nil
+	}
+	return 0, nil
+}
+
+// emit hands the events of a script's reply (type, user, id triples) to
+// Config.Events.
+func (b *Bus) emit(room string, raw []any, now time.Time) {
+	if b.cfg.Events == nil || len(raw) < 3 {
+		return
+	}
+	p := strconv.Itoa(partition(room)) + "."
+	evs := make([]presence.Event, 0, len(raw)/3)
+	for i := 0; i+2 < len(raw); i += 3 {
+		typ, _ := raw[i].(string)
+		user, _ := raw[i+1].(string)
+		id, _ := raw[i+2].(string)
+		if t, ok := eventTypes[typ]; ok {
+			evs = append(evs, presence.Event{Type: t, User: user, ID: p + id, Time: now})
+		}
+	}
+	b.m.events.Add(float64(len(evs)))
+	b.cfg.Events.RoomEvents(room, evs)
+}
+
+// releaseAfterGrace waits the leave grace the survivors give a dead node's
+// members, then ends the holds id had (held: room -> users, read by the
+// reaper before it deleted id's parts): a user no node holds by then is
+// removed once; one that reconnected elsewhere meanwhile was never removed
+// and produces nothing.
+func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string][]string) {
+	if len(held) == 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(b.cfg.LeaveGrace):
+	}
+	backoff := 100 * time.Millisecond
+	for deadline := time.Now().Add(time.Minute); len(held) > 0; {
+		pipe := b.data.Pipeline()
+		calls := make(map[string]*scriptCall, len(held))
+		for room, users := range held {
+			args := make([]any, 0, 1+len(users))
+			args = append(args, b.k.memberPrefix(room))
+			for _, u := range users {
+				args = append(args, u)
+			}
+			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room)}, args: args}
+			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
+			calls[room] = c
+			if len(calls) == pipelineRooms {
+				break
+			}
+		}
+		_, _ = pipe.Exec(ctx)
+		list := make([]*scriptCall, 0, len(calls))
+		for _, c := range calls {
+			list = append(list, c)
+		}
+		b.evalNoScript(ctx, releaseScriptSrc, list)
+		now := time.Now()
+		failed := false
+		for room, c := range calls {
+			if _, err := b.scriptResult(c.cmd, room, now); err != nil {
+				failed = true
+				continue
+			}
+			delete(held, room)
+		}
+		if !failed {
+			continue
+		}
+		b.m.errors.WithLabelValues("events").Inc()
+		if time.Now().After(deadline) {
+			b.log.Warn("redisbus: ending a dead node's members for webhooks failed", "id", id, "rooms", len(held))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
