@@ -220,15 +220,15 @@ func (cfg Config) withDefaults() (Config, error) {
 // listener. Run is called once; the other methods are safe for concurrent
 // use.
 type Server struct {
-	cfg     Config         // static after construction
-	log     *slog.Logger   // static after construction
-	metrics *metrics       // static after construction
-	poller  *poller.Server // static after construction
-	hub     *presence.Hub  // static after construction
-	bus     *redisbus.Bus  // static after construction; nil: a single node
+	cfg     Config          // static after construction
+	log     *slog.Logger    // static after construction
+	metrics *metrics        // static after construction
+	poller  *poller.Server  // static after construction
+	hub     *presence.Hub   // static after construction
+	bus     *redisbus.Bus   // static after construction; nil: a single node
 	hooks   *webhook.Sender // static after construction; nil: no webhooks
-	admin   *http.Server   // static after construction
-	adminLn net.Listener   // static after construction; closed by admin
+	admin   *http.Server    // static after construction
+	adminLn net.Listener    // static after construction; closed by admin
 
 	closeLogs logLimiter
 	draining  atomic.Bool // set once StopAccepting or shutdown began: /readyz fails
