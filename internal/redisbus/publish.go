@@ -79,12 +79,14 @@ if old then
     if gone then ended[#ended+1] = u end
   end
 end
+-- Starts first: a full write that replaces one user with another never
+-- empties the room.
 local ev = {1}
+for _, u in ipairs(started) do wh_start(ev, KEYS[3], KEYS[4], u) end
 if #ended > 0 then
   local ids = redis.call('HKEYS', KEYS[2])
   for _, u in ipairs(ended) do wh_end(ev, KEYS[3], KEYS[4], ids, ARGV[8], ARGV[1], u) end
 end
-for _, u in ipairs(started) do wh_start(ev, KEYS[3], KEYS[4], u) end
 return ev
 `
 
