@@ -114,4 +114,3 @@ func TestWebhooksSingleNode(t *testing.T) {
 		t.Errorf("presenced_webhook_events_total{result=sent} = %v, want 6", v)
 	}
 }
-
