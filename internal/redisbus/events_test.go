@@ -35,9 +35,9 @@ func (l *eventLog) list() []string {
 }
 
 // startEventBus runs a bus named name whose events go to a new log.
-func startEventBus(t *testing.T, s *redistest.Server, name string) (*node, *eventLog) {
+func startEventBus(t *testing.T, opts ClientOptions, name string) (*node, *eventLog) {
 	log := &eventLog{}
-	return startBusWith(t, Config{Redis: standalone(s), Node: name, Events: log}, nil), log
+	return startBusWith(t, Config{Redis: opts, Node: name, Events: log}, nil), log
 }
 
 // flushed waits until n's writer wrote everything queued.
@@ -55,12 +55,29 @@ func (n *node) flushed(t *testing.T) {
 
 // TestEventsOncePerCluster: the membership transitions are decided by the
 // write scripts in Redis: a user held by two nodes is added by the first
-// hold and removed by the last release, whichever node makes them.
+// hold and removed by the last release, whichever node makes them. In
+// Redis Cluster too: the scripts touch only the room's slot.
 func TestEventsOncePerCluster(t *testing.T) {
 	t.Parallel()
-	s := redistest.Start(t)
-	a, la := startEventBus(t, s, "a")
-	b, lb := startEventBus(t, s, "b")
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) ClientOptions
+	}{
+		{"standalone", func(t *testing.T) ClientOptions { return standalone(redistest.Start(t)) }},
+		{"cluster", func(t *testing.T) ClientOptions {
+			return ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eventsOnce(t, tc.start(t))
+		})
+	}
+}
+
+func eventsOnce(t *testing.T, opts ClientOptions) {
+	a, la := startEventBus(t, opts, "a")
+	b, lb := startEventBus(t, opts, "b")
 	step := func(n *node, room, user string, held bool) {
 		t.Helper()
 		n.set(room, user, "online", held)
