@@ -212,3 +212,61 @@ func TestWebhooksExactlyOnce(t *testing.T) {
 		t.Errorf("late events: %v (%v), want %v", got, err, want)
 	}
 }
+
+// TestWebhooksRedisOutage: while Redis is stopped no event is produced;
+// once it answers again the net transitions of the outage are produced
+// once (a member that left, one that came), and a user who came and went
+// during the outage produces nothing.
+func TestWebhooksRedisOutage(t *testing.T) {
+	h := newHooks(t)
+	tp := standalone(t)
+	g := startNodes(t, tp, 3, h.flags(t)...)
+	const room = "chat:hooks-outage"
+	p := dial(t, g.n[0].url(), "p")
+	p.join(room, state("online", 1))
+	s0 := dial(t, g.n[1].url(), "s0")
+	s0.join(room, state("online", 1))
+	want := map[string][]string{room: {"room_occupied", "member_added p", "member_added s0"}}
+	h.await(t, propagation, want)
+
+	tp.srv.Stop()
+	stopped := true
+	defer func() {
+		if stopped {
+			tp.srv.Cont()
+		}
+	}()
+	p.close()
+	q := dial(t, g.n[1].url(), "q")
+	q.join(room, state("online", 1))
+	q.close()
+	s := dial(t, g.n[2].url(), "s")
+	s.join(room, state("online", 1))
+	time.Sleep(2 * time.Second)
+	if got, _ := h.byRoom(); len(got[room]) != 3 {
+		t.Errorf("events during the outage: %q", got[room])
+	}
+	tp.srv.Cont()
+	stopped = false
+
+	eventually(t, 2*deathBound, func() error {
+		got, err := h.byRoom()
+		if err != nil {
+			return err
+		}
+		evs := slices.Clone(got[room])
+		if len(evs) != 5 {
+			return fmt.Errorf("events %q, want the 3 before and p removed, s added", evs)
+		}
+		tail := evs[3:]
+		slices.Sort(tail)
+		if !slices.Equal(tail, []string{"member_added s", "member_removed p"}) {
+			return fmt.Errorf("events %q, want p removed and s added after the outage", got[room])
+		}
+		return nil
+	})
+	time.Sleep(leaveGrace + 500*time.Millisecond)
+	if got, _ := h.byRoom(); len(got[room]) != 5 {
+		t.Errorf("late events after the outage: %q", got[room])
+	}
+}

@@ -22,9 +22,13 @@ import (
 //
 //	P{p<k>}:wh:<room>   SET of the room's members, as events last reported them
 //	P{p<k>}:whseq       counter of partition k's events (their ids)
+//	P{p<k>}:whu:<room>|<id>  events of id's writes not acknowledged yet (JSON), PX 1 h
 
 func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
 func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
+func (k keys) unacked(room, id string) string {
+	return k.part(partition(room)) + "whu:" + room + "|" + id
+}
 
 // memberPrefix is what a room's parts' keys start with (then the id).
 func (k keys) memberPrefix(room string) string { return k.members(room, "") }
