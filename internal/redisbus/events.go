@@ -23,9 +23,13 @@ import (
 //	P{p<k>}:wh:<room>   SET of the room's members, as events last reported them
 //	P{p<k>}:whseq       counter of partition k's events (their ids)
 //	P{p<k>}:whu:<room>|<id>  events of id's writes not acknowledged yet (JSON), PX 1 h
+//	P{p<k>}:whr:<room>|<id>  the events of dead id's release (JSON), PX 1 h
 
 func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
 func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
+func (k keys) released(room, id string) string {
+	return k.part(partition(room)) + "whr:" + room + "|" + id
+}
 func (k keys) unacked(room, id string) string {
 	return k.part(partition(room)) + "whu:" + room + "|" + id
 }
@@ -61,17 +65,26 @@ end
 
 // releaseScript ends the holds of users whose holder is gone (a reaped
 // node): each user no part of the room holds any more is removed from the
-// membership, once.
+// membership, once. Its result is kept for an hour, so that the reaper,
+// retrying after a lost reply, gets the same events again.
 //
-//	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whseq
+//	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whseq   KEYS[4] whr:<room>|<dead id>
 //	ARGV    member key prefix, then the users
 const releaseScriptSrc = eventsLua + `
-local ev = {1}
-local ids = redis.call('HKEYS', KEYS[1])
-for i = 2, #ARGV do
-  wh_end(ev, KEYS[2], KEYS[3], ids, ARGV[1], '', ARGV[i])
+local ev = {}
+local done = redis.call('GET', KEYS[4])
+if done then
+  ev = cjson.decode(done)
+else
+  local ids = redis.call('HKEYS', KEYS[1])
+  for i = 2, #ARGV do
+    wh_end(ev, KEYS[2], KEYS[3], ids, ARGV[1], '', ARGV[i])
+  end
+  redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
 end
-return ev
+local out = {1}
+for _, x in ipairs(ev) do out[#out+1] = x end
+return out
 `
 
 var releaseScript = redis.NewScript(releaseScriptSrc)
@@ -148,7 +161,7 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 			for _, u := range users {
 				args = append(args, u)
 			}
-			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room)}, args: args}
+			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room), b.k.released(room, id)}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
 			calls[room] = c
 			if len(calls) == pipelineRooms {
