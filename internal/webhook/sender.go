@@ -3,6 +3,8 @@ package webhook
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,8 +40,9 @@ const (
 type Config struct {
 	URL    string // the receiver (http or https)
 	Secret []byte // the HMAC key
-	// Node numbers the events that come without an id: "<Node>-<n>".
-	// Default "presenced".
+	// Node names the events that come without an id:
+	// "<Node>-<start>-<n>", start being 8 random hex digits drawn by New
+	// (a restarted node does not reuse ids). Default "presenced".
 	Node string
 	// Tick is the batching window: at most one POST per tick. Default 100 ms.
 	Tick time.Duration
@@ -114,9 +117,10 @@ type Payload struct {
 
 // Sender queues events and POSTs them. See the package doc.
 type Sender struct {
-	cfg Config       // static after New
-	log *slog.Logger // static after New
-	m   *metrics     // static after New
+	cfg    Config       // static after New
+	log    *slog.Logger // static after New
+	m      *metrics     // static after New
+	prefix string       // static after New: of the ids the sender gives
 
 	mu    sync.Mutex
 	queue []Payload // guarded by mu: oldest first, at most cfg.Queue
@@ -131,7 +135,9 @@ func New(cfg Config) (*Sender, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sender{cfg: cfg, log: cfg.Logger}
+	var start [4]byte
+	_, _ = crand.Read(start[:])
+	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-"}
 	if s.m, err = newMetrics(cfg.Registerer, s.queued); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
@@ -157,7 +163,7 @@ func (s *Sender) RoomEvents(room string, evs []presence.Event) {
 		id := e.ID
 		if id == "" {
 			s.seq++
-			id = s.cfg.Node + "-" + strconv.FormatUint(s.seq, 10)
+			id = s.prefix + strconv.FormatUint(s.seq, 10)
 		}
 		s.queue = append(s.queue, Payload{ID: id, TS: e.Time.UnixMilli(), Type: e.Type.String(), Room: room, User: e.User})
 	}

@@ -51,7 +51,10 @@ func TestSignatureVerifies(t *testing.T) {
 	if _, _, bad := r.snapshot(); bad != 0 {
 		t.Fatalf("%d requests with a bad signature", bad)
 	}
-	want := []Payload{{ID: "n1-1", Type: "room_occupied", Room: "lobby"}, {ID: "n1-2", Type: "member_added", Room: "lobby", User: "ann"}}
+	want := []Payload{{ID: s.prefix + "1", Type: "room_occupied", Room: "lobby"}, {ID: s.prefix + "2", Type: "member_added", Room: "lobby", User: "ann"}}
+	if !strings.HasPrefix(s.prefix, "n1-") || len(s.prefix) != len("n1-12345678-") {
+		t.Errorf("ids start with %q, want n1-<8 hex digits>-", s.prefix)
+	}
 	for i, w := range want {
 		got := evs[i]
 		if got.ID != w.ID || got.Type != w.Type || got.Room != w.Room || got.User != w.User || got.TS == 0 {
