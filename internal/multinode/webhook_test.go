@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presenced/presenced/client"
 	"github.com/presenced/presenced/internal/webhook"
 )
 
@@ -289,4 +290,46 @@ func TestWebhooksRedisOutage(t *testing.T) {
 	if err := check(); err != nil {
 		t.Errorf("after the outage settled: %v", err)
 	}
+}
+
+// TestWebhooksDrain: a drained node (SIGTERM) leaves its parts to the
+// peers' reaper, which ends them after the grace: members that came back
+// on another node within it produce nothing, one that did not is removed
+// once, and the node's keys are gone.
+func TestWebhooksDrain(t *testing.T) {
+	h := newHooks(t)
+	tp := standalone(t)
+	g := startNodes(t, tp, 3, h.flags(t)...)
+	const room = "chat:hooks-drain"
+	want := map[string][]string{room: {"room_occupied", "member_added o0"}}
+	o0 := dial(t, g.n[0].url(), "o0")
+	o0.join(room, state("online", 1))
+	h.await(t, propagation, want)
+	var movers []*peer
+	for _, u := range []string{"m0", "m1", "stay"} {
+		p := dial(t, g.n[2].url(), u)
+		p.join(room, state("online", 1))
+		want[room] = append(want[room], "member_added "+u)
+		h.await(t, propagation, want)
+		movers = append(movers, p)
+	}
+
+	g.n[2].term()
+	for i, m := range movers {
+		m.awaitClose(5*time.Second, client.CloseGoingAway)
+		m.close()
+		if m.user == "stay" {
+			continue // it does not come back
+		}
+		p := dial(t, g.n[i%2].url(), m.user)
+		p.join(room, state("online", 2))
+	}
+	if err := g.n[2].wait(); err != nil {
+		t.Errorf("node2 drained: exit %v, want 0", err)
+	}
+	want[room] = append(want[room], "member_removed stay")
+	h.await(t, 2*deathBound+hookGrace, want)
+	eventually(t, propagation, func() error { return tp.noDeadKeys("node2") })
+	time.Sleep(hookGrace + 500*time.Millisecond)
+	h.await(t, propagation, want)
 }

@@ -176,12 +176,23 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 		b.evalNoScript(ctx, releaseScriptSrc, list)
 		now := time.Now()
 		failed := false
+		var done []string
 		for room, c := range calls {
 			if _, err := b.scriptResult(c.cmd, room, now); err != nil {
 				failed = true
 				continue
 			}
 			delete(held, room)
+			done = append(done, b.k.released(room, id))
+		}
+		// The events came back: their copy can go (best effort: it
+		// expires anyway).
+		if len(done) > 0 {
+			pipe := b.data.Pipeline()
+			for _, key := range done {
+				pipe.Del(ctx, key)
+			}
+			_, _ = pipe.Exec(ctx)
 		}
 		if !failed {
 			continue

@@ -10,7 +10,7 @@ import (
 // goneScript deletes a dead id's part of a room and tells the room's
 // watchers, on the room's slot.
 //
-//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
+//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>   KEYS[3] whu:<room>|<id>
 //	ARGV    id, publish command, channel, gone message, events (1/0)
 //
 // With events it returns the users id held (their holds end after the
@@ -18,7 +18,7 @@ import (
 const goneScriptSrc = `
 local held = 1
 if ARGV[5] == '1' then held = redis.call('HKEYS', KEYS[1]) end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call(ARGV[2], ARGV[3], ARGV[4])
 return held
@@ -97,7 +97,7 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		calls := make([]*scriptCall, n)
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
-			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id)},
 				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events}}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
