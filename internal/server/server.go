@@ -336,7 +336,8 @@ var errRunTwice = errors.New("server: Run called twice")
 // and close 1001, and Run waits for their closing handshakes (at most the
 // poller's close timeout) before stopping the poller, the bus (after its
 // Leave, so that the other nodes give this node's members their leave grace
-// at once), the presence hub and, last, the admin listener (so a scrape can
+// at once), the presence hub, the webhook sender (one last try, at most
+// 2 s, for what is queued) and, last, the admin listener (so a scrape can
 // still see the drain). Run returns once every goroutine it started has
 // stopped; the error joins those of both listeners and of the bus. A bus
 // that stops on its own stops the node.
