@@ -28,13 +28,18 @@ const (
 	EventRoomVacated                        // the room's last member was removed
 )
 
-var eventNames = [...]string{"", "room_occupied", "member_added", "member_removed", "room_vacated"}
-
 // String is the type's name in webhooks: room_occupied, member_added,
 // member_removed, room_vacated.
 func (t EventType) String() string {
-	if int(t) < len(eventNames) {
-		return eventNames[t]
+	switch t {
+	case EventRoomOccupied:
+		return "room_occupied"
+	case EventMemberAdded:
+		return "member_added"
+	case EventMemberRemoved:
+		return "member_removed"
+	case EventRoomVacated:
+		return "room_vacated"
 	}
 	return "unknown"
 }

@@ -89,11 +89,19 @@ return out
 
 var releaseScript = redis.NewScript(releaseScriptSrc)
 
-var eventTypes = map[string]presence.EventType{
-	"o": presence.EventRoomOccupied,
-	"a": presence.EventMemberAdded,
-	"r": presence.EventMemberRemoved,
-	"v": presence.EventRoomVacated,
+// eventType is the type of a script's event code.
+func eventType(code string) (presence.EventType, bool) {
+	switch code {
+	case "o":
+		return presence.EventRoomOccupied, true
+	case "a":
+		return presence.EventMemberAdded, true
+	case "r":
+		return presence.EventMemberRemoved, true
+	case "v":
+		return presence.EventRoomVacated, true
+	}
+	return 0, false
 }
 
 // scriptResult reads a script's reply: its code, then, when the script
@@ -129,7 +137,7 @@ func (b *Bus) emit(room string, raw []any, now time.Time) {
 		typ, _ := raw[i].(string)
 		user, _ := raw[i+1].(string)
 		id, _ := raw[i+2].(string)
-		if t, ok := eventTypes[typ]; ok {
+		if t, ok := eventType(typ); ok {
 			evs = append(evs, presence.Event{Type: t, User: user, ID: p + id, Time: now})
 		}
 	}
