@@ -84,8 +84,10 @@ func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string)
 }
 
 // gone runs goneScript for each room, pipelined; with Config.Events it
-// adds the users id held to held.
+// adds the users id held to held, those of every call that succeeded, and
+// returns the first error.
 func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
+	var first error
 	now := time.Now().UnixMilli()
 	events := "0"
 	if b.cfg.Events != nil {
@@ -104,10 +106,15 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		}
 		_, _ = pipe.Exec(ctx)
 		b.evalNoScript(ctx, goneScriptSrc, calls)
+		// Every call that succeeded has deleted its part: its users are
+		// kept even when another call failed (a retry finds the part gone).
 		for i, c := range calls {
 			v, err := c.cmd.Result()
 			if err != nil {
-				return err
+				if first == nil {
+					first = err
+				}
+				continue
 			}
 			if users, ok := v.([]any); ok && len(users) > 0 {
 				room := rooms[i]
@@ -120,5 +127,5 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		}
 		rooms = rooms[n:]
 	}
-	return nil
+	return first
 }

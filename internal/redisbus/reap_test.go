@@ -1,0 +1,60 @@
+package redisbus
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/internal/redistest"
+)
+
+// TestReapKeepsHeldOnPartialFailure: one failed goneScript call of the
+// reaper's pipeline does not lose the users of the calls that succeeded
+// (their parts are deleted: a retry would find nothing); they are
+// released after the grace.
+func TestReapKeepsHeldOnPartialFailure(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, _ := startEventBus(t, opts, "a")
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb, LeaveGrace: 50 * time.Millisecond}, nil)
+	a.set("bad", "x", "online", true)
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	// bad's part of the wrong type: its goneScript call fails.
+	bad := b.b.k.members("bad", aID)
+	if err := b.b.data.Del(ctx, bad).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.data.Set(ctx, bad, "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]string{}
+	if err := b.b.gone(ctx, aID, []string{"bad", "r1"}, held); err == nil {
+		t.Fatal("gone: no error from the failed call")
+	}
+	if got := held["r1"]; !slices.Equal(got, []string{"u"}) {
+		t.Fatalf("held[r1] = %q after a partial failure, want [u]", got)
+	}
+	// A retry (bad repaired) finds r1's part gone and keeps what it had.
+	if err := b.b.data.Del(ctx, bad).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.gone(ctx, aID, []string{"bad", "r1"}, held); err != nil {
+		t.Fatal(err)
+	}
+	if got := held["r1"]; !slices.Equal(got, []string{"u"}) {
+		t.Fatalf("held[r1] = %q after the retry, want [u]", got)
+	}
+	b.b.releaseAfterGrace(ctx, aID, held)
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	if got := lb.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if n, err := b.b.data.SCard(ctx, b.b.k.membership("r1")).Result(); err != nil || n != 0 {
+		t.Fatalf("wh:r1 has %d members (%v), want 0", n, err)
+	}
+}
