@@ -24,11 +24,15 @@ import (
 //	P{p<k>}:whseq       counter of partition k's events (their ids)
 //	P{p<k>}:whu:<room>|<id>  events of id's writes not acknowledged yet (JSON), PX 1 h
 //	P{p<k>}:whr:<room>|<id>  the events of dead id's release (JSON), PX 1 h
+//	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
 
 func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
 func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
 func (k keys) released(room, id string) string {
 	return k.part(partition(room)) + "whr:" + room + "|" + id
+}
+func (k keys) goneHeld(room, id string) string {
+	return k.part(partition(room)) + "whg:" + room + "|" + id
 }
 func (k keys) unacked(room, id string) string {
 	return k.part(partition(room)) + "whu:" + room + "|" + id
@@ -191,10 +195,10 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 				continue
 			}
 			delete(held, room)
-			done = append(done, b.k.released(room, id))
+			done = append(done, b.k.released(room, id), b.k.goneHeld(room, id))
 		}
-		// The events came back: their copy can go (best effort: it
-		// expires anyway).
+		// The events came back: their copy and that of the users can go
+		// (best effort: they expire anyway).
 		if len(done) > 0 {
 			pipe := b.data.Pipeline()
 			for _, key := range done {

@@ -11,13 +11,24 @@ import (
 // watchers, on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>   KEYS[3] whu:<room>|<id>
+//	KEYS[4] whg:<room>|<id>
 //	ARGV    id, publish command, channel, gone message, events (1/0)
 //
 // With events it returns the users id held (their holds end after the
-// leave grace: releaseAfterGrace), else 1.
+// leave grace: releaseAfterGrace), else 1. The users are kept for an hour
+// in whg, so that the reaper, retrying after a lost reply, gets them
+// again (the part is gone by then); releaseAfterGrace deletes the copy.
 const goneScriptSrc = `
 local held = 1
-if ARGV[5] == '1' then held = redis.call('HKEYS', KEYS[1]) end
+if ARGV[5] == '1' then
+  local kept = redis.call('GET', KEYS[4])
+  if kept then
+    held = cjson.decode(kept)
+  else
+    held = redis.call('HKEYS', KEYS[1])
+    if #held > 0 then redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000) end
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call(ARGV[2], ARGV[3], ARGV[4])
@@ -99,7 +110,7 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		calls := make([]*scriptCall, n)
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
-			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id)},
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id), b.k.goneHeld(room, id)},
 				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events}}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
@@ -116,13 +127,15 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 				}
 				continue
 			}
+			// The list is whole each time (read or kept): it replaces.
 			if users, ok := v.([]any); ok && len(users) > 0 {
-				room := rooms[i]
+				list := make([]string, 0, len(users))
 				for _, u := range users {
 					if s, ok := u.(string); ok {
-						held[room] = append(held[room], s)
+						list = append(list, s)
 					}
 				}
+				held[rooms[i]] = list
 			}
 		}
 		rooms = rooms[n:]

@@ -58,3 +58,37 @@ func TestReapKeepsHeldOnPartialFailure(t *testing.T) {
 		t.Fatalf("wh:r1 has %d members (%v), want 0", n, err)
 	}
 }
+
+// TestReapReplaysHeldAfterLostReply: goneScript keeps the users it read in
+// whg, so a retry after a lost reply (the part is gone) gets them again;
+// the release deletes the copy.
+func TestReapReplaysHeldAfterLostReply(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, _ := startEventBus(t, opts, "a")
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb, LeaveGrace: 50 * time.Millisecond}, nil)
+	a.set("r1", "u", "online", true)
+	a.set("r1", "v", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	if err := b.b.gone(ctx, aID, []string{"r1"}, map[string][]string{}); err != nil {
+		t.Fatal(err) // this reply is "lost"
+	}
+	held := map[string][]string{}
+	if err := b.b.gone(ctx, aID, []string{"r1"}, held); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(slices.Values(held["r1"]))
+	if !slices.Equal(got, []string{"u", "v"}) {
+		t.Fatalf("held[r1] = %q on the retry, want [u v]", got)
+	}
+	b.b.releaseAfterGrace(ctx, aID, held)
+	if n := len(lb.list()); n != 3 {
+		t.Fatalf("events %q, want 2 removals and a vacate", lb.list())
+	}
+	if n, err := b.b.data.Exists(ctx, b.b.k.goneHeld("r1", aID)).Result(); err != nil || n != 0 {
+		t.Fatalf("whg kept after the release (%d, %v)", n, err)
+	}
+}
