@@ -115,6 +115,8 @@ type Bus struct {
 	probeWait   time.Duration // ... and recreated when the probe is not back after this
 	antiEntropy time.Duration // period of the seq comparison of watched rooms
 	loaders     int           // concurrent room loads
+	sweepEvery  time.Duration // with Events: period of the pending releases' sweep
+	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called
@@ -180,7 +182,7 @@ func New(cfg Config) (*Bus, error) {
 		log: cfg.Logger, m: m,
 		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
-		loaders:  4,
+		loaders: 4, sweepEvery: 5 * time.Second, sweepLate: 30 * time.Second,
 		left:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
@@ -212,6 +214,9 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.lv.run(ctx) })
 	wg.Go(func() { b.writer(ctx) })
+	if b.cfg.Events != nil {
+		wg.Go(func() { b.sweeper(ctx) })
+	}
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}

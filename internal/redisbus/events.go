@@ -25,12 +25,14 @@ import (
 //	P{p<k>}:whu:<room>|<id>  events of id's writes not acknowledged yet (JSON), PX 1 h
 //	P{p<k>}:whr:<room>|<id>  the events of dead id's release (JSON), PX 1 h
 //	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
+//	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
 
 func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
 func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
 func (k keys) released(room, id string) string {
 	return k.part(partition(room)) + "whr:" + room + "|" + id
 }
+func (k keys) pendingRelease(p int) string { return k.part(p) + "whp" }
 func (k keys) goneHeld(room, id string) string {
 	return k.part(partition(room)) + "whg:" + room + "|" + id
 }
@@ -70,18 +72,21 @@ end
 // releaseScript ends the holds of users whose holder is gone (a reaped
 // node): each user no part of the room holds any more is removed from the
 // membership, once. Its result is kept for an hour, so that the reaper,
-// retrying after a lost reply, gets the same events again.
+// retrying after a lost reply, gets the same events again. It drops the
+// release from the pending ones (whp).
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whseq   KEYS[4] whr:<room>|<dead id>
-//	ARGV    member key prefix, then the users
+//	KEYS[5] whp
+//	ARGV    member key prefix, <dead id>|<room>, then the users
 const releaseScriptSrc = eventsLua + `
 local ev = {}
+redis.call('ZREM', KEYS[5], ARGV[2])
 local done = redis.call('GET', KEYS[4])
 if done then
   ev = cjson.decode(done)
 else
   local ids = redis.call('HKEYS', KEYS[1])
-  for i = 2, #ARGV do
+  for i = 3, #ARGV do
     wh_end(ev, KEYS[2], KEYS[3], ids, ARGV[1], '', ARGV[i])
   end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
@@ -160,20 +165,27 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 	}
 	select {
 	case <-ctx.Done():
-		return
+		return // whp keeps the release: another node's sweeper runs it
 	case <-time.After(b.cfg.LeaveGrace):
 	}
+	b.release(ctx, id, held)
+}
+
+// release ends the holds id had (held: room -> users) now, retrying for
+// about a minute.
+func (b *Bus) release(ctx context.Context, id string, held map[string][]string) {
 	backoff := 100 * time.Millisecond
 	for deadline := time.Now().Add(time.Minute); len(held) > 0; {
 		pipe := b.data.Pipeline()
 		calls := make(map[string]*scriptCall, len(held))
 		for room, users := range held {
-			args := make([]any, 0, 1+len(users))
-			args = append(args, b.k.memberPrefix(room))
+			args := make([]any, 0, 2+len(users))
+			args = append(args, b.k.memberPrefix(room), id+"|"+room)
 			for _, u := range users {
 				args = append(args, u)
 			}
-			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room), b.k.released(room, id)}, args: args}
+			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room), b.k.released(room, id),
+				b.k.pendingRelease(partition(room))}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
 			calls[room] = c
 			if len(calls) == pipelineRooms {

@@ -11,13 +11,16 @@ import (
 // watchers, on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>   KEYS[3] whu:<room>|<id>
-//	KEYS[4] whg:<room>|<id>
-//	ARGV    id, publish command, channel, gone message, events (1/0)
+//	KEYS[4] whg:<room>|<id>   KEYS[5] whp (the partition's pending releases)
+//	ARGV    id, publish command, channel, gone message, events (1/0),
+//	        the release's due time (ms), room
 //
 // With events it returns the users id held (their holds end after the
 // leave grace: releaseAfterGrace), else 1. The users are kept for an hour
 // in whg, so that the reaper, retrying after a lost reply, gets them
 // again (the part is gone by then); releaseAfterGrace deletes the copy.
+// The release is also recorded in whp with its due time: if the reaper
+// does not run it (stopped, drained), another node's sweeper does.
 const goneScriptSrc = `
 local held = 1
 if ARGV[5] == '1' then
@@ -26,7 +29,10 @@ if ARGV[5] == '1' then
     held = cjson.decode(kept)
   else
     held = redis.call('HKEYS', KEYS[1])
-    if #held > 0 then redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000) end
+    if #held > 0 then
+      redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
+      redis.call('ZADD', KEYS[5], 'NX', ARGV[6], ARGV[1] .. '|' .. ARGV[7])
+    end
   end
 end
 redis.call('DEL', KEYS[1], KEYS[3])
@@ -100,6 +106,7 @@ func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string)
 func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
 	var first error
 	now := time.Now().UnixMilli()
+	due := now + b.cfg.LeaveGrace.Milliseconds()
 	events := "0"
 	if b.cfg.Events != nil {
 		events = "1"
@@ -110,8 +117,9 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		calls := make([]*scriptCall, n)
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
-			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id), b.k.goneHeld(room, id)},
-				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events}}
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id), b.k.goneHeld(room, id),
+				b.k.pendingRelease(partition(room))},
+				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events, due, room}}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}

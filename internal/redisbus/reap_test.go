@@ -92,3 +92,36 @@ func TestReapReplaysHeldAfterLostReply(t *testing.T) {
 		t.Fatalf("whg kept after the release (%d, %v)", n, err)
 	}
 }
+
+// TestSweepRunsAbandonedRelease: a reaper that deleted a dead node's parts
+// and stopped before the release (drained during the grace) leaves it in
+// whp: another node's sweeper runs it once it is due.
+func TestSweepRunsAbandonedRelease(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, _ := startEventBus(t, opts, "a")
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: &eventLog{}, LeaveGrace: 50 * time.Millisecond}, nil)
+	lc := &eventLog{}
+	startBusWith(t, Config{Redis: opts, Node: "c", Events: lc}, func(b *Bus) {
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	// b reaps and never releases.
+	if err := b.b.gone(ctx, aID, []string{"r1"}, map[string][]string{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	eventually(t, 5*time.Second, "released by c", func() bool { return slices.Equal(lc.list(), want) })
+	pending := b.b.k.pendingRelease(partition("r1"))
+	eventually(t, 5*time.Second, "whp and whg gone", func() bool {
+		n, err := b.b.data.Exists(ctx, pending, b.b.k.goneHeld("r1", aID)).Result()
+		return err == nil && n == 0
+	})
+	time.Sleep(200 * time.Millisecond) // a few more sweeps: nothing again
+	if got := lc.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
