@@ -95,10 +95,21 @@ func TestReapReplaysHeldAfterLostReply(t *testing.T) {
 
 // TestSweepRunsAbandonedRelease: a reaper that deleted a dead node's parts
 // and stopped before the release (drained during the grace) leaves it in
-// whp: another node's sweeper runs it once it is due.
+// whp: another node's sweeper runs it once it is due. In Redis Cluster
+// too (the sweep's pipeline spans every partition's slot).
 func TestSweepRunsAbandonedRelease(t *testing.T) {
 	t.Parallel()
-	opts := standalone(redistest.Start(t))
+	t.Run("standalone", func(t *testing.T) {
+		t.Parallel()
+		sweepAbandoned(t, standalone(redistest.Start(t)))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		sweepAbandoned(t, ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true})
+	})
+}
+
+func sweepAbandoned(t *testing.T, opts ClientOptions) {
 	a, _ := startEventBus(t, opts, "a")
 	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: &eventLog{}, LeaveGrace: 50 * time.Millisecond}, nil)
 	lc := &eventLog{}
