@@ -1,7 +1,7 @@
 // Package presenced_test enforces the one-way imports of the house style:
 //
-//	cmd → internal/server → {poller, presence, auth, redisbus}
-//	presence → coalesce, internal/wire;  client → internal/wire
+//	cmd → internal/server → {poller, presence, auth, redisbus, webhook}
+//	presence → coalesce, internal/wire;  webhook → presence;  client → internal/wire
 //
 // It reads the build graph with `go list -deps -json ./...`, so rules hold
 // for transitive imports too, and a rule about a package that does not exist
@@ -52,7 +52,7 @@ var rules = []rule{
 	},
 	{
 		From:      module + "/presence",
-		Forbidden: []string{module + "/poller", "github.com/cloudwego/netpoll", "github.com/gobwas/ws", "github.com/redis/go-redis", module + "/internal/server", module + "/internal/redisbus", module + "/internal/auth", "github.com/prometheus", "github.com/golang-jwt"},
+		Forbidden: []string{module + "/poller", "github.com/cloudwego/netpoll", "github.com/gobwas/ws", "github.com/redis/go-redis", module + "/internal/server", module + "/internal/redisbus", module + "/internal/auth", module + "/internal/webhook", "net/http", "github.com/prometheus", "github.com/golang-jwt"},
 		Why:       "presence is the domain core: it declares the interfaces it consumes and adapters import it, never the reverse",
 	},
 	{
@@ -74,6 +74,11 @@ var rules = []rule{
 		From:      module + "/internal/demo",
 		Forbidden: []string{module + "/poller", module + "/presence", module + "/internal/server", module + "/internal/redisbus", module + "/internal/auth", module + "/internal/wire", "github.com/gobwas", "github.com/cloudwego", "github.com/prometheus"},
 		Why:       "internal/demo is static files and the JS SDK's source (clients/js, this module's); internal/server hands its pages to the poller",
+	},
+	{
+		From:      module + "/internal/webhook",
+		Forbidden: []string{module + "/poller", module + "/internal/server", module + "/internal/redisbus", "github.com/redis/go-redis"},
+		Why:       "internal/webhook implements presence's Events over HTTP; the server hands it to the hub or to the bus",
 	},
 	{
 		From:      module + "/client",

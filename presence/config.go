@@ -207,6 +207,9 @@ type Config struct {
 	// Bus shares presence with other nodes (internal/redisbus). Default:
 	// nil, a single node, all in memory.
 	Bus Bus
+	// Events receives the rooms' membership transitions (webhooks), on a
+	// single node only (see Events). Default: nil, none.
+	Events Events
 	// WatchTimeout bounds how long the first local subscribers of a room
 	// wait for the other nodes' members (Bus.Watch until Hub.Loaded)
 	// before their sync goes with what this node knows; the rest follows

@@ -250,6 +250,7 @@ func (r *room) publishLocked(now int64) (frame []byte, first int64, busy, resync
 	r.buf = p
 	crossed := partial != r.partial
 	r.partial = partial
+	r.emitLocked(changes, count)
 	r.record(changes, partial || crossed, now)
 	if crossed || len(p) > r.hub.cfg.SyncBudget {
 		return nil, first, true, true // the version goes out as a sync

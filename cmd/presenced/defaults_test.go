@@ -65,6 +65,8 @@ func packageDefaults() map[string]string {
 		"node-ttl":                     d(redisbus.DefaultNodeTTL),
 		"redis-no-keyspace-events":     "false",
 		"ready-needs-redis":            "false",
+		"webhook-url":                  "", // no webhooks
+		"webhook-secret-file":          "",
 	}
 }
 
@@ -96,7 +98,8 @@ func TestRegressFlagDefaultsArePackageDefaults(t *testing.T) {
 // out: they change nothing a client sees (the Redis ones: README.md and
 // docs/cluster.md have them).
 var notInProtocol = []string{"admin-addr", "admin-token-file", "engine", "demo", "log-level", "gc-percent", "jwt-secret", "jwt-secret-file", "jwt-public-key",
-	"redis", "redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis"}
+	"redis", "redis-cluster", "redis-sentinel-master", "redis-password-file", "redis-sentinel-password-file", "redis-prefix", "node-ttl", "redis-no-keyspace-events", "ready-needs-redis",
+	"webhook-url", "webhook-secret-file"}
 
 // TestDocsDefaults: the tables of defaults in README.md and
 // docs/protocol.md say what the code does. The flag set's DefValue is the

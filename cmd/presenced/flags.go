@@ -19,6 +19,7 @@ import (
 	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/internal/redisbus"
 	"github.com/presenced/presenced/internal/server"
+	"github.com/presenced/presenced/internal/webhook"
 	"github.com/presenced/presenced/internal/wire"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
@@ -68,6 +69,8 @@ type options struct {
 	redisPassFile  string          // -redis-password-file
 	sentinelPass   string          // -redis-sentinel-password-file
 	redis          redisbus.Config // -redis-prefix, -node-ttl, -redis-no-keyspace-events; server.Redis with -redis
+	webhookURL     string          // -webhook-url
+	webhookSecret  string          // -webhook-secret-file
 	gcPercent      int             // -gc-percent
 	setGC          bool            // apply gcPercent: -gc-percent was given, or GOGC is not in the environment
 	help           bool            // -h was given: the usage is printed, nothing runs
@@ -132,6 +135,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	durationFlag(fs, &rc.NodeTTL, "node-ttl", redisbus.DefaultNodeTTL, fmt.Sprintf("a node's lease in Redis, renewed every third of it: the others find a dead node within this plus a third of it (at least %v)", minNodeTTL))
 	fs.BoolVar(&rc.NoKeyspaceEvents, "redis-no-keyspace-events", false, "do not enable expired keyspace events (CONFIG SET notify-keyspace-events Ex): find dead nodes by probing only")
 	fs.BoolVar(&cfg.ReadyNeedsRedis, "ready-needs-redis", false, "/readyz answers 503 while the node does not hold its Redis lease")
+	fs.StringVar(&o.webhookURL, "webhook-url", "", "`URL` that receives webhooks: room occupied and vacated, member added and removed, batched per tick, signed (docs/webhooks.md) (empty: none)")
+	fs.StringVar(&o.webhookSecret, "webhook-secret-file", "", "`file` holding the HMAC-SHA256 key that signs webhooks (surrounding whitespace trimmed); required with -webhook-url")
 	return fs
 }
 
@@ -179,6 +184,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stdout io.
 		return o, err
 	}
 	if err := redisConfig(&o, fs); err != nil {
+		return o, err
+	}
+	if err := webhookConfig(&o); err != nil {
 		return o, err
 	}
 	if err := loadKeys(&o); err != nil {
@@ -240,6 +248,29 @@ func redisConfig(o *options, fs *flag.FlagSet) error {
 	}
 	rc.Redis = opts
 	o.server.Redis = &rc
+	return nil
+}
+
+// webhookConfig checks the webhook flags and, with -webhook-url, gives the
+// server its sender config.
+func webhookConfig(o *options) error {
+	switch {
+	case o.webhookURL == "" && o.webhookSecret != "":
+		return usageErrorf("-webhook-secret-file: needs -webhook-url")
+	case o.webhookURL == "":
+		return nil
+	case o.webhookSecret == "":
+		return usageErrorf("-webhook-url: needs -webhook-secret-file: webhooks are always signed")
+	}
+	u, err := url.Parse(o.webhookURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageErrorf("-webhook-url %q: want an http:// or https:// URL", o.webhookURL)
+	}
+	secret, err := readSecretFile("-webhook-secret-file", o.webhookSecret)
+	if err != nil {
+		return err
+	}
+	o.server.Webhook = &webhook.Config{URL: o.webhookURL, Secret: []byte(secret)}
 	return nil
 }
 

@@ -67,6 +67,15 @@ type Config struct {
 	// called anyway (the rest follows as Apply). Give the Hub's
 	// (presence.Config.WatchTimeout); default presence.DefaultWatchTimeout.
 	WatchTimeout time.Duration
+	// Events, when set, receives the rooms' membership transitions
+	// (webhooks): the room's write script decides them in Redis, so each
+	// is given to exactly one node's Events (docs/webhooks.md). Default
+	// nil: none are computed.
+	Events presence.Events
+	// LeaveGrace is how long a dead node's members stay members for
+	// Events (the Hub's presence.Config.LeaveGrace); default
+	// presence.DefaultLeaveGrace.
+	LeaveGrace time.Duration
 	// Addr is advertised in the registration info (optional).
 	Addr string
 	// Logger; nil discards.
@@ -118,6 +127,8 @@ type Bus struct {
 	probeWait   time.Duration // ... and recreated when the probe is not back after this
 	antiEntropy time.Duration // period of the seq comparison of watched rooms
 	loaders     int           // concurrent room loads
+	sweepEvery  time.Duration // with Events: period of the pending releases' sweep
+	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called
@@ -162,6 +173,9 @@ func New(cfg Config) (*Bus, error) {
 	if cfg.NodeTTL <= 0 {
 		cfg.NodeTTL = DefaultNodeTTL
 	}
+	if cfg.LeaveGrace <= 0 {
+		cfg.LeaveGrace = presence.DefaultLeaveGrace
+	}
 	if cfg.WatchTimeout <= 0 {
 		cfg.WatchTimeout = presence.DefaultWatchTimeout
 	}
@@ -182,7 +196,7 @@ func New(cfg Config) (*Bus, error) {
 		log: cfg.Logger, m: m,
 		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
-		loaders:  4,
+		loaders: 4, sweepEvery: 5 * time.Second, sweepLate: 30 * time.Second,
 		left:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
@@ -219,6 +233,9 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	wg.Go(func() { b.writer(ctx) })
 	wg.Go(func() { b.reportConns(ctx) })
 	wg.Go(func() { b.kicker(ctx) })
+	if b.cfg.Events != nil {
+		wg.Go(func() { b.sweeper(ctx) })
+	}
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}
@@ -258,11 +275,12 @@ func (b *Bus) Leave(ctx context.Context) error {
 	}
 	id := b.selfID()
 	err = b.lv.leave(ctx)
-	if id != "" {
+	if id != "" && b.cfg.Events == nil {
 		// Best effort within ctx, without the reaper's lock: the peers
 		// told of the end reap too (under the lock), and deleting twice
-		// is harmless.
-		if rerr := b.reapOnce(ctx, id); rerr != nil {
+		// is harmless. With Events the peers' reaper must find the
+		// parts: it ends their holds after the leave grace.
+		if rerr := b.reapOnce(ctx, id, map[string][]string{}); rerr != nil {
 			b.m.errors.WithLabelValues("reap").Inc()
 		}
 	}

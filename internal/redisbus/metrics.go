@@ -31,6 +31,7 @@ type metrics struct {
 	deaths      *prometheus.CounterVec // presenced_cluster_node_deaths_total{how}
 	propagation prometheus.Histogram   // presenced_bus_propagation_seconds
 	errors      *prometheus.CounterVec // presenced_redis_errors_total{op}
+	events      prometheus.Counter     // presenced_bus_webhook_events_total
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,6 +55,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_redis_errors_total",
 			Help: "Redis commands that failed, by operation."}, []string{"op"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_webhook_events_total",
+			Help: "Membership transitions (webhook events) this node's scripts produced in Redis: each is produced by one node of the cluster."}),
 	}
 	for _, r := range []string{ResyncGap, ResyncEpoch, ResyncReconnect, ResyncProbe, ResyncUnsubscribed, ResyncOverflow, ResyncReset} {
 		m.resyncs.WithLabelValues(r)
@@ -64,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors} {
+	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors, m.events} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -16,7 +16,11 @@ import (
 // the message, atomically on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
+//	KEYS[3] wh:<room>       KEYS[4] whseq (membership events, events.go)
+//	KEYS[5] whu:<room>|<id> (events whose reply may have been lost)
 //	ARGV    id, seq, full (1/0), publish command, channel, message,
+//	        events (1/0), member key prefix, ack (the seq of the last
+//	        reply with events the node got for the room),
 //	        then user, value pairs (value "": the user is let go)
 //
 // A seq not above the stored one is a retry: nothing is done (returns 0).
@@ -26,17 +30,40 @@ import (
 // republished in full instead. A full write with no holding (the node
 // holds nobody in the room any more) removes the sender from the room:
 // its seq goes too.
-const writeScriptSrc = `
+//
+// With events, the holds the write started and ended update the room's
+// membership (events.go), and the reply is {1, events...}. A reply can be
+// lost after the script ran (a timeout while Redis stalled): the events
+// are kept in whu:<room>|<id> and returned again by every write of the
+// room until one carries an ack at or above their seq.
+const writeScriptSrc = eventsLua + `
 local seq = tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if seq <= cur then return 0 end
 if ARGV[3] ~= '1' and cur ~= seq - 1 then return 2 end
-if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+local wh = ARGV[7] == '1'
+local ack = tonumber(ARGV[9])
+local old = nil
+local started, ended = {}, {}
+if ARGV[3] == '1' then
+  if wh then
+    old = {}
+    for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do old[u] = true end
+  end
+  redis.call('DEL', KEYS[1])
+end
 local set = {}
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   if ARGV[i+1] == '' then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 and wh then ended[#ended+1] = ARGV[i] end
   else
+    if wh then
+      if old then
+        if old[ARGV[i]] then old[ARGV[i]] = false else started[#started+1] = ARGV[i] end
+      elseif redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+        started[#started+1] = ARGV[i]
+      end
+    end
     set[#set+1] = ARGV[i]
     set[#set+1] = ARGV[i+1]
     if #set >= 1000 then
@@ -46,13 +73,49 @@ for i = 7, #ARGV, 2 do
   end
 end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-if ARGV[3] == '1' and #ARGV < 7 then
+if ARGV[3] == '1' and #ARGV < 10 then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 end
 redis.call(ARGV[4], ARGV[5], ARGV[6])
-return 1
+if not wh then return 1 end
+if old then
+  for u, gone in pairs(old) do
+    if gone then ended[#ended+1] = u end
+  end
+end
+-- Starts first: a full write that replaces one user with another never
+-- empties the room.
+local ev = {}
+for _, u in ipairs(started) do wh_start(ev, KEYS[3], KEYS[4], u) end
+if #ended > 0 then
+  local ids = redis.call('HKEYS', KEYS[2])
+  for _, u in ipairs(ended) do wh_end(ev, KEYS[3], KEYS[4], ids, ARGV[8], ARGV[1], u) end
+end
+-- The events of earlier writes whose reply the node did not get (seq
+-- above its ack) go again, with this write's.
+local out = {1}
+local keep = {}
+local prev = redis.call('GET', KEYS[5])
+if prev then
+  for _, e in ipairs(cjson.decode(prev)) do
+    if tonumber(e[1]) > ack then
+      keep[#keep+1] = e
+      for _, x in ipairs(e[2]) do out[#out+1] = x end
+    end
+  end
+end
+if #ev > 0 then
+  keep[#keep+1] = {ARGV[2], ev}
+  for _, x in ipairs(ev) do out[#out+1] = x end
+end
+if #keep > 0 then
+  redis.call('SET', KEYS[5], cjson.encode(keep), 'PX', 3600000)
+elseif prev then
+  redis.call('DEL', KEYS[5])
+end
+return out
 `
 
 var writeScript = redis.NewScript(writeScriptSrc)
@@ -157,6 +220,7 @@ type writerState struct {
 	indexed map[string]bool   // rooms added to rooms:<id>
 	failing bool              // the last round wrote nothing: ping before the next
 	top     uint64            // the highest seq this process assigned: a room's first seq is above it
+	acked   map[string]uint64 // room -> seq of the last write whose reply (with events) came back
 }
 
 // pipelineRooms is the most rooms written by one pipeline.
@@ -167,7 +231,7 @@ const pipelineRooms = 256
 // were dropped on overflow, are republished in full (Hub.Republish) once
 // a write succeeds again.
 func (b *Bus) writer(ctx context.Context) {
-	w := writerState{seqs: map[string]uint64{}, indexed: map[string]bool{}}
+	w := writerState{seqs: map[string]uint64{}, indexed: map[string]bool{}, acked: map[string]uint64{}}
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
 	for {
@@ -196,6 +260,7 @@ func (b *Bus) round(ctx context.Context, w *writerState) {
 		w.id = id
 		clear(w.seqs)
 		clear(w.indexed)
+		clear(w.acked)
 	}
 	if w.failing {
 		// Redis was away at the last round: keep coalescing until it answers.
@@ -246,9 +311,11 @@ func (b *Bus) round(ctx context.Context, w *writerState) {
 // republish), and whether Redis answered any.
 func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch map[string]*pending) (failed, stale []string, ok bool) {
 	var unindex []any
+	var forget []string
 	now := time.Now()
 	type sent struct {
 		room  string
+		seq   uint64
 		call  *scriptCall
 		index *redis.IntCmd
 		empty bool // removes the node from the room
@@ -292,9 +359,13 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		if full {
 			fullArg = "1"
 		}
-		args := make([]any, 0, 6+2*len(m.hs))
+		events := "0"
+		if b.cfg.Events != nil {
+			events = "1"
+		}
+		args := make([]any, 0, 8+2*len(m.hs))
 		args = append(args, w.id, strconv.FormatUint(seq, 10), fullArg, b.publishCmd(), b.k.channel(room),
-			appendMessage(nil, &m))
+			appendMessage(nil, &m), events, b.k.memberPrefix(room), strconv.FormatUint(w.acked[room], 10))
 		var buf []byte
 		for i := range m.hs {
 			h := &m.hs[i]
@@ -308,8 +379,9 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			buf = appendValue(buf, h, now)
 			args = append(args, h.User, buf[start:len(buf):len(buf)])
 		}
-		s := sent{room: room, empty: empty,
-			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room)}, args: args}}
+		s := sent{room: room, seq: seq, empty: empty,
+			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room),
+				b.k.membership(room), b.k.eventSeq(room), b.k.unacked(room, w.id)}, args: args}}
 		s.call.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.call.keys, args...)
 		if !empty && !w.indexed[room] {
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
@@ -326,17 +398,26 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		if s.index != nil && s.index.Err() == nil {
 			w.indexed[s.room] = true
 		}
-		v, err := s.call.cmd.Int()
+		v, err := b.scriptResult(s.call.cmd, s.room, now)
 		if err != nil || (s.index != nil && s.index.Err() != nil) {
 			failed = append(failed, s.room)
 			continue
 		}
 		ok = true
+		if v == 1 && b.cfg.Events != nil {
+			w.acked[s.room] = s.seq
+		}
 		if s.empty && v != 2 {
 			// Removed from the room: forget it, and unindex it (best
 			// effort: the reaper finds nothing there anyway).
 			delete(w.seqs, s.room)
 			delete(w.indexed, s.room)
+			if _, had := w.acked[s.room]; had {
+				delete(w.acked, s.room)
+				// Its events came back: what whu keeps of them goes
+				// (best effort: a later first write would send them again).
+				forget = append(forget, b.k.unacked(s.room, w.id))
+			}
 			unindex = append(unindex, s.room)
 		}
 		switch v {
@@ -345,6 +426,11 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		case 2:
 			stale = append(stale, s.room)
 			delete(w.indexed, s.room) // Redis may have lost the index too
+		}
+	}
+	for _, key := range forget {
+		if err := b.data.Del(ctx, key).Err(); err != nil {
+			b.m.errors.WithLabelValues("publish").Inc()
 		}
 	}
 	if len(unindex) > 0 {

@@ -10,13 +10,35 @@ import (
 // goneScript deletes a dead id's part of a room and tells the room's
 // watchers, on the room's slot.
 //
-//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
-//	ARGV    id, publish command, channel, gone message
+//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>   KEYS[3] whu:<room>|<id>
+//	KEYS[4] whg:<room>|<id>   KEYS[5] whp (the partition's pending releases)
+//	ARGV    id, publish command, channel, gone message, events (1/0),
+//	        the release's due time (ms), room
+//
+// With events it returns the users id held (their holds end after the
+// leave grace: releaseAfterGrace), else 1. The users are kept for an hour
+// in whg, so that the reaper, retrying after a lost reply, gets them
+// again (the part is gone by then); releaseAfterGrace deletes the copy.
+// The release is also recorded in whp with its due time: if the reaper
+// does not run it (stopped, drained), another node's sweeper does.
 const goneScriptSrc = `
-redis.call('DEL', KEYS[1])
+local held = 1
+if ARGV[5] == '1' then
+  local kept = redis.call('GET', KEYS[4])
+  if kept then
+    held = cjson.decode(kept)
+  else
+    held = redis.call('HKEYS', KEYS[1])
+    if #held > 0 then
+      redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
+      redis.call('ZADD', KEYS[5], 'NX', ARGV[6], ARGV[1] .. '|' .. ARGV[7])
+    end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call(ARGV[2], ARGV[3], ARGV[4])
-return 1
+return held
 `
 
 var goneScript = redis.NewScript(goneScriptSrc)
@@ -38,9 +60,11 @@ func (b *Bus) reap(ctx context.Context, id string) {
 		return // another node reaps it
 	}
 	backoff := 100 * time.Millisecond
+	held := map[string][]string{} // room -> users id held, for Config.Events
 	for deadline := time.Now().Add(time.Minute); ; {
-		err := b.reapOnce(ctx, id)
+		err := b.reapOnce(ctx, id, held)
 		if err == nil {
+			b.releaseAfterGrace(ctx, id, held)
 			return
 		}
 		b.m.errors.WithLabelValues("reap").Inc()
@@ -57,7 +81,7 @@ func (b *Bus) reap(ctx context.Context, id string) {
 	}
 }
 
-func (b *Bus) reapOnce(ctx context.Context, id string) error {
+func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string) error {
 	var cursor uint64
 	for {
 		rooms, next, err := b.data.SScan(ctx, b.k.rooms(id), cursor, "", scanCount).Result()
@@ -65,7 +89,7 @@ func (b *Bus) reapOnce(ctx context.Context, id string) error {
 			return err
 		}
 		if len(rooms) > 0 {
-			if err := b.gone(ctx, id, rooms); err != nil {
+			if err := b.gone(ctx, id, rooms, held); err != nil {
 				return err
 			}
 		}
@@ -76,28 +100,53 @@ func (b *Bus) reapOnce(ctx context.Context, id string) error {
 	return b.data.Del(ctx, b.k.rooms(id)).Err()
 }
 
-// gone runs goneScript for each room, pipelined.
-func (b *Bus) gone(ctx context.Context, id string, rooms []string) error {
+// gone runs goneScript for each room, pipelined; with Config.Events it
+// adds the users id held to held, those of every call that succeeded, and
+// returns the first error.
+func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
+	var first error
 	now := time.Now().UnixMilli()
+	due := now + b.cfg.LeaveGrace.Milliseconds()
+	events := "0"
+	if b.cfg.Events != nil {
+		events = "1"
+	}
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
 		pipe := b.data.Pipeline()
 		calls := make([]*scriptCall, n)
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
-			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
-				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id), b.k.goneHeld(room, id),
+				b.k.pendingRelease(partition(room))},
+				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events, due, room}}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}
 		_, _ = pipe.Exec(ctx)
 		b.evalNoScript(ctx, goneScriptSrc, calls)
-		for _, c := range calls {
-			if err := c.cmd.Err(); err != nil {
-				return err
+		// Every call that succeeded has deleted its part: its users are
+		// kept even when another call failed (a retry finds the part gone).
+		for i, c := range calls {
+			v, err := c.cmd.Result()
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				continue
+			}
+			// The list is whole each time (read or kept): it replaces.
+			if users, ok := v.([]any); ok && len(users) > 0 {
+				list := make([]string, 0, len(users))
+				for _, u := range users {
+					if s, ok := u.(string); ok {
+						list = append(list, s)
+					}
+				}
+				held[rooms[i]] = list
 			}
 		}
 		rooms = rooms[n:]
 	}
-	return nil
+	return first
 }

@@ -16,6 +16,11 @@
 // calls its Leave so the other nodes act at once. Without it the node is
 // alone and holds everything in memory.
 //
+// With Config.Webhook the server builds an internal/webhook.Sender, hands
+// it to the hub (presence.Config.Events) on a single node or to the bus
+// (redisbus.Config.Events) with Redis, and runs it until the hub has
+// stopped (docs/webhooks.md).
+//
 // Usage:
 //
 //	reg := prometheus.NewRegistry()

@@ -19,6 +19,7 @@ import (
 	"github.com/presenced/presenced/internal/auth"
 	"github.com/presenced/presenced/internal/demo"
 	"github.com/presenced/presenced/internal/redisbus"
+	"github.com/presenced/presenced/internal/webhook"
 	"github.com/presenced/presenced/poller"
 	"github.com/presenced/presenced/presence"
 )
@@ -123,6 +124,13 @@ type Config struct {
 	// Default false: /readyz ignores Redis, so that a Redis outage does not
 	// take every node out of the load balancer at once.
 	ReadyNeedsRedis bool
+	// Webhook, when set, sends the rooms' membership transitions to an HTTP
+	// receiver (internal/webhook, docs/webhooks.md). The server sets its
+	// Node (Presence.Node), Tick (Presence.Tick), Logger and Registerer,
+	// and hands the sender to the hub (a single node) or to the bus (with
+	// Redis, which decides each transition once per cluster). Default nil:
+	// no webhooks.
+	Webhook *webhook.Config
 	// Registry receives the server's collectors and is served on /metrics.
 	// cmd/presenced passes one that also holds the Go and process
 	// collectors. Default: a new registry of the server's own (never the
@@ -174,9 +182,25 @@ func (cfg Config) withDefaults() (Config, error) {
 		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it (both default alike)
 			rc.WatchTimeout = cfg.Presence.WatchTimeout
 		}
+		if rc.LeaveGrace == 0 {
+			rc.LeaveGrace = cmp.Or(cfg.Presence.LeaveGrace, presence.DefaultLeaveGrace)
+		}
 		rc.Logger = cfg.Logger
 		rc.Registerer = cfg.Registry
 		cfg.Redis = &rc
+	}
+	if cfg.Webhook != nil {
+		wc := *cfg.Webhook
+		if cfg.Presence.Node == "" {
+			cfg.Presence.Node = presence.RandomNode()
+		}
+		wc.Node = cfg.Presence.Node
+		if wc.Tick == 0 {
+			wc.Tick = cmp.Or(cfg.Presence.Tick, presence.DefaultTick)
+		}
+		wc.Logger = cfg.Logger
+		wc.Registerer = cfg.Registry
+		cfg.Webhook = &wc
 	}
 	switch {
 	case cfg.Engine != poller.EngineEpoll && cfg.Engine != poller.EngineNetpoll:
@@ -203,14 +227,15 @@ func (cfg Config) withDefaults() (Config, error) {
 // listener. Run is called once; the other methods are safe for concurrent
 // use.
 type Server struct {
-	cfg     Config         // static after construction
-	log     *slog.Logger   // static after construction
-	metrics *metrics       // static after construction
-	poller  *poller.Server // static after construction
-	hub     *presence.Hub  // static after construction
-	bus     *redisbus.Bus  // static after construction; nil: a single node
-	admin   *http.Server   // static after construction
-	adminLn net.Listener   // static after construction; closed by admin
+	cfg     Config          // static after construction
+	log     *slog.Logger    // static after construction
+	metrics *metrics        // static after construction
+	poller  *poller.Server  // static after construction
+	hub     *presence.Hub   // static after construction
+	bus     *redisbus.Bus   // static after construction; nil: a single node
+	hooks   *webhook.Sender // static after construction; nil: no webhooks
+	admin   *http.Server    // static after construction
+	adminLn net.Listener    // static after construction; closed by admin
 
 	closeLogs logLimiter
 	draining  atomic.Bool // set once StopAccepting or shutdown began: /readyz fails
@@ -232,6 +257,19 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		metrics:   m,
 		closeLogs: logLimiter{max: 20},
+	}
+	if cfg.Webhook != nil {
+		if s.hooks, err = webhook.New(*cfg.Webhook); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		if cfg.Redis != nil {
+			rc := *cfg.Redis
+			rc.Events = s.hooks
+			cfg.Redis = &rc
+		} else {
+			cfg.Presence.Events = s.hooks
+		}
+		s.cfg = cfg
 	}
 	if cfg.Redis != nil {
 		if s.bus, err = redisbus.New(*cfg.Redis); err != nil {
@@ -305,7 +343,8 @@ var errRunTwice = errors.New("server: Run called twice")
 // and close 1001, and Run waits for their closing handshakes (at most the
 // poller's close timeout) before stopping the poller, the bus (after its
 // Leave, so that the other nodes give this node's members their leave grace
-// at once), the presence hub and, last, the admin listener (so a scrape can
+// at once), the presence hub, the webhook sender (one last try, at most
+// 2 s, for what is queued) and, last, the admin listener (so a scrape can
 // still see the drain). Run returns once every goroutine it started has
 // stopped; the error joins those of both listeners and of the bus. A bus
 // that stops on its own stops the node.
@@ -331,7 +370,18 @@ func (s *Server) Run(ctx context.Context) error {
 		defer cancel() // the poller stopping on its own stops the node
 		pollErr = s.poller.Run(pollCtx)
 	})
-	wg.Go(func() { _ = s.hub.Run(hubCtx) })
+	hubDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(hubDone)
+		_ = s.hub.Run(hubCtx)
+	})
+	// The webhook sender outlives the hub: the drain's transitions are
+	// queued by the hub's last flushes.
+	hooksCtx, stopHooks := context.WithCancel(context.Background())
+	defer stopHooks()
+	if s.hooks != nil {
+		wg.Go(func() { _ = s.hooks.Run(hooksCtx) })
+	}
 	busDone := make(chan struct{})
 	if s.bus == nil {
 		close(busDone)
@@ -371,6 +421,8 @@ func (s *Server) Run(ctx context.Context) error {
 	stopBus()
 	<-busDone
 	stopHub()
+	<-hubDone
+	stopHooks()
 	sctx, scancel := context.WithTimeout(context.Background(), s.cfg.AdminShutdownTimeout)
 	if err := s.admin.Shutdown(sctx); err != nil {
 		s.admin.Close() // requests still running: cut them

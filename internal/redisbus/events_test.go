@@ -1,0 +1,128 @@
+package redisbus
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/internal/redistest"
+	"github.com/presenced/presenced/presence"
+)
+
+// eventLog records what a bus hands to Config.Events.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []string // guarded by mu: "room type user"
+	ids []string // guarded by mu
+}
+
+func (l *eventLog) RoomEvents(room string, evs []presence.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range evs {
+		l.evs = append(l.evs, strings.TrimSpace(room+" "+e.Type.String()+" "+e.User))
+		l.ids = append(l.ids, e.ID)
+	}
+}
+
+func (l *eventLog) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs)
+}
+
+// startEventBus runs a bus named name whose events go to a new log.
+func startEventBus(t *testing.T, opts ClientOptions, name string) (*node, *eventLog) {
+	log := &eventLog{}
+	return startBusWith(t, Config{Redis: opts, Node: name, Events: log}, nil), log
+}
+
+// flushed waits until n's writer wrote everything queued.
+func (n *node) flushed(t *testing.T) {
+	t.Helper()
+	eventually(t, 5*time.Second, "written", func() bool {
+		req := make(chan struct{})
+		n.b.flushReq <- req
+		<-req
+		n.b.q.mu.Lock()
+		defer n.b.q.mu.Unlock()
+		return len(n.b.q.rooms) == 0
+	})
+}
+
+// TestEventsOncePerCluster: the membership transitions are decided by the
+// write scripts in Redis: a user held by two nodes is added by the first
+// hold and removed by the last release, whichever node makes them. In
+// Redis Cluster too: the scripts touch only the room's slot.
+func TestEventsOncePerCluster(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) ClientOptions
+	}{
+		{"standalone", func(t *testing.T) ClientOptions { return standalone(redistest.Start(t)) }},
+		{"cluster", func(t *testing.T) ClientOptions {
+			return ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eventsOnce(t, tc.start(t))
+		})
+	}
+}
+
+func eventsOnce(t *testing.T, opts ClientOptions) {
+	a, la := startEventBus(t, opts, "a")
+	b, lb := startEventBus(t, opts, "b")
+	step := func(n *node, room, user string, held bool) {
+		t.Helper()
+		n.set(room, user, "online", held)
+		n.flushed(t)
+	}
+	check := func(l *eventLog, want ...string) {
+		t.Helper()
+		if got := l.list(); !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+	}
+	step(a, "r", "u", true)
+	check(la, "r room_occupied", "r member_added u")
+	step(b, "r", "u", true) // a second holder: nothing
+	step(a, "r", "u", false)
+	check(la, "r room_occupied", "r member_added u")
+	check(lb)
+	step(b, "r", "u", false) // the last holder lets go
+	check(lb, "r member_removed u", "r room_vacated")
+
+	// A full write (a republish after an outage) is compared with the part
+	// in Redis: x went, y came, the room never emptied.
+	step(a, "r2", "x", true)
+	a.b.Publish("r2", []presence.Holding{{User: "y", Held: true, Status: "online", Version: 99}}, true)
+	a.flushed(t)
+	check(la, "r room_occupied", "r member_added u", "r2 room_occupied", "r2 member_added x",
+		"r2 member_added y", "r2 member_removed x")
+	// Writing the same part again changes nothing.
+	a.b.Publish("r2", []presence.Holding{{User: "y", Held: true, Status: "away", Version: 100}}, true)
+	a.flushed(t)
+	if n := len(la.list()); n != 6 {
+		t.Fatalf("%d events after an unchanged republish, want 6", n)
+	}
+	// Ids are unique and grow per partition.
+	la.mu.Lock()
+	ids := slices.Clone(la.ids)
+	la.mu.Unlock()
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] || !strings.Contains(id, ".") {
+			t.Fatalf("ids %v: %s twice or malformed", ids, id)
+		}
+		seen[id] = true
+	}
+	if want := fmt.Sprintf("%d.", partition("r2")); !strings.HasPrefix(ids[len(ids)-1], want) {
+		t.Errorf("id %s of room r2, want the prefix %s", ids[len(ids)-1], want)
+	}
+}

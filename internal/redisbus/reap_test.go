@@ -1,0 +1,138 @@
+package redisbus
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/internal/redistest"
+)
+
+// TestReapKeepsHeldOnPartialFailure: one failed goneScript call of the
+// reaper's pipeline does not lose the users of the calls that succeeded
+// (their parts are deleted: a retry would find nothing); they are
+// released after the grace.
+func TestReapKeepsHeldOnPartialFailure(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, _ := startEventBus(t, opts, "a")
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb, LeaveGrace: 50 * time.Millisecond}, nil)
+	a.set("bad", "x", "online", true)
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	// bad's part of the wrong type: its goneScript call fails.
+	bad := b.b.k.members("bad", aID)
+	if err := b.b.data.Del(ctx, bad).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.data.Set(ctx, bad, "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]string{}
+	if err := b.b.gone(ctx, aID, []string{"bad", "r1"}, held); err == nil {
+		t.Fatal("gone: no error from the failed call")
+	}
+	if got := held["r1"]; !slices.Equal(got, []string{"u"}) {
+		t.Fatalf("held[r1] = %q after a partial failure, want [u]", got)
+	}
+	// A retry (bad repaired) finds r1's part gone and keeps what it had.
+	if err := b.b.data.Del(ctx, bad).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.gone(ctx, aID, []string{"bad", "r1"}, held); err != nil {
+		t.Fatal(err)
+	}
+	if got := held["r1"]; !slices.Equal(got, []string{"u"}) {
+		t.Fatalf("held[r1] = %q after the retry, want [u]", got)
+	}
+	b.b.releaseAfterGrace(ctx, aID, held)
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	if got := lb.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if n, err := b.b.data.SCard(ctx, b.b.k.membership("r1")).Result(); err != nil || n != 0 {
+		t.Fatalf("wh:r1 has %d members (%v), want 0", n, err)
+	}
+}
+
+// TestReapReplaysHeldAfterLostReply: goneScript keeps the users it read in
+// whg, so a retry after a lost reply (the part is gone) gets them again;
+// the release deletes the copy.
+func TestReapReplaysHeldAfterLostReply(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, _ := startEventBus(t, opts, "a")
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb, LeaveGrace: 50 * time.Millisecond}, nil)
+	a.set("r1", "u", "online", true)
+	a.set("r1", "v", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	if err := b.b.gone(ctx, aID, []string{"r1"}, map[string][]string{}); err != nil {
+		t.Fatal(err) // this reply is "lost"
+	}
+	held := map[string][]string{}
+	if err := b.b.gone(ctx, aID, []string{"r1"}, held); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(slices.Values(held["r1"]))
+	if !slices.Equal(got, []string{"u", "v"}) {
+		t.Fatalf("held[r1] = %q on the retry, want [u v]", got)
+	}
+	b.b.releaseAfterGrace(ctx, aID, held)
+	if n := len(lb.list()); n != 3 {
+		t.Fatalf("events %q, want 2 removals and a vacate", lb.list())
+	}
+	if n, err := b.b.data.Exists(ctx, b.b.k.goneHeld("r1", aID)).Result(); err != nil || n != 0 {
+		t.Fatalf("whg kept after the release (%d, %v)", n, err)
+	}
+}
+
+// TestSweepRunsAbandonedRelease: a reaper that deleted a dead node's parts
+// and stopped before the release (drained during the grace) leaves it in
+// whp: another node's sweeper runs it once it is due. In Redis Cluster
+// too (the sweep's pipeline spans every partition's slot).
+func TestSweepRunsAbandonedRelease(t *testing.T) {
+	t.Parallel()
+	t.Run("standalone", func(t *testing.T) {
+		t.Parallel()
+		sweepAbandoned(t, standalone(redistest.Start(t)))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		sweepAbandoned(t, ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true})
+	})
+}
+
+func sweepAbandoned(t *testing.T, opts ClientOptions) {
+	a, _ := startEventBus(t, opts, "a")
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: &eventLog{}, LeaveGrace: 50 * time.Millisecond}, nil)
+	lc := &eventLog{}
+	startBusWith(t, Config{Redis: opts, Node: "c", Events: lc}, func(b *Bus) {
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	aID := a.b.ID()
+	// b reaps and never releases.
+	if err := b.b.gone(ctx, aID, []string{"r1"}, map[string][]string{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	eventually(t, 5*time.Second, "released by c", func() bool { return slices.Equal(lc.list(), want) })
+	pending := b.b.k.pendingRelease(partition("r1"))
+	eventually(t, 5*time.Second, "whp and whg gone", func() bool {
+		n, err := b.b.data.Exists(ctx, pending, b.b.k.goneHeld("r1", aID)).Result()
+		return err == nil && n == 0
+	})
+	time.Sleep(200 * time.Millisecond) // a few more sweeps: nothing again
+	if got := lc.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}

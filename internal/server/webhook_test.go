@@ -1,0 +1,116 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presenced/presenced/internal/webhook"
+)
+
+// hookReceiver is a real HTTP receiver of webhooks: it verifies each
+// request's signature and records the events.
+type hookReceiver struct {
+	t      *testing.T
+	secret []byte
+	srv    *httptest.Server
+
+	mu     sync.Mutex
+	events []webhook.Payload // guarded by mu
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	r := &hookReceiver{t: t, secret: []byte("hook-secret")}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if !webhook.Verify(r.secret, req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute) {
+			t.Errorf("webhook with a bad signature: %s", body)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var batch []webhook.Payload
+		if err := json.Unmarshal(body, &batch); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		r.mu.Lock()
+		r.events = append(r.events, batch...)
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// got lists the events received as "type room user".
+func (r *hookReceiver) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		out = append(out, strings.TrimSpace(e.Type+" "+e.Room+" "+e.User))
+	}
+	return out
+}
+
+func (r *hookReceiver) await(t *testing.T, want ...string) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		if got := r.got(); !slices.Equal(got, want) {
+			return fmt.Errorf("events %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
+// TestWebhooksSingleNode: a real receiver gets the room's transitions,
+// signed, in order; a connection lost and back within leave_grace produces
+// nothing; an explicit leave removes at once.
+func TestWebhooksSingleNode(t *testing.T) {
+	r := newHookReceiver(t)
+	cfg := quickConfig("")
+	cfg.Presence.LeaveGrace = 500 * time.Millisecond
+	cfg.Webhook = &webhook.Config{URL: r.srv.URL, Secret: r.secret}
+	n := startServer(t, cfg)
+	join := func(c *wsClient) {
+		c.send(`{"t":"join","id":1,"room":"r1"}`)
+		c.expectMsg("ack")
+	}
+	ann := login(t, n, "ann")
+	join(ann)
+	r.await(t, "room_occupied r1", "member_added r1 ann")
+	bob := login(t, n, "bob")
+	join(bob)
+	ann2 := login(t, n, "ann") // a second connection of ann: not a new member
+	join(ann2)
+	r.await(t, "room_occupied r1", "member_added r1 ann", "member_added r1 bob")
+
+	// bob's connection is lost and back within the grace: no event.
+	bob.drop()
+	bob = login(t, n, "bob")
+	join(bob)
+	time.Sleep(cfg.Presence.LeaveGrace + 300*time.Millisecond)
+	// ann's first connection leaves: ann2 holds her.
+	ann.close()
+	bob.close()
+	ann2.close()
+	r.await(t, "room_occupied r1", "member_added r1 ann", "member_added r1 bob",
+		"member_removed r1 bob", "member_removed r1 ann", "room_vacated r1")
+	r.mu.Lock()
+	ids := map[string]bool{}
+	for _, e := range r.events {
+		if ids[e.ID] || e.TS == 0 {
+			t.Errorf("event %+v: id seen twice or no ts", e)
+		}
+		ids[e.ID] = true
+	}
+	r.mu.Unlock()
+	if v := metric(t, n.reg, "presenced_webhook_events_total", "result", "sent"); v != 6 {
+		t.Errorf("presenced_webhook_events_total{result=sent} = %v, want 6", v)
+	}
+}

@@ -1,0 +1,319 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presenced/presenced/presence"
+)
+
+// Defaults of Config.
+const (
+	DefaultTick        = 100 * time.Millisecond
+	DefaultQueue       = 10000
+	DefaultMaxBatch    = 500
+	DefaultTimeout     = 10 * time.Second
+	DefaultMaxAttempts = 8
+	DefaultMinBackoff  = 250 * time.Millisecond
+	DefaultMaxBackoff  = 30 * time.Second
+	// finalTry bounds the one attempt at shutdown for what is queued.
+	finalTry = 2 * time.Second
+)
+
+// Config configures a Sender. URL and Secret are required; every other
+// field's zero value is its default.
+type Config struct {
+	URL    string // the receiver (http or https)
+	Secret []byte // the HMAC key
+	// Node names the events that come without an id:
+	// "<Node>-<start>-<n>", start being 8 random hex digits drawn by New
+	// (a restarted node does not reuse ids). Default "presenced".
+	Node string
+	// Tick is the batching window: at most one POST per tick. Default 100 ms.
+	Tick time.Duration
+	// Queue bounds the events waiting to be sent; more are dropped and
+	// counted. Default 10000.
+	Queue int
+	// MaxBatch is the most events in one POST. Default 500.
+	MaxBatch int
+	// Timeout bounds one POST. Default 10 s.
+	Timeout time.Duration
+	// MaxAttempts per batch before it is dropped. Default 8.
+	MaxAttempts int
+	// MinBackoff and MaxBackoff: the wait before retry n is random in
+	// [0, min(MaxBackoff, MinBackoff × 2^n)]. Defaults 250 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// Client sends the requests. Default: an http.Client with Timeout.
+	Client *http.Client
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer for the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case err != nil:
+		return cfg, fmt.Errorf("webhook: URL: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		return cfg, fmt.Errorf("webhook: URL %q is not an http(s) URL", cfg.URL)
+	case len(cfg.Secret) == 0:
+		return cfg, errors.New("webhook: no Secret: requests must be signed")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	num := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	def(&cfg.Tick, DefaultTick)
+	def(&cfg.Timeout, DefaultTimeout)
+	def(&cfg.MinBackoff, DefaultMinBackoff)
+	def(&cfg.MaxBackoff, DefaultMaxBackoff)
+	num(&cfg.Queue, DefaultQueue)
+	num(&cfg.MaxBatch, DefaultMaxBatch)
+	num(&cfg.MaxAttempts, DefaultMaxAttempts)
+	if cfg.Node == "" {
+		cfg.Node = "presenced"
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// Payload is one event as the receiver gets it (the body is a JSON array
+// of them).
+type Payload struct {
+	ID   string `json:"id"`
+	TS   int64  `json:"ts"` // Unix milliseconds
+	Type string `json:"type"`
+	Room string `json:"room"`
+	User string `json:"user,omitempty"`
+}
+
+// Sender queues events and POSTs them. See the package doc.
+type Sender struct {
+	cfg    Config       // static after New
+	log    *slog.Logger // static after New
+	m      *metrics     // static after New
+	prefix string       // static after New: of the ids the sender gives
+
+	mu    sync.Mutex
+	queue []Payload // guarded by mu: oldest first, at most cfg.Queue
+	seq   uint64    // guarded by mu: the last id given to an event without one
+}
+
+var _ presence.Events = (*Sender)(nil)
+
+// New checks cfg and builds a Sender; call Run to send.
+func New(cfg Config) (*Sender, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var start [4]byte
+	_, _ = crand.Read(start[:])
+	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-"}
+	if s.m, err = newMetrics(cfg.Registerer, s.queued); err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Sender) queued() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return float64(len(s.queue))
+}
+
+// RoomEvents queues the room's events, in order, without blocking: those
+// that do not fit the queue are dropped and counted. It does not keep evs.
+func (s *Sender) RoomEvents(room string, evs []presence.Event) {
+	dropped := 0
+	s.mu.Lock()
+	for _, e := range evs {
+		if len(s.queue) >= s.cfg.Queue {
+			dropped++
+			continue
+		}
+		id := e.ID
+		if id == "" {
+			s.seq++
+			id = s.prefix + strconv.FormatUint(s.seq, 10)
+		}
+		s.queue = append(s.queue, Payload{ID: id, TS: e.Time.UnixMilli(), Type: e.Type.String(), Room: room, User: e.User})
+	}
+	s.mu.Unlock()
+	if dropped > 0 {
+		s.m.events.WithLabelValues(resultDroppedQueue).Add(float64(dropped))
+	}
+}
+
+// take removes and returns up to max of the oldest queued events.
+func (s *Sender) take(max int) []Payload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(s.queue), max)
+	if n == 0 {
+		return nil
+	}
+	batch := make([]Payload, n)
+	copy(batch, s.queue)
+	rest := copy(s.queue, s.queue[n:])
+	clear(s.queue[rest:])
+	s.queue = s.queue[:rest]
+	if rest == 0 && cap(s.queue) > 1024 {
+		s.queue = nil // give back what a burst grew
+	}
+	return batch
+}
+
+// Run sends what is queued once per tick until ctx is done, then gives
+// what is still queued one last attempt (at most a couple of seconds) and
+// returns. Call it once.
+func (s *Sender) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.final()
+			return nil
+		case <-t.C:
+		}
+		// A backlog goes out in consecutive batches, not one per tick.
+		for ctx.Err() == nil {
+			batch := s.take(s.cfg.MaxBatch)
+			if batch == nil {
+				break
+			}
+			s.deliver(ctx, batch)
+		}
+	}
+}
+
+// final makes one attempt at what is queued, bounded by finalTry.
+func (s *Sender) final() {
+	ctx, cancel := context.WithTimeout(context.Background(), finalTry)
+	defer cancel()
+	for {
+		batch := s.take(s.cfg.MaxBatch)
+		if batch == nil {
+			return
+		}
+		if ctx.Err() != nil || !s.attempt(ctx, batch) {
+			s.fail(len(batch) + len(s.take(s.cfg.Queue)))
+			return
+		}
+	}
+}
+
+// deliver POSTs batch until the receiver takes it, refuses it (4xx but
+// 429), MaxAttempts were made, or ctx is done.
+func (s *Sender) deliver(ctx context.Context, batch []Payload) {
+	for n := 0; ; n++ {
+		if s.attempt(ctx, batch) {
+			return
+		}
+		if n+1 >= s.cfg.MaxAttempts || ctx.Err() != nil {
+			s.log.Warn("webhook: batch dropped after retries", "events", len(batch), "attempts", n+1)
+			s.fail(len(batch))
+			return
+		}
+		ceil := min(s.cfg.MaxBackoff, s.cfg.MinBackoff<<min(n, 30))
+		wait := rand.N(ceil + 1) // full jitter
+		select {
+		case <-ctx.Done():
+			s.fail(len(batch))
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (s *Sender) fail(n int) {
+	s.m.events.WithLabelValues(resultDroppedFailed).Add(float64(n))
+}
+
+// errRejected: the receiver refused the batch (a 4xx other than 429).
+var errRejected = errors.New("webhook: rejected")
+
+// attempt POSTs batch once. It reports whether the batch is done with
+// (taken, or refused for good: then it is counted as dropped); false: try
+// again.
+func (s *Sender) attempt(ctx context.Context, batch []Payload) (done bool) {
+	err := s.post(ctx, batch)
+	switch {
+	case err == nil:
+		s.m.requests.WithLabelValues(reqOK).Inc()
+		s.m.events.WithLabelValues(resultSent).Add(float64(len(batch)))
+		return true
+	case errors.Is(err, errRejected):
+		s.m.requests.WithLabelValues(reqRejected).Inc()
+		s.log.Warn("webhook: receiver refused a batch", "events", len(batch), "err", err)
+		s.fail(len(batch))
+		return true
+	default:
+		s.m.requests.WithLabelValues(reqRetry).Inc()
+		s.log.Debug("webhook: POST failed, will retry", "err", err)
+		return false
+	}
+}
+
+func (s *Sender) post(ctx context.Context, batch []Payload) error {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errRejected, err) // cannot happen: plain strings and ints
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errRejected, err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "presenced")
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, Sign(s.cfg.Secret, ts, body))
+	start := time.Now()
+	resp, err := s.cfg.Client.Do(req)
+	s.m.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return nil
+	case c == http.StatusTooManyRequests || c >= 500:
+		return fmt.Errorf("webhook: status %d", c)
+	default:
+		return fmt.Errorf("%w: status %d", errRejected, c)
+	}
+}
