@@ -95,9 +95,12 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 
 # deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
 # Prometheus's rule parser stay out of go.mod); its tests start the
-# bin/presenced built here. tools.sh runs systemd-analyze, nginx and
-# haproxy; promtool runs only once installed (make promtool-check).
-deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
+# bin/presenced built here, and proxy_test.go sends WebSocket traffic
+# through nginx and HAProxy with the shipped configs (the Go SDK through a
+# replace of the root module: go.mod here is untouched). tools.sh runs
+# systemd-analyze, nginx and haproxy; promtool runs only once installed
+# (make promtool-check).
+deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, WebSocket clients through nginx and HAProxy, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
 	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
