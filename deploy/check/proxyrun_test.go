@@ -207,7 +207,9 @@ func haproxyServers(t *testing.T, sock string) map[string]string {
 		if len(row) <= col["check_code"] || row[col["pxname"]] != "presenced" || strings.ToUpper(row[col["svname"]]) == "BACKEND" {
 			continue
 		}
-		servers[row[col["svname"]]] = strings.Join([]string{row[col["status"]], row[col["check_status"]], row[col["check_code"]]}, " ")
+		// "* " marks a check in progress.
+		check := strings.TrimPrefix(row[col["check_status"]], "* ")
+		servers[row[col["svname"]]] = strings.Join([]string{row[col["status"]], check, row[col["check_code"]]}, " ")
 	}
 	return servers
 }
