@@ -32,7 +32,8 @@ CENTRIFUGO := $(CACHE)/tools/centrifugo-$(CENTRIFUGO_VERSION)/centrifugo
 # deploy-check parses the same rules with Prometheus's packages (about
 # 2 minutes to compile the first time, seconds once cached; promtool takes
 # many minutes). deploy/check/go.mod needs Go 1.26.7 (Prometheus's floor):
-# an offline host with an older Go cannot run deploy-check.
+# an offline host with an older Go cannot run deploy-check (make deps says
+# so).
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The JavaScript SDK's packages (clients/js/node_modules) come from npm ci
@@ -95,9 +96,12 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 
 # deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
 # Prometheus's rule parser stay out of go.mod); its tests start the
-# bin/presenced built here. tools.sh runs systemd-analyze, nginx and
-# haproxy; promtool runs only once installed (make promtool-check).
-deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
+# bin/presenced built here, and proxy_test.go sends WebSocket traffic
+# through nginx and HAProxy with the shipped configs (the Go SDK through a
+# replace of the root module: go.mod here is untouched). tools.sh runs
+# systemd-analyze, nginx and haproxy; promtool runs only once installed
+# (make promtool-check).
+deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, WebSocket clients through nginx and HAProxy, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
 	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
@@ -195,8 +199,14 @@ ci: lint test ## What a careful CI runs: lint, then the whole suite
 # from starting the services it installs (nginx on :80), which are then
 # disabled),
 # then clients/js's packages with npm ci when node_modules is missing or
-# older than the lockfile.
-deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js)
+# older than the lockfile. It also says when this Go is older than
+# deploy/check/go.mod's go line (GOTOOLCHAIN=auto then needs the network).
+deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js); says when Go is older than deploy/check's floor
+	@need=$$(awk '$$1 == "go" { print $$2; exit }' deploy/check/go.mod); \
+	have=$$($(GO) env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//') || true; \
+	if [ -n "$$need" ] && [ -n "$$have" ] && [ "$$(printf '%s\n%s\n' "$$need" "$$have" | sort -V | head -1)" != "$$need" ]; then \
+		echo "deps: make deploy-check (part of make test) needs Go $$need (deploy/check/go.mod: Prometheus's floor); this is Go $$have. With GOTOOLCHAIN=auto, go downloads go$$need (network needed); offline, install Go $$need or later"; \
+	fi
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \

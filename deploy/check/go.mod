@@ -3,11 +3,17 @@ module github.com/presenced/presenced/deploy/check
 go 1.26.7
 
 require (
+	github.com/presenced/presenced v0.0.0
 	github.com/prometheus/common v0.72.1
 	github.com/prometheus/prometheus v0.316.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	sigs.k8s.io/yaml v1.6.0
+)
+
+require (
+	github.com/gobwas/httphead v0.1.0 // indirect
+	github.com/gobwas/ws v1.5.0 // indirect
 )
 
 require (
@@ -48,3 +54,6 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+// The Go SDK (client/) of the server next door, for proxy_test.go.
+replace github.com/presenced/presenced => ../..

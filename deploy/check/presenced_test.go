@@ -49,11 +49,24 @@ var (
 	buildErr  error
 )
 
+// TestMain also writes the proxies' test certificate (proxyrun_test.go)
+// and makes this process trust it: SSL_CERT_FILE is read once, at the
+// first TLS verification, so it is set before any test runs.
 func TestMain(m *testing.M) {
+	var err error
+	if certDir, err = os.MkdirTemp("", "deploy-check-tls"); err == nil {
+		err = testCert(certDir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deploy/check: test certificate:", err)
+		os.Exit(1)
+	}
+	os.Setenv("SSL_CERT_FILE", filepath.Join(certDir, "tls.crt"))
 	code := m.Run()
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
+	os.RemoveAll(certDir)
 	os.Exit(code)
 }
 
@@ -69,48 +82,88 @@ func freePort(t *testing.T) int {
 }
 
 // start runs a process until the test ends (SIGTERM, then SIGKILL after
-// 10 s); its output goes to the test log if the test fails.
-func start(t *testing.T, name string, args ...string) {
+// 10 s); its output goes to the test log if the test fails. Done closes
+// when it exits.
+func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
+		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
+			p.cmd.Process.Kill()
+			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(name), out.String())
+			t.Logf("%s output:\n%s", filepath.Base(name), p.out.String())
 		}
 	})
+	return p
+}
+
+// proc is a process started by start. out is safe to read once done is
+// closed.
+type proc struct {
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startPresenced runs a node with extra flags and returns its admin
 // base URL once /readyz answers 200.
 func startPresenced(t *testing.T, flags ...string) string {
 	t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := append([]string{"-insecure", "-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "-admin-addr", admin}, flags...)
-	start(t, presencedBinary(t), args...)
-	base := "http://" + admin
+	return runPresenced(t, flags...).adminBase
+}
+
+// node is a presenced started by runPresenced: its public listener
+// (host:port), admin base URL and process.
+type node struct {
+	addr, adminPort, adminBase string
+	proc                       *proc
+}
+
+// runPresenced runs a node (-insecure, loopback listeners) with extra
+// flags, once its /readyz answers 200.
+func runPresenced(t *testing.T, flags ...string) node {
+	t.Helper()
+	adminPort := fmt.Sprint(freePort(t))
+	n := node{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), adminPort: adminPort, adminBase: "http://127.0.0.1:" + adminPort}
+	args := append([]string{"-insecure", "-addr", n.addr, "-admin-addr", "127.0.0.1:" + adminPort}, flags...)
+	n.proc = start(t, presencedBinary(t), args...)
 	waitFor(t, 15*time.Second, "presenced /readyz 200", func() bool {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(n.adminBase + "/readyz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return base
+	return n
 }
 
 func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {

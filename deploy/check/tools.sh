@@ -42,6 +42,43 @@ for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
 	fi
 done
 
+# The values that matter most for many connections are in sane ranges,
+# not only valid keys: the accept queue holds presenced's listen backlog
+# (poller/listen_linux.go; the kernel cuts it to somaxconn), the SYN queue
+# at least as much, the ephemeral port range wide (the proxy's and the
+# load side's outbound connections) and presenced's ports (README's
+# presenced.env) reserved out of it, the TCP memory triples ordered.
+sysctl_val() { awk -v k="$1" '$1 == k { $1 = $2 = ""; sub(/^ +/, ""); print; exit }' deploy/sysctl.conf; }
+backlog=$(sed -n 's/.*unix\.Listen(fd, \([0-9]*\)).*/\1/p' poller/listen_linux.go 2>/dev/null | head -1)
+backlog=${backlog:-4096}
+somax=$(sysctl_val net.core.somaxconn) syn=$(sysctl_val net.ipv4.tcp_max_syn_backlog)
+read -r plo phi <<<"$(sysctl_val net.ipv4.ip_local_port_range)" || true
+reserved=",$(sysctl_val net.ipv4.ip_local_reserved_ports),"
+bad=0
+if [ -z "$somax" ] || [ "$somax" -lt "$backlog" ]; then
+	echo "deploy-check: deploy/sysctl.conf: net.core.somaxconn ${somax:-(unset)} is below presenced's listen backlog $backlog"; bad=1
+fi
+if [ -z "$syn" ] || [ "$syn" -lt "${somax:-$backlog}" ]; then
+	echo "deploy-check: deploy/sysctl.conf: net.ipv4.tcp_max_syn_backlog ${syn:-(unset)} is below somaxconn ${somax:-$backlog}"; bad=1
+fi
+if [ -z "$plo" ] || [ -z "$phi" ] || [ "$plo" -lt 1024 ] || [ "$phi" -gt 65535 ] || [ $((phi - plo + 1)) -lt 50000 ]; then
+	echo "deploy-check: deploy/sysctl.conf: net.ipv4.ip_local_port_range '${plo:-} ${phi:-}' must lie in 1024-65535 and span at least 50000 ports"; bad=1
+fi
+for p in $(sed -n 's/^PRESENCED_\(ADMIN_\)\{0,1\}ADDR=.*:\([0-9]*\)$/\2/p' deploy/README.md); do
+	if [ -n "$plo" ] && [ "$p" -ge "$plo" ] && [ "$p" -le "${phi:-0}" ] && [[ $reserved != *",$p,"* ]]; then
+		echo "deploy-check: deploy/sysctl.conf: presenced's port $p (README's presenced.env) is in ip_local_port_range but not in ip_local_reserved_ports"; bad=1
+	fi
+done
+for key in net.ipv4.tcp_mem net.ipv4.tcp_rmem net.ipv4.tcp_wmem; do
+	read -r a b c <<<"$(sysctl_val "$key")" || true
+	if [ -n "$a" ] && { [ -z "$c" ] || [ "$a" -gt "$b" ] || [ "$b" -gt "$c" ]; }; then
+		echo "deploy-check: deploy/sysctl.conf: $key '$a $b $c' is not three increasing values (min, default or pressure, max)"; bad=1
+	fi
+done
+if [ $bad = 0 ]; then
+	echo "deploy-check: deploy/sysctl.conf: somaxconn $somax >= backlog $backlog, tcp_max_syn_backlog $syn, ports $plo-$phi with presenced's reserved, TCP memory ordered"
+else fail=1; fi
+
 # The admin listener of the documented install (README's presenced.env)
 # is what HAProxy health-checks and Prometheus scrapes: same port, a
 # node address (not loopback) that is one of haproxy.cfg's servers and
