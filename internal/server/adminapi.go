@@ -7,8 +7,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,13 +70,62 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 	}))
 }
 
+// guard answers the requests under /api/ that mux would redirect before
+// any handler runs (an unclean path: "//", "." or ".." segments; "/api"
+// without the slash) as the API does: after authentication, in JSON, and
+// counted (endpoint "redirect"), with a 307 to the clean path.
+func (a *adminAPI) guard(mux http.Handler) http.Handler {
+	redirect := a.endpoint("redirect", func(r *http.Request) (any, *apiError) {
+		clean := cleanPath(r.URL.EscapedPath())
+		if clean == "/api" {
+			clean = "/api/"
+		}
+		u := url.URL{Path: clean, RawPath: clean, RawQuery: r.URL.RawQuery}
+		if p, err := url.PathUnescape(clean); err == nil {
+			u.Path = p // RawPath keeps an escaped "/" (%2F) escaped
+		}
+		loc := u.String()
+		return nil, &apiError{status: http.StatusTemporaryRedirect, code: "redirect",
+			message: "the path is not clean: use " + loc, location: loc}
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.EscapedPath()
+		if r.Method != http.MethodConnect && (p == "/api" || strings.HasPrefix(p, "/api/") && cleanPath(p) != p) {
+			redirect.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is net/http's path cleaning of ServeMux: path.Clean, keeping
+// a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
+			np = p
+		} else {
+			np += "/"
+		}
+	}
+	return np
+}
+
 // apiError is an error answer: {"error":{"code":...,"message":...}}.
 type apiError struct {
-	status  int
-	code    string
-	message string
-	allow   string         // the Allow header of a 405
-	extra   map[string]any // more keys of the answer, beside "error"
+	status   int
+	code     string
+	message  string
+	allow    string         // the Allow header of a 405
+	location string         // the Location header of a 307
+	extra    map[string]any // more keys of the answer, beside "error"
 }
 
 func badRequest(msg string) *apiError {
@@ -134,6 +186,9 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 			body = m
 			if aerr.allow != "" {
 				w.Header().Set("Allow", aerr.allow)
+			}
+			if aerr.location != "" {
+				w.Header().Set("Location", aerr.location)
 			}
 			if aerr.code == "busy" {
 				w.Header().Set("Retry-After", "1")
