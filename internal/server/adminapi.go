@@ -7,11 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"path"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +37,7 @@ type adminAPI struct {
 	reqs  *prometheus.CounterVec
 	node  string
 	reads chan struct{} // a semaphore of adminMaxReads: the reads running
+	kicks *tokenBucket  // the disconnects (adminrate.go)
 }
 
 // register adds the API's routes to mux.
@@ -51,7 +49,7 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 		{"GET", "/api/rooms/{room}/members", "members", a.limited(a.members)},
 		{"GET", "/api/rooms", "rooms", a.limited(a.rooms)},
 		{"GET", "/api/users/{user}/rooms", "user_rooms", a.limited(a.userRooms)},
-		{"POST", "/api/users/{user}/disconnect", "disconnect", a.disconnect},
+		{"POST", "/api/users/{user}/disconnect", "disconnect", rateLimited(a.kicks, a.disconnect)},
 		{"GET", "/api/nodes", "nodes", a.limited(a.nodes)},
 	} {
 		mux.Handle(rt.method+" "+rt.path, a.endpoint(rt.name, rt.fn))
@@ -70,62 +68,15 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 	}))
 }
 
-// guard answers the requests under /api/ that mux would redirect before
-// any handler runs (an unclean path: "//", "." or ".." segments; "/api"
-// without the slash) as the API does: after authentication, in JSON, and
-// counted (endpoint "redirect"), with a 307 to the clean path.
-func (a *adminAPI) guard(mux http.Handler) http.Handler {
-	redirect := a.endpoint("redirect", func(r *http.Request) (any, *apiError) {
-		clean := cleanPath(r.URL.EscapedPath())
-		if clean == "/api" {
-			clean = "/api/"
-		}
-		u := url.URL{Path: clean, RawPath: clean, RawQuery: r.URL.RawQuery}
-		if p, err := url.PathUnescape(clean); err == nil {
-			u.Path = p // RawPath keeps an escaped "/" (%2F) escaped
-		}
-		loc := u.String()
-		return nil, &apiError{status: http.StatusTemporaryRedirect, code: "redirect",
-			message: "the path is not clean: use " + loc, location: loc}
-	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.EscapedPath()
-		if r.Method != http.MethodConnect && (p == "/api" || strings.HasPrefix(p, "/api/") && cleanPath(p) != p) {
-			redirect.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
-
-// cleanPath is net/http's path cleaning of ServeMux: path.Clean, keeping
-// a trailing slash.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if p[0] != '/' {
-		p = "/" + p
-	}
-	np := path.Clean(p)
-	if p[len(p)-1] == '/' && np != "/" {
-		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
-			np = p
-		} else {
-			np += "/"
-		}
-	}
-	return np
-}
-
 // apiError is an error answer: {"error":{"code":...,"message":...}}.
 type apiError struct {
-	status   int
-	code     string
-	message  string
-	allow    string         // the Allow header of a 405
-	location string         // the Location header of a 307
-	extra    map[string]any // more keys of the answer, beside "error"
+	status     int
+	code       string
+	message    string
+	allow      string         // the Allow header of a 405
+	location   string         // the Location header of a 307
+	retryAfter int            // the Retry-After header (seconds) of a 503 busy or a 429
+	extra      map[string]any // more keys of the answer, beside "error"
 }
 
 func badRequest(msg string) *apiError {
@@ -153,7 +104,7 @@ func (a *adminAPI) limited(fn func(*http.Request) (any, *apiError)) func(*http.R
 		case a.reads <- struct{}{}:
 		default:
 			return nil, &apiError{status: http.StatusServiceUnavailable, code: "busy",
-				message: strconv.Itoa(adminMaxReads) + " reads are running: retry later"}
+				message: strconv.Itoa(adminMaxReads) + " reads are running: retry later", retryAfter: 1}
 		}
 		defer func() { <-a.reads }()
 		return fn(r)
@@ -190,8 +141,8 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 			if aerr.location != "" {
 				w.Header().Set("Location", aerr.location)
 			}
-			if aerr.code == "busy" {
-				w.Header().Set("Retry-After", "1")
+			if aerr.retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(aerr.retryAfter))
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -389,5 +340,6 @@ func (s *Server) newAdminAPI() *adminAPI {
 		reqs:  s.metrics.adminReqs,
 		node:  s.hub.Node(),
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 }

@@ -66,6 +66,7 @@ func TestAdminReadLimit(t *testing.T) {
 		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
 		node:  "n1",
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 	mux := http.NewServeMux()
 	a.register(mux)
@@ -127,6 +128,7 @@ func TestAdminDisconnectKickFails(t *testing.T) {
 		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
 		node:  "n1",
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 	mux := http.NewServeMux()
 	a.register(mux)
