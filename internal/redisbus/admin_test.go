@@ -147,3 +147,24 @@ func TestKickQueueFull(t *testing.T) {
 		t.Errorf("%d kicks queued, want %d", n, kickQueue)
 	}
 }
+
+// TestNodesWithoutReport: a live node whose connection count is not in
+// Redis (it has not reported yet, or the key was lost) is listed with -1.
+// NodeTTL is long, so the next report (every NodeTTL/3 = 10 s) does not
+// come within the test.
+func TestNodesWithoutReport(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	a := startBus(t, "a", standalone(s), func(b *Bus) { b.cfg.NodeTTL = 30 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eventually(t, 5*time.Second, "registered", func() bool { return a.b.ID() != "" })
+	// Reported or not yet (the first report may have come before the
+	// registration): no count from here on.
+	if err := a.b.live.Del(ctx, a.b.k.conns(a.b.ID())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ns, err := a.b.Nodes(ctx); err != nil || len(ns) != 1 || ns[0].ID != a.b.ID() || ns[0].Conns != -1 {
+		t.Errorf("Nodes without the report: %+v, %v; want the node with -1", ns, err)
+	}
+}
