@@ -84,23 +84,32 @@ func (h *Hub) UserRooms(user string) []string {
 	return out
 }
 
-// Disconnect closes every connection of user on this node with code and
-// returns how many closes it started (CloseAdmin; a connection already
-// closing is not counted). With a code the contract says
-// not to reconnect after (4100–4199, e.g. 4103) the client's SDK does not
-// come back and the memberships end without LeaveGrace: the other members
-// see the leave in the next diff. With a code that invites a reconnect
-// (4000–4099) they keep LeaveGrace, so a client that comes back causes
-// no leave. Safe from any goroutine: it only records
-// the close and hands it to the sink, like a room flusher's 4002.
-func (h *Hub) Disconnect(user string, code wire.CloseCode) int {
-	n := 0
+// Disconnect closes every connection of user on this node with code
+// (CloseAdmin). closed is how many closes it started (a connection already
+// closing is not counted). With a code the contract says not to reconnect
+// after (4100–4199, e.g. 4103) the client's SDK does not come back and the
+// memberships end without LeaveGrace: the other members see the leave in
+// the next diff. With a code that invites a reconnect (4000–4099) they
+// keep LeaveGrace, so a client that comes back causes no leave.
+//
+// draining is how many of the user's connections were in the drain's
+// close (bye and 1001 sent, the closing handshake not over) and now end
+// as this close (Session.takeDrain): counted as CloseAdmin, and with
+// 4100–4199 without LeaveGrace. Their clients saw 1001, not code (a
+// connection has one close frame), so they come back after bye's
+// retry_ms, to another node: a disconnect does not reach a connection
+// opened after it. Safe from any goroutine: it only records the close and
+// hands it to the sink, like a room flusher's 4002.
+func (h *Hub) Disconnect(user string, code wire.CloseCode) (closed, draining int) {
 	for _, s := range h.sessionsOf(user) { // O(user's sessions): users.go
-		if s.closeWith(code, CloseAdmin, "disconnected by an operator") {
-			n++ // counted only if this close started it (not a client already closing)
+		switch {
+		case s.closeWith(code, CloseAdmin, "disconnected by an operator"):
+			closed++ // counted only if this close started it (not a client already closing)
+		case s.takeDrain(code):
+			draining++
 		}
 	}
-	return n
+	return closed, draining
 }
 
 // NodeInfo returns this node's entry for a node list: its id and open

@@ -132,18 +132,34 @@ type ConnEnd struct {
 	Code  wire.CloseCode // 0 if no close frame was involved
 }
 
-// closeRecord packs the first close a session started: code<<8 | reason.
-// 0: none.
+// closeRecord packs the first close a session started: code<<8 | reason,
+// and overDrain. 0: none.
 type closeRecord uint32
+
+// overDrain marks an operator's close that took over the drain's
+// (Session.takeDrain): the record holds the operator's code and reason,
+// but the connection's close frame was the drain's 1001.
+const overDrain closeRecord = 1 << 24
 
 func recordOf(code wire.CloseCode, reason CloseReason) closeRecord {
 	return closeRecord(code)<<8 | closeRecord(reason)
 }
 
-func (c closeRecord) code() wire.CloseCode        { return wire.CloseCode(c >> 8) }
-func (c closeRecord) reason() CloseReason         { return CloseReason(c & 0xff) }
-func (c closeRecord) started() bool               { return c != 0 }
-func (c closeRecord) is(code wire.CloseCode) bool { return c.started() && c.code() == code }
+func (c closeRecord) code() wire.CloseCode { return wire.CloseCode(c >> 8 & 0xffff) }
+func (c closeRecord) reason() CloseReason  { return CloseReason(c & 0xff) }
+func (c closeRecord) started() bool        { return c != 0 }
+
+// sent is the code of the close frame: the drain's 1001 for a record
+// that took over the drain's.
+func (c closeRecord) sent() wire.CloseCode {
+	if c&overDrain != 0 {
+		return wire.CloseGoingAway
+	}
+	return c.code()
+}
+
+// is reports whether the session's close sent code.
+func (c closeRecord) is(code wire.CloseCode) bool { return c.started() && c.sent() == code }
 
 // ending decides, in one place, why a connection ended and whether its
 // members stay for Config.LeaveGrace. own is the close the session started
@@ -252,6 +268,19 @@ const endedRecord = uint32(closeReasonEnd) // recordOf(0, closeReasonEnd)
 // sink.
 func (s *Session) claimClose(code wire.CloseCode, reason CloseReason) bool {
 	return s.closed.CompareAndSwap(0, uint32(recordOf(code, reason)))
+}
+
+// drainRecord is the record of the drain's close (bye, 1001).
+const drainRecord = uint32(closeRecord(wire.CloseGoingAway)<<8 | closeRecord(CloseDrain))
+
+// takeDrain makes the drain's close of the session, if that is its close
+// and the connection has not ended, an operator's close with code: the
+// client got bye and 1001 already (one close frame per connection), but
+// the connection ends as an operator's close, counted as CloseAdmin, and
+// with a code that forbids a reconnect its memberships end without
+// LeaveGrace. It reports whether it did. Safe from any goroutine.
+func (s *Session) takeDrain(code wire.CloseCode) bool {
+	return s.closed.CompareAndSwap(drainRecord, uint32(recordOf(code, CloseAdmin)|overDrain))
 }
 
 // closing reports whether the session started a close or the connection

@@ -631,12 +631,10 @@ func (s *Session) HandleBinary() {
 // stay for Config.LeaveGrace.
 func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
-	// Claim first, then read: a flusher's 4002 either came before (and is
-	// the session's own close) or finds the session ended.
-	var own closeRecord
-	if !s.closed.CompareAndSwap(0, endedRecord) {
-		own = closeRecord(s.closed.Load())
-	}
+	// Claim and read in one swap: a flusher's 4002 or a Disconnect's
+	// takeDrain either came before (and is the session's own close) or
+	// finds the session ended.
+	own := closeRecord(s.closed.Swap(endedRecord))
 	reason, grace := ending(end, own)
 	s.state = ended
 	for len(s.subs) > 0 {

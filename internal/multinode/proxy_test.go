@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -15,6 +16,7 @@ type proxy struct {
 	ln     net.Listener // static
 	target string       // static
 	wg     sync.WaitGroup
+	refuse atomic.Bool // new connections are closed at once (the node looks down)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // guarded by mu: both ends of every pair
@@ -39,6 +41,10 @@ func (p *proxy) accept() {
 		in, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.refuse.Load() {
+			in.Close()
+			continue
 		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil { // the node is down: the client retries

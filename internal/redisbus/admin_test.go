@@ -1,12 +1,17 @@
 package redisbus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presenced/presenced/internal/redistest"
 	"github.com/presenced/presenced/presence"
@@ -91,6 +96,12 @@ func TestClusterView(t *testing.T) {
 		return err == nil && len(ns) == 2 && ns[0].ID == a.b.ID() && ns[0].Conns == 3 && ns[1].ID == b.b.ID() && ns[1].Conns == 0
 	})
 
+	// A node's count expires (PX NodeTTL): a node that stops reporting
+	// leaves no count behind.
+	if ttl, err := a.b.live.PTTL(ctx, a.b.k.conns(a.b.ID())).Result(); err != nil || ttl <= 0 || ttl > a.b.cfg.NodeTTL {
+		t.Errorf("PTTL of conns:<id> = %v, %v; want in (0, NodeTTL=%v]", ttl, err, a.b.cfg.NodeTTL)
+	}
+
 	if err := a.b.Kick(ctx, "u1", 4103); err != nil {
 		t.Fatal(err)
 	}
@@ -104,4 +115,56 @@ func TestClusterView(t *testing.T) {
 		t.Errorf("the sender's hub got its own kick: %v", a.h.kicks)
 	}
 	a.h.mu.Unlock()
+}
+
+// TestKickQueueFull: a peer's kick that finds the kicker's queue full is
+// dropped at once (the control channel's loop never waits), counted in
+// errors{op="kick"} and logged at Warn; the queued ones stay.
+func TestKickQueueFull(t *testing.T) {
+	var logs bytes.Buffer
+	b, err := New(Config{
+		Redis: ClientOptions{Addrs: []string{"127.0.0.1:1"}}, Node: "a",
+		Registerer: prometheus.NewRegistry(),
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range kickQueue {
+		b.queueKick(fmt.Sprintf("kick b#1 4103 u%d", i))
+	}
+	if v := value(t, b.m.errors.WithLabelValues("kick")); v != 0 {
+		t.Fatalf("errors{op=kick} = %v with the queue just full, want 0", v)
+	}
+	b.queueKick("kick b#1 4103 late")
+	if v := value(t, b.m.errors.WithLabelValues("kick")); v != 1 {
+		t.Errorf("errors{op=kick} = %v after a kick found the queue full, want 1", v)
+	}
+	if got := logs.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "kick queue full") || !strings.Contains(got, "late") {
+		t.Errorf("log %q: want a Warn naming the dropped kick", got)
+	}
+	if n := len(b.kicks); n != kickQueue {
+		t.Errorf("%d kicks queued, want %d", n, kickQueue)
+	}
+}
+
+// TestNodesWithoutReport: a live node whose connection count is not in
+// Redis (it has not reported yet, or the key was lost) is listed with -1.
+// NodeTTL is long, so the next report (every NodeTTL/3 = 10 s) does not
+// come within the test.
+func TestNodesWithoutReport(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t)
+	a := startBus(t, "a", standalone(s), func(b *Bus) { b.cfg.NodeTTL = 30 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eventually(t, 5*time.Second, "registered", func() bool { return a.b.ID() != "" })
+	// Reported or not yet (the first report may have come before the
+	// registration): no count from here on.
+	if err := a.b.live.Del(ctx, a.b.k.conns(a.b.ID())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ns, err := a.b.Nodes(ctx); err != nil || len(ns) != 1 || ns[0].ID != a.b.ID() || ns[0].Conns != -1 {
+		t.Errorf("Nodes without the report: %+v, %v; want the node with -1", ns, err)
+	}
 }

@@ -101,8 +101,9 @@ type Hub interface {
 	// Disconnect closes user's connections on this node with code (an
 	// operator's request, maybe from another node); their memberships
 	// end without leave grace for 4100-4199 and keep it for 4000-4099
-	// (a code inviting a reconnect). It returns how many it closed.
-	Disconnect(user string, code wire.CloseCode) int
+	// (a code inviting a reconnect). It returns how many closes it
+	// started and how many draining connections it took over.
+	Disconnect(user string, code wire.CloseCode) (closed, draining int)
 	// NodeInfo reports this node's open connections (Conns), written to
 	// Redis for the other nodes' node lists.
 	NodeInfo() presence.NodeInfo

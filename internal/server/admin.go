@@ -37,9 +37,10 @@ func (s *Server) newAdminServer() *http.Server {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.newAdminAPI().register(mux)
+	api := s.newAdminAPI()
+	api.register(mux)
 	return &http.Server{
-		Handler:           mux,
+		Handler:           api.guard(mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

@@ -37,6 +37,7 @@ type adminAPI struct {
 	reqs  *prometheus.CounterVec
 	node  string
 	reads chan struct{} // a semaphore of adminMaxReads: the reads running
+	kicks *tokenBucket  // the disconnects (adminrate.go)
 }
 
 // register adds the API's routes to mux.
@@ -48,7 +49,7 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 		{"GET", "/api/rooms/{room}/members", "members", a.limited(a.members)},
 		{"GET", "/api/rooms", "rooms", a.limited(a.rooms)},
 		{"GET", "/api/users/{user}/rooms", "user_rooms", a.limited(a.userRooms)},
-		{"POST", "/api/users/{user}/disconnect", "disconnect", a.disconnect},
+		{"POST", "/api/users/{user}/disconnect", "disconnect", rateLimited(a.kicks, a.disconnect)},
 		{"GET", "/api/nodes", "nodes", a.limited(a.nodes)},
 	} {
 		mux.Handle(rt.method+" "+rt.path, a.endpoint(rt.name, rt.fn))
@@ -69,11 +70,13 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 
 // apiError is an error answer: {"error":{"code":...,"message":...}}.
 type apiError struct {
-	status  int
-	code    string
-	message string
-	allow   string         // the Allow header of a 405
-	extra   map[string]any // more keys of the answer, beside "error"
+	status     int
+	code       string
+	message    string
+	allow      string         // the Allow header of a 405
+	location   string         // the Location header of a 307
+	retryAfter int            // the Retry-After header (seconds) of a 503 busy or a 429
+	extra      map[string]any // more keys of the answer, beside "error"
 }
 
 func badRequest(msg string) *apiError {
@@ -101,7 +104,7 @@ func (a *adminAPI) limited(fn func(*http.Request) (any, *apiError)) func(*http.R
 		case a.reads <- struct{}{}:
 		default:
 			return nil, &apiError{status: http.StatusServiceUnavailable, code: "busy",
-				message: strconv.Itoa(adminMaxReads) + " reads are running: retry later"}
+				message: strconv.Itoa(adminMaxReads) + " reads are running: retry later", retryAfter: 1}
 		}
 		defer func() { <-a.reads }()
 		return fn(r)
@@ -135,8 +138,11 @@ func (a *adminAPI) endpoint(name string, fn func(*http.Request) (any, *apiError)
 			if aerr.allow != "" {
 				w.Header().Set("Allow", aerr.allow)
 			}
-			if aerr.code == "busy" {
-				w.Header().Set("Retry-After", "1")
+			if aerr.location != "" {
+				w.Header().Set("Location", aerr.location)
+			}
+			if aerr.retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(aerr.retryAfter))
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -286,10 +292,11 @@ func (a *adminAPI) disconnect(r *http.Request) (any, *apiError) {
 		}
 		code = wire.CloseCode(n)
 	}
-	n, err := a.state.Disconnect(r.Context(), user, code)
+	closed, draining, err := a.state.Disconnect(r.Context(), user, code)
+	n := closed + draining // a draining connection ends as this close too (presence.Hub.Disconnect)
 	// The operator's action, for the audit trail (an error is answered, not logged).
-	a.log.Info("admin: user disconnected", keyUser, user, keyCode, int(code), keyClosed, n, keyRemote, r.RemoteAddr)
-	ans := map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "node": a.node}
+	a.log.Info("admin: user disconnected", keyUser, user, keyCode, int(code), keyClosed, n, keyDraining, draining, keyRemote, r.RemoteAddr)
+	ans := map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "draining_here": draining, "node": a.node}
 	if err != nil {
 		// This node's connections are closed; the other nodes were not told.
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
@@ -333,5 +340,6 @@ func (s *Server) newAdminAPI() *adminAPI {
 		reqs:  s.metrics.adminReqs,
 		node:  s.hub.Node(),
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 }

@@ -47,11 +47,11 @@ func (b blockingState) Nodes(context.Context) ([]presence.NodeInfo, error) {
 	return nil, nil
 }
 
-func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (int, error) {
+func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (closed, draining int, _ error) {
 	if user == "kickfails" {
-		return 2, errors.New("redis: connection refused")
+		return 2, 0, errors.New("redis: connection refused")
 	}
-	return 1, nil
+	return 1, 0, nil
 }
 
 // TestAdminReadLimit: at most adminMaxReads reads run at once; one more
@@ -66,6 +66,7 @@ func TestAdminReadLimit(t *testing.T) {
 		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
 		node:  "n1",
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 	mux := http.NewServeMux()
 	a.register(mux)
@@ -127,6 +128,7 @@ func TestAdminDisconnectKickFails(t *testing.T) {
 		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
 		node:  "n1",
 		reads: make(chan struct{}, adminMaxReads),
+		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}
 	mux := http.NewServeMux()
 	a.register(mux)

@@ -23,6 +23,7 @@ const (
 	keyWindow     = "window"
 	keyUser       = "user"
 	keyClosed     = "closed"
+	keyDraining   = "draining"
 	keyEndpoint   = "endpoint"
 	keyStatus     = "status"
 )

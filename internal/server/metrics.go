@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	m.adminReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presenced_admin_requests_total",
-		Help: "Admin API requests (/api/), by endpoint (members, rooms, user_rooms, disconnect, nodes, unknown) and HTTP status code.",
+		Help: "Admin API requests (/api/), by endpoint (members, rooms, user_rooms, disconnect, nodes, unknown; redirect: an unclean path) and HTTP status code.",
 	}, []string{"endpoint", "code"})
 	for _, e := range []string{"members", "rooms", "user_rooms", "disconnect", "nodes", "unknown"} {
 		m.adminReqs.WithLabelValues(e, "200") // exported from the start
