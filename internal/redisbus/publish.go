@@ -399,14 +399,16 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			w.indexed[s.room] = true
 		}
 		v, err := b.scriptResult(s.call.cmd, s.room, now)
+		if err == nil && v == 1 && b.cfg.Events != nil {
+			// The reply (its events) came back: acknowledged even when the
+			// index below failed, else the next write returns them again.
+			w.acked[s.room] = s.seq
+		}
 		if err != nil || (s.index != nil && s.index.Err() != nil) {
 			failed = append(failed, s.room)
 			continue
 		}
 		ok = true
-		if v == 1 && b.cfg.Events != nil {
-			w.acked[s.room] = s.seq
-		}
 		if s.empty && v != 2 {
 			// Removed from the room: forget it, and unindex it (best
 			// effort: the reaper finds nothing there anyway).
