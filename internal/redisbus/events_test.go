@@ -159,3 +159,36 @@ func TestEventsAckedWhenIndexFails(t *testing.T) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
 }
+
+// TestEventIDsAfterDataLoss: event ids are <partition>.<epoch>.<n>; after
+// Redis lost the partition's counter they start in a new epoch: none
+// repeats (review #4).
+func TestEventIDsAfterDataLoss(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, la := startEventBus(t, opts, "a")
+	a.set("r", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	if err := a.b.data.Del(ctx, a.b.k.eventIDs("r"), a.b.k.membership("r")).Err(); err != nil {
+		t.Fatal(err) // what a restart without persistence loses
+	}
+	time.Sleep(2 * time.Millisecond) // the next epoch is a later millisecond
+	a.set("r", "v", "online", true)
+	a.flushed(t)
+	want := []string{"r room_occupied", "r member_added u", "r room_occupied", "r member_added v"}
+	if got := la.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	la.mu.Lock()
+	ids := slices.Clone(la.ids)
+	la.mu.Unlock()
+	seen := map[string]bool{}
+	for _, id := range ids {
+		f := strings.Split(id, ".")
+		if seen[id] || len(f) != 3 || f[0] != fmt.Sprint(partition("r")) {
+			t.Fatalf("ids %q: %s twice or not <partition>.<epoch>.<n>", ids, id)
+		}
+		seen[id] = true
+	}
+}
