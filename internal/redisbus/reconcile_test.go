@@ -54,6 +54,19 @@ func TestReconcileMixedWebhooks(t *testing.T) {
 	if got := allEvents(la); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
+	// b, restarted with webhooks, writes its rooms in full (a new
+	// incarnation): the user only it held is added; no mismatch left.
+	b.set("r2", "x", "online", true)
+	b.flushed(t)
+	b.stop()
+	lb := &eventLog{}
+	b2 := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb}, fastReconcile)
+	b2.set("r2", "x", "online", true)
+	b2.flushed(t)
+	if got, want := lb.list(), []string{"r2 room_occupied", "r2 member_added x"}; !slices.Equal(got, want) {
+		t.Fatalf("b's events after its restart with webhooks %q, want %q", got, want)
+	}
+	eventually(t, 5*time.Second, "no mismatch", func() bool { return value(t, a.b.m.mismatch) == 0 })
 }
 
 // TestReconcileLastNodeDrained: the last node drained leaves its parts
