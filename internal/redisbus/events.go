@@ -113,20 +113,24 @@ const releaseChunk = 500
 // users (the order goneScript kept them in), one call each. A chunk's
 // result is kept for an hour, so that a retry after a lost reply gets the
 // same events again; the caller deletes it once the reply came (a call
-// after that finds the users gone: nothing).
+// after that finds the users gone: nothing). The last chunk drops the
+// release from the pending ones (whp); should an earlier one never be
+// done, the reconcile ends its users' holds.
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|<dead id>|<chunk>
-//	KEYS[5] whrooms
-//	ARGV    member key prefix, room, then the users
+//	KEYS[5] whrooms   KEYS[6] whp
+//	ARGV    member key prefix, room, <dead id>|<room> (last chunk) or "",
+//	        then the users
 const releaseScriptSrc = eventsLua + `
 wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
 local ev = {}
 local done = redis.call('GET', KEYS[4])
 if done then
   ev = cjson.decode(done)
 else
   local ids = redis.call('HKEYS', KEYS[1])
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     wh_end(ev, ids, ARGV[1], '', ARGV[i])
   end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
@@ -215,18 +219,19 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 type releaseJob struct {
 	room  string
 	chunk int
+	last  bool
 	users []string
 }
 
 // release ends the holds id had (held: room -> users) now, retrying for
-// about a minute. A room's release is done when all its chunks are: its
-// pending entry (whp) and whg go then.
+// about a minute. A room's whg goes when all its chunks are done.
 func (b *Bus) release(ctx context.Context, id string, held map[string][]string) {
 	var jobs []releaseJob
 	left := map[string]int{} // room -> chunks not done
 	for room, users := range held {
 		for i := 0; i == 0 || i*releaseChunk < len(users); i++ {
-			jobs = append(jobs, releaseJob{room: room, chunk: i, users: users[i*releaseChunk : min(len(users), (i+1)*releaseChunk)]})
+			end := min(len(users), (i+1)*releaseChunk)
+			jobs = append(jobs, releaseJob{room: room, chunk: i, last: end == len(users), users: users[i*releaseChunk : end]})
 			left[room]++
 		}
 	}
@@ -236,13 +241,17 @@ func (b *Bus) release(ctx context.Context, id string, held map[string][]string) 
 		pipe := b.data.Pipeline()
 		calls := make([]*scriptCall, n)
 		for i, j := range jobs[:n] {
-			args := make([]any, 0, 2+len(j.users))
-			args = append(args, b.k.memberPrefix(j.room), j.room)
+			pend := ""
+			if j.last {
+				pend = id + "|" + j.room
+			}
+			args := make([]any, 0, 3+len(j.users))
+			args = append(args, b.k.memberPrefix(j.room), j.room, pend)
 			for _, u := range j.users {
 				args = append(args, u)
 			}
 			c := &scriptCall{keys: []string{b.k.seqs(j.room), b.k.membership(j.room), b.k.eventIDs(j.room),
-				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room))}, args: args}
+				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room))}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}
@@ -258,12 +267,10 @@ func (b *Bus) release(ctx context.Context, id string, held map[string][]string) 
 				continue
 			}
 			// The events came back: their copy goes (best effort: it
-			// expires anyway); the room's pending entry and users' copy
-			// once every chunk is done.
+			// expires anyway); the users' copy once every chunk is done.
 			cleanup.Del(ctx, b.k.released(j.room, id, j.chunk))
 			if left[j.room]--; left[j.room] == 0 {
 				cleanup.Del(ctx, b.k.goneHeld(j.room, id))
-				cleanup.ZRem(ctx, b.k.pendingRelease(partition(j.room)), id+"|"+j.room)
 			}
 		}
 		_, _ = cleanup.Exec(ctx)

@@ -143,8 +143,8 @@ func sweepAbandoned(t *testing.T, opts ClientOptions) {
 
 // TestReleaseChunks: a release of more than releaseChunk users is cut in
 // calls of at most releaseChunk; a chunk that fails is retried alone (the
-// others' events are not produced again), and the pending entry goes
-// only when every chunk is done.
+// others' events are not produced again), and the users' copy (whg)
+// goes only when every chunk is done.
 func TestReleaseChunks(t *testing.T) {
 	t.Parallel()
 	opts := standalone(redistest.Start(t))
@@ -164,14 +164,15 @@ func TestReleaseChunks(t *testing.T) {
 	pending := b.b.k.pendingRelease(partition(room))
 	bad := b.b.k.released(room, dead, 1)
 	if err := errors.Join(c.SAdd(ctx, b.b.k.membership(room), members...).Err(),
+		c.Set(ctx, b.b.k.goneHeld(room, dead), "[]", 0).Err(),
 		c.ZAdd(ctx, pending, redis.Z{Score: 1, Member: dead + "|" + room}).Err(),
 		c.HSet(ctx, bad, "x", "1").Err()); err != nil { // chunk 1 fails
 		t.Fatal(err)
 	}
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		if n, _ := c.ZCard(ctx, pending).Result(); n != 1 {
-			t.Errorf("whp has %d entries while chunk 1 fails, want 1", n)
+		if n, _ := c.Exists(ctx, b.b.k.goneHeld(room, dead)).Result(); n != 1 {
+			t.Errorf("whg gone while chunk 1 fails")
 		}
 		c.Del(ctx, bad)
 	}()
@@ -183,7 +184,7 @@ func TestReleaseChunks(t *testing.T) {
 	if v := value(t, b.b.m.errors.WithLabelValues("events")); v == 0 {
 		t.Fatal("no chunk failed: the release was not cut in chunks")
 	}
-	if n, err := c.Exists(ctx, pending, b.b.k.membership(room)).Result(); err != nil || n != 0 {
-		t.Fatalf("whp or wh: left (%d, %v)", n, err)
+	if n, err := c.Exists(ctx, pending, b.b.k.membership(room), b.b.k.goneHeld(room, dead)).Result(); err != nil || n != 0 {
+		t.Fatalf("whp, wh: or whg left (%d, %v)", n, err)
 	}
 }
