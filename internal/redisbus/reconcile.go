@@ -41,7 +41,9 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 // room_vacated if it was the last) by a round at least the grace later
 // that finds it still so. A user found held again is forgotten. Like a
 // release, the result is kept (whr:<room>|~reconcile|0) until the caller
-// deletes it, so a retry after a lost reply gets the same events.
+// deletes it, so a retry after a lost reply gets the same events, and it
+// is pending in whp (~reconcile|<room>, due now) until then: a lost reply
+// is sent by a sweep (pending.go), whose release returns the kept result.
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|~reconcile|0
 //	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp
@@ -105,7 +107,10 @@ else
   if #keep > 0 then redis.call('HSET', KEYS[6], unpack(keep)) end
   if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[5]) end
   for _, u in ipairs(orphans) do wh_remove(ev, u) end
-  if #ev > 0 then redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000) end
+  if #ev > 0 then
+    redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
+    redis.call('ZADD', KEYS[7], now, '` + reconcileID + `|' .. ARGV[2])
+  end
 end
 local out = {1}
 for _, x in ipairs(ev) do out[#out+1] = x end
@@ -203,17 +208,10 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 // reconcileRooms runs reconcileScript on each room, pipelined, and hands
 // the events to Config.Events.
 func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
-	grace := b.cfg.LeaveGrace.Milliseconds()
-	keep := grace + 3*b.rcEvery.Milliseconds() // whs outlives a few rounds
 	pipe := b.data.Pipeline()
 	calls := make([]*scriptCall, len(rooms))
 	for i, room := range rooms {
-		args := make([]any, 0, 5+len(live))
-		args = append(args, b.k.memberPrefix(room), room, grace, "*|"+globEscape(room), keep)
-		args = append(args, live...)
-		p := partition(room)
-		c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),
-			b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p)}, args: args}
+		c := b.reconcileCall(room, live)
 		c.cmd = pipe.EvalSha(ctx, reconcileScript.Hash(), c.keys, c.args...)
 		calls[i] = c
 	}
@@ -224,15 +222,28 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
 	failed := 0
 	for i, c := range calls {
 		if _, err := b.scriptResult(c.cmd, rooms[i], now); err != nil {
-			failed++ // its cursor moved on: the next pass over the index retries it
+			failed++ // a result it kept is sent by a sweep
 			continue
 		}
 		cleanup.Del(ctx, b.k.released(rooms[i], reconcileID, 0))
+		cleanup.ZRem(ctx, b.k.pendingRelease(partition(rooms[i])), reconcileID+"|"+rooms[i])
 	}
 	_, _ = cleanup.Exec(ctx)
 	if failed > 0 {
 		b.m.errors.WithLabelValues("reconcile").Add(float64(failed))
 	}
+}
+
+// reconcileCall is the keys and arguments of room's reconcileScript.
+func (b *Bus) reconcileCall(room string, live []any) *scriptCall {
+	grace := b.cfg.LeaveGrace.Milliseconds()
+	keep := grace + 3*b.rcEvery.Milliseconds() // whs outlives a few rounds
+	args := make([]any, 0, 5+len(live))
+	args = append(args, b.k.memberPrefix(room), room, grace, "*|"+globEscape(room), keep)
+	args = append(args, live...)
+	p := partition(room)
+	return &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),
+		b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p)}, args: args}
 }
 
 // globEscape escapes s for a Redis MATCH pattern.

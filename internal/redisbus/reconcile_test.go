@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sort"
 	"testing"
@@ -134,5 +135,39 @@ func reconcileDrained(t *testing.T, opts ClientOptions) {
 		if slices.Sort(got); err != nil || !slices.Equal(got, want) {
 			t.Fatalf("wh:%s = %q (%v), want %q", room, got, err, want)
 		}
+	}
+}
+
+// TestReconcileLostReply: a reconcile whose reply is lost keeps its
+// events and leaves them pending in whp: a sweep sends them, once.
+func TestReconcileLostReply(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	lc := &eventLog{}
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc}, func(b *Bus) {
+		b.rcEvery = time.Hour
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	ctx := context.Background()
+	d := c.b.data
+	const room = "r*1" // a glob character in the name
+	if err := errors.Join(d.SAdd(ctx, c.b.k.membership(room), "u").Err(),
+		d.SAdd(ctx, c.b.k.whRooms(partition(room)), room).Err(),
+		d.HSet(ctx, c.b.k.suspects(room), "u", 1).Err()); err != nil { // found long ago
+		t.Fatal(err)
+	}
+	call := c.b.reconcileCall(room, nil)
+	if err := reconcileScript.Run(ctx, d, call.keys, call.args...).Err(); err != nil {
+		t.Fatal(err) // this reply is "lost"
+	}
+	want := []string{room + " member_removed u", room + " room_vacated"}
+	eventually(t, 5*time.Second, "sent by a sweep", func() bool { return slices.Equal(lc.list(), want) })
+	eventually(t, 5*time.Second, "whp and whr gone", func() bool {
+		n, err := d.Exists(ctx, c.b.k.pendingRelease(partition(room)), c.b.k.released(room, reconcileID, 0)).Result()
+		return err == nil && n == 0
+	})
+	time.Sleep(200 * time.Millisecond) // more sweeps: nothing again
+	if got := lc.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
 	}
 }
