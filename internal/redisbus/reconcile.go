@@ -39,11 +39,12 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 // grace: the first time such a user is found it is recorded in
 // whs:<room> (when, Redis TIME), and it is removed (member_removed, then
 // room_vacated if it was the last) by a round at least the grace later
-// that finds it still so. A user found held again is forgotten. Like a
-// release, the result is kept (whr:<room>|~reconcile|0) until the caller
-// deletes it, so a retry after a lost reply gets the same events, and it
-// is pending in whp (~reconcile|<room>, due now) until then: a lost reply
-// is sent by a sweep (pending.go), whose release returns the kept result.
+// that finds it still so. A user found held again is forgotten. The
+// result is kept (whr:<room>|~reconcile|0) and pending in whp
+// (~reconcile|<room>, due now) until the caller, who got the reply,
+// deletes both: after a lost reply a sweep (pending.go) sends the events,
+// its release returning the kept result. Meanwhile the room is skipped
+// (a reconcile of another node, its claim overlapping, sends nothing).
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|~reconcile|0
 //	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp
@@ -52,9 +53,8 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 const reconcileScriptSrc = eventsLua + `
 wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
 local ev = {}
-local done = redis.call('GET', KEYS[4])
-if done then
-  ev = cjson.decode(done)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {1}
 elseif redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SREM', KEYS[5], ARGV[2])
   redis.call('DEL', KEYS[6])
@@ -224,6 +224,9 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
 		if _, err := b.scriptResult(c.cmd, rooms[i], now); err != nil {
 			failed++ // a result it kept is sent by a sweep
 			continue
+		}
+		if r, _ := c.cmd.Val().([]any); len(r) < 2 {
+			continue // no events: nothing kept (a result kept by another is not ours to drop)
 		}
 		cleanup.Del(ctx, b.k.released(rooms[i], reconcileID, 0))
 		cleanup.ZRem(ctx, b.k.pendingRelease(partition(rooms[i])), reconcileID+"|"+rooms[i])
