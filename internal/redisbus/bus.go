@@ -130,6 +130,8 @@ type Bus struct {
 	loaders     int           // concurrent room loads
 	sweepEvery  time.Duration // with Events: period of the pending releases' sweep
 	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
+	rcEvery     time.Duration // period of the registry check and, with Events, the membership reconcile
+	rcCount     int           // rooms per partition per reconcile round (SSCAN COUNT)
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called
@@ -198,6 +200,7 @@ func New(cfg Config) (*Bus, error) {
 		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
 		loaders: 4, sweepEvery: 5 * time.Second, sweepLate: 30 * time.Second,
+		rcEvery: 10 * time.Second, rcCount: 64,
 		left:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
@@ -211,6 +214,7 @@ func New(cfg Config) (*Bus, error) {
 	b.q.init()
 	b.lv = newLiveness(live, b.k, livenessConfig{
 		node: cfg.Node, ttl: cfg.NodeTTL, noEvents: cfg.NoKeyspaceEvents, addr: cfg.Addr, db: cfg.Redis.DB,
+		webhooks: cfg.Events != nil,
 	}, b, cfg.Logger, m)
 	b.lv.onKick = b.queueKick
 	return b, nil
@@ -237,6 +241,7 @@ func (b *Bus) Run(ctx context.Context, hub Hub) error {
 	if b.cfg.Events != nil {
 		wg.Go(func() { b.sweeper(ctx) })
 	}
+	wg.Go(func() { b.reconciler(ctx) })
 	for range b.loaders {
 		wg.Go(func() { b.loader(ctx) })
 	}

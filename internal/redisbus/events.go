@@ -21,16 +21,21 @@ import (
 // Keys, on the room's slot:
 //
 //	P{p<k>}:wh:<room>   SET of the room's members, as events last reported them
-//	P{p<k>}:whseq       counter of partition k's events (their ids)
+//	P{p<k>}:whrooms     SET of partition k's rooms with a wh: set (the reconcile's index)
+//	P{p<k>}:whid        HASH: e the partition's id epoch (Redis TIME in ms, HSETNX), n its event counter
 //	P{p<k>}:whu:<room>|<id>  events of id's writes not acknowledged yet (JSON), PX 1 h
-//	P{p<k>}:whr:<room>|<id>  the events of dead id's release (JSON), PX 1 h
+//	P{p<k>}:whr:<room>|<id>|<chunk>  the events of a release (JSON), PX 1 h
 //	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
 //	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
+//	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no live part (ms)
+//	P{p<k>}:whrc        the partition's reconcile claim, SET NX PX
+//	P{p<k>}:whrcur      the partition's reconcile cursor (SSCAN of whrooms)
 
 func (k keys) membership(room string) string { return k.part(partition(room)) + "wh:" + room }
-func (k keys) eventSeq(room string) string   { return k.part(partition(room)) + "whseq" }
-func (k keys) released(room, id string) string {
-	return k.part(partition(room)) + "whr:" + room + "|" + id
+func (k keys) eventIDs(room string) string   { return k.part(partition(room)) + "whid" }
+func (k keys) whRooms(p int) string          { return k.part(p) + "whrooms" }
+func (k keys) released(room, id string, chunk int) string {
+	return k.part(partition(room)) + "whr:" + room + "|" + id + "|" + strconv.Itoa(chunk)
 }
 func (k keys) pendingRelease(p int) string { return k.part(p) + "whp" }
 func (k keys) goneHeld(room, id string) string {
@@ -39,55 +44,94 @@ func (k keys) goneHeld(room, id string) string {
 func (k keys) unacked(room, id string) string {
 	return k.part(partition(room)) + "whu:" + room + "|" + id
 }
+func (k keys) suspects(room string) string { return k.part(partition(room)) + "whs:" + room }
+func (k keys) reconcileClaim(p int) string { return k.part(p) + "whrc" }
+func (k keys) reconcileCursor(p int) string {
+	return k.part(p) + "whrcur"
+}
 
 // memberPrefix is what a room's parts' keys start with (then the id).
 func (k keys) memberPrefix(room string) string { return k.members(room, "") }
 
 // eventsLua is the code the scripts that produce events share. ev is the
 // list the script returns after its code: type, user, id triples; types
-// o (occupied), a (added), r (removed), v (vacated).
+// o (occupied), a (added), r (removed), v (vacated). wh_init names the
+// room's keys first: its membership set, the partition's ids hash and
+// rooms index, the room.
+//
+// An event's id is <epoch>.<n>: the partition's epoch is set once (HSETNX,
+// Redis TIME in ms) with its counter, so after Redis lost its data the
+// ids start in a new epoch and never repeat.
 const eventsLua = `
-local function wh_event(ev, seqkey, typ, user)
+local wh_set, wh_ids, wh_idx, wh_room, wh_epoch
+local function wh_init(set, ids, idx, room)
+  wh_set, wh_ids, wh_idx, wh_room = set, ids, idx, room
+end
+local function wh_event(ev, typ, user)
+  if not wh_epoch then
+    local t = redis.call('TIME')
+    redis.call('HSETNX', wh_ids, 'e', t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)))
+    wh_epoch = redis.call('HGET', wh_ids, 'e')
+  end
   ev[#ev+1] = typ
   ev[#ev+1] = user
-  ev[#ev+1] = tostring(redis.call('INCR', seqkey))
+  ev[#ev+1] = wh_epoch .. '.' .. redis.call('HINCRBY', wh_ids, 'n', 1)
 end
-local function wh_start(ev, setkey, seqkey, user)
-  if redis.call('SADD', setkey, user) == 1 then
-    if redis.call('SCARD', setkey) == 1 then wh_event(ev, seqkey, 'o', '') end
-    wh_event(ev, seqkey, 'a', user)
+local function wh_start(ev, user)
+  if redis.call('SADD', wh_set, user) == 1 then
+    if redis.call('SCARD', wh_set) == 1 then
+      redis.call('SADD', wh_idx, wh_room)
+      wh_event(ev, 'o', '')
+    end
+    wh_event(ev, 'a', user)
   end
 end
-local function wh_end(ev, setkey, seqkey, ids, mprefix, self, user)
-  if redis.call('SISMEMBER', setkey, user) == 0 then return end
+-- wh_remove removes a member: removed, then vacated if it was the last.
+local function wh_remove(ev, user)
+  redis.call('SREM', wh_set, user)
+  wh_event(ev, 'r', user)
+  if redis.call('SCARD', wh_set) == 0 then
+    redis.call('SREM', wh_idx, wh_room)
+    wh_event(ev, 'v', '')
+  end
+end
+local function wh_end(ev, ids, mprefix, self, user)
+  if redis.call('SISMEMBER', wh_set, user) == 0 then return end
   for _, id in ipairs(ids) do
     if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return end
   end
-  redis.call('SREM', setkey, user)
-  wh_event(ev, seqkey, 'r', user)
-  if redis.call('SCARD', setkey) == 0 then wh_event(ev, seqkey, 'v', '') end
+  wh_remove(ev, user)
 end
 `
 
+// releaseChunk is the most users one releaseScript call ends.
+const releaseChunk = 500
+
 // releaseScript ends the holds of users whose holder is gone (a reaped
 // node): each user no part of the room holds any more is removed from the
-// membership, once. Its result is kept for an hour, so that the reaper,
-// retrying after a lost reply, gets the same events again. It drops the
-// release from the pending ones (whp).
+// membership, once. A release is cut in chunks of at most releaseChunk
+// users (the order goneScript kept them in), one call each. A chunk's
+// result is kept for an hour, so that a retry after a lost reply gets the
+// same events again; the caller deletes it once the reply came (a call
+// after that finds the users gone: nothing). The last chunk drops the
+// release from the pending ones (whp); should an earlier one never be
+// done, the reconcile ends its users' holds.
 //
-//	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whseq   KEYS[4] whr:<room>|<dead id>
-//	KEYS[5] whp
-//	ARGV    member key prefix, <dead id>|<room>, then the users
+//	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|<dead id>|<chunk>
+//	KEYS[5] whrooms   KEYS[6] whp
+//	ARGV    member key prefix, room, <dead id>|<room> (last chunk) or "",
+//	        then the users
 const releaseScriptSrc = eventsLua + `
+wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
 local ev = {}
-redis.call('ZREM', KEYS[5], ARGV[2])
 local done = redis.call('GET', KEYS[4])
 if done then
   ev = cjson.decode(done)
 else
   local ids = redis.call('HKEYS', KEYS[1])
-  for i = 3, #ARGV do
-    wh_end(ev, KEYS[2], KEYS[3], ids, ARGV[1], '', ARGV[i])
+  for i = 4, #ARGV do
+    wh_end(ev, ids, ARGV[1], '', ARGV[i])
   end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
 end
@@ -171,59 +215,72 @@ func (b *Bus) releaseAfterGrace(ctx context.Context, id string, held map[string]
 	b.release(ctx, id, held)
 }
 
+// releaseJob is one releaseScript call: a chunk of a room's users.
+type releaseJob struct {
+	room  string
+	chunk int
+	last  bool
+	users []string
+}
+
 // release ends the holds id had (held: room -> users) now, retrying for
-// about a minute.
+// about a minute. A room's whg goes when all its chunks are done.
 func (b *Bus) release(ctx context.Context, id string, held map[string][]string) {
+	var jobs []releaseJob
+	left := map[string]int{} // room -> chunks not done
+	for room, users := range held {
+		for i := 0; i == 0 || i*releaseChunk < len(users); i++ {
+			end := min(len(users), (i+1)*releaseChunk)
+			jobs = append(jobs, releaseJob{room: room, chunk: i, last: end == len(users), users: users[i*releaseChunk : end]})
+			left[room]++
+		}
+	}
 	backoff := 100 * time.Millisecond
-	for deadline := time.Now().Add(time.Minute); len(held) > 0; {
+	for deadline := time.Now().Add(time.Minute); len(jobs) > 0; {
+		n := min(len(jobs), pipelineRooms)
 		pipe := b.data.Pipeline()
-		calls := make(map[string]*scriptCall, len(held))
-		for room, users := range held {
-			args := make([]any, 0, 2+len(users))
-			args = append(args, b.k.memberPrefix(room), id+"|"+room)
-			for _, u := range users {
+		calls := make([]*scriptCall, n)
+		for i, j := range jobs[:n] {
+			pend := ""
+			if j.last {
+				pend = id + "|" + j.room
+			}
+			args := make([]any, 0, 3+len(j.users))
+			args = append(args, b.k.memberPrefix(j.room), j.room, pend)
+			for _, u := range j.users {
 				args = append(args, u)
 			}
-			c := &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventSeq(room), b.k.released(room, id),
-				b.k.pendingRelease(partition(room))}, args: args}
+			c := &scriptCall{keys: []string{b.k.seqs(j.room), b.k.membership(j.room), b.k.eventIDs(j.room),
+				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room))}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
-			calls[room] = c
-			if len(calls) == pipelineRooms {
-				break
-			}
+			calls[i] = c
 		}
 		_, _ = pipe.Exec(ctx)
-		list := make([]*scriptCall, 0, len(calls))
-		for _, c := range calls {
-			list = append(list, c)
-		}
-		b.evalNoScript(ctx, releaseScriptSrc, list)
+		b.evalNoScript(ctx, releaseScriptSrc, calls)
 		now := time.Now()
-		failed := false
-		var done []string
-		for room, c := range calls {
-			if _, err := b.scriptResult(c.cmd, room, now); err != nil {
-				failed = true
+		var retry []releaseJob
+		cleanup := b.data.Pipeline()
+		for i, c := range calls {
+			j := jobs[i]
+			if _, err := b.scriptResult(c.cmd, j.room, now); err != nil {
+				retry = append(retry, j)
 				continue
 			}
-			delete(held, room)
-			done = append(done, b.k.released(room, id), b.k.goneHeld(room, id))
-		}
-		// The events came back: their copy and that of the users can go
-		// (best effort: they expire anyway).
-		if len(done) > 0 {
-			pipe := b.data.Pipeline()
-			for _, key := range done {
-				pipe.Del(ctx, key)
+			// The events came back: their copy goes (best effort: it
+			// expires anyway); the users' copy once every chunk is done.
+			cleanup.Del(ctx, b.k.released(j.room, id, j.chunk))
+			if left[j.room]--; left[j.room] == 0 {
+				cleanup.Del(ctx, b.k.goneHeld(j.room, id))
 			}
-			_, _ = pipe.Exec(ctx)
 		}
-		if !failed {
+		_, _ = cleanup.Exec(ctx)
+		jobs = append(retry, jobs[n:]...)
+		if len(retry) == 0 {
 			continue
 		}
 		b.m.errors.WithLabelValues("events").Inc()
 		if time.Now().After(deadline) {
-			b.log.Warn("redisbus: ending a dead node's members for webhooks failed", "id", id, "rooms", len(held))
+			b.log.Warn("redisbus: ending a dead node's members for webhooks failed", "id", id, "calls", len(jobs))
 			return
 		}
 		select {

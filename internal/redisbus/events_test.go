@@ -1,6 +1,7 @@
 package redisbus
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -124,5 +125,70 @@ func eventsOnce(t *testing.T, opts ClientOptions) {
 	}
 	if want := fmt.Sprintf("%d.", partition("r2")); !strings.HasPrefix(ids[len(ids)-1], want) {
 		t.Errorf("id %s of room r2, want the prefix %s", ids[len(ids)-1], want)
+	}
+}
+
+// TestEventsAckedWhenIndexFails: a write whose script reply came back is
+// acknowledged even when the index SADD of the same pipeline failed (the
+// room is written again): its events are not returned a second time.
+func TestEventsAckedWhenIndexFails(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, la := startEventBus(t, opts, "a")
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "registered", func() bool { return a.b.ID() != "" })
+	idx := a.b.k.rooms(a.b.ID())
+	if err := a.b.data.Set(ctx, idx, "x", 0).Err(); err != nil { // wrong type: SADD fails
+		t.Fatal(err)
+	}
+	a.set("r", "u", "online", true)
+	want := []string{"r room_occupied", "r member_added u"}
+	eventually(t, 5*time.Second, "events", func() bool { return len(la.list()) >= 2 })
+	// The room is republished while the index fails (every second).
+	rounds := a.b.q.rounds.Load()
+	eventually(t, 10*time.Second, "republished twice", func() bool { return a.b.q.rounds.Load() >= rounds+2 })
+	if err := a.b.data.Del(ctx, idx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "indexed", func() bool {
+		ok, err := a.b.data.SIsMember(ctx, idx, "r").Result()
+		return err == nil && ok
+	})
+	a.flushed(t)
+	if got := la.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+// TestEventIDsAfterDataLoss: event ids are <partition>.<epoch>.<n>; after
+// Redis lost the partition's counter they start in a new epoch: none
+// repeats (review #4).
+func TestEventIDsAfterDataLoss(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, la := startEventBus(t, opts, "a")
+	a.set("r", "u", "online", true)
+	a.flushed(t)
+	ctx := context.Background()
+	if err := a.b.data.Del(ctx, a.b.k.eventIDs("r"), a.b.k.membership("r")).Err(); err != nil {
+		t.Fatal(err) // what a restart without persistence loses
+	}
+	time.Sleep(2 * time.Millisecond) // the next epoch is a later millisecond
+	a.set("r", "v", "online", true)
+	a.flushed(t)
+	want := []string{"r room_occupied", "r member_added u", "r room_occupied", "r member_added v"}
+	if got := la.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	la.mu.Lock()
+	ids := slices.Clone(la.ids)
+	la.mu.Unlock()
+	seen := map[string]bool{}
+	for _, id := range ids {
+		f := strings.Split(id, ".")
+		if seen[id] || len(f) != 3 || f[0] != fmt.Sprint(partition("r")) {
+			t.Fatalf("ids %q: %s twice or not <partition>.<epoch>.<n>", ids, id)
+		}
+		seen[id] = true
 	}
 }

@@ -27,6 +27,7 @@ type livenessConfig struct {
 	ttl      time.Duration // the lease TTL; a round every ttl/3
 	noEvents bool          // do not CONFIG SET notify-keyspace-events; expired events are not subscribed
 	addr     string        // advertised in the registration info
+	webhooks bool          // advertised in the registration info: this node produces webhook events
 	db       int           // the database (for the expired events channel)
 }
 
@@ -108,7 +109,7 @@ func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenes
 		script:    redis.NewScript(livenessLua),
 		period:    cfg.ttl / 3,
 		start:     time.Now(),
-		info:      cfg.addr + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10),
+		info:      cfg.addr + "|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|" + webhooksInfo(cfg.webhooks),
 		firstTick: func(p time.Duration) time.Duration { return rand.N(p) },
 		kick:      make(chan string, 1),
 		ctlc:      make(chan string, 64),

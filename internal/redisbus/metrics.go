@@ -32,6 +32,7 @@ type metrics struct {
 	propagation prometheus.Histogram   // presenced_bus_propagation_seconds
 	errors      *prometheus.CounterVec // presenced_redis_errors_total{op}
 	events      prometheus.Counter     // presenced_bus_webhook_events_total
+	mismatch    prometheus.Gauge       // presenced_cluster_webhook_mismatched_nodes
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,6 +58,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Redis commands that failed, by operation."}, []string{"op"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_webhook_events_total",
 			Help: "Membership transitions (webhook events) this node's scripts produced in Redis: each is produced by one node of the cluster."}),
+		mismatch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_cluster_webhook_mismatched_nodes",
+			Help: "Live nodes whose webhook setting (-webhook-url set or not) differs from this node's, at the last registry check: all nodes or none must produce events."}),
 	}
 	for _, r := range []string{ResyncGap, ResyncEpoch, ResyncReconnect, ResyncProbe, ResyncUnsubscribed, ResyncOverflow, ResyncReset} {
 		m.resyncs.WithLabelValues(r)
@@ -67,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors, m.events} {
+	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors, m.events, m.mismatch} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

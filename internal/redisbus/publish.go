@@ -16,11 +16,11 @@ import (
 // the message, atomically on the room's slot.
 //
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
-//	KEYS[3] wh:<room>       KEYS[4] whseq (membership events, events.go)
-//	KEYS[5] whu:<room>|<id> (events whose reply may have been lost)
+//	with events only: KEYS[3] wh:<room>   KEYS[4] whid   KEYS[5] whu:<room>|<id>
+//	                  KEYS[6] whrooms (events.go)
 //	ARGV    id, seq, full (1/0), publish command, channel, message,
-//	        events (1/0), member key prefix, ack (the seq of the last
-//	        reply with events the node got for the room),
+//	        with events only: member key prefix, ack (the seq of the last
+//	        reply with events the node got for the room), room;
 //	        then user, value pairs (value "": the user is let go)
 //
 // A seq not above the stored one is a retry: nothing is done (returns 0).
@@ -31,18 +31,25 @@ import (
 // holds nobody in the room any more) removes the sender from the room:
 // its seq goes too.
 //
-// With events, the holds the write started and ended update the room's
-// membership (events.go), and the reply is {1, events...}. A reply can be
-// lost after the script ran (a timeout while Redis stalled): the events
-// are kept in whu:<room>|<id> and returned again by every write of the
-// room until one carries an ack at or above their seq.
+// With events (more than 2 KEYS), the holds the write started and ended
+// update the room's membership (events.go), and the reply is {1,
+// events...}. A reply can be lost after the script ran (a timeout while
+// Redis stalled): the events are kept in whu:<room>|<id> and returned
+// again by every write of the room until one carries an ack at or above
+// their seq. Without events nothing of that is sent nor done.
 const writeScriptSrc = eventsLua + `
 local seq = tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if seq <= cur then return 0 end
 if ARGV[3] ~= '1' and cur ~= seq - 1 then return 2 end
-local wh = ARGV[7] == '1'
-local ack = tonumber(ARGV[9])
+local wh = #KEYS > 2
+local first = 7
+local ack = 0
+if wh then
+  first = 10
+  ack = tonumber(ARGV[8])
+  wh_init(KEYS[3], KEYS[4], KEYS[6], ARGV[9])
+end
 local old = nil
 local started, ended = {}, {}
 if ARGV[3] == '1' then
@@ -53,7 +60,7 @@ if ARGV[3] == '1' then
   redis.call('DEL', KEYS[1])
 end
 local set = {}
-for i = 10, #ARGV, 2 do
+for i = first, #ARGV, 2 do
   if ARGV[i+1] == '' then
     if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 and wh then ended[#ended+1] = ARGV[i] end
   else
@@ -73,7 +80,7 @@ for i = 10, #ARGV, 2 do
   end
 end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
-if ARGV[3] == '1' and #ARGV < 10 then
+if ARGV[3] == '1' and #ARGV < first then
   redis.call('HDEL', KEYS[2], ARGV[1])
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -88,10 +95,10 @@ end
 -- Starts first: a full write that replaces one user with another never
 -- empties the room.
 local ev = {}
-for _, u in ipairs(started) do wh_start(ev, KEYS[3], KEYS[4], u) end
+for _, u in ipairs(started) do wh_start(ev, u) end
 if #ended > 0 then
   local ids = redis.call('HKEYS', KEYS[2])
-  for _, u in ipairs(ended) do wh_end(ev, KEYS[3], KEYS[4], ids, ARGV[8], ARGV[1], u) end
+  for _, u in ipairs(ended) do wh_end(ev, ids, ARGV[7], ARGV[1], u) end
 end
 -- The events of earlier writes whose reply the node did not get (seq
 -- above its ack) go again, with this write's.
@@ -359,13 +366,17 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 		if full {
 			fullArg = "1"
 		}
-		events := "0"
-		if b.cfg.Events != nil {
-			events = "1"
-		}
-		args := make([]any, 0, 8+2*len(m.hs))
+		args := make([]any, 0, 9+2*len(m.hs))
 		args = append(args, w.id, strconv.FormatUint(seq, 10), fullArg, b.publishCmd(), b.k.channel(room),
-			appendMessage(nil, &m), events, b.k.memberPrefix(room), strconv.FormatUint(w.acked[room], 10))
+			appendMessage(nil, &m))
+		var keys []string
+		if b.cfg.Events != nil {
+			args = append(args, b.k.memberPrefix(room), strconv.FormatUint(w.acked[room], 10), room)
+			keys = []string{b.k.members(room, w.id), b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),
+				b.k.unacked(room, w.id), b.k.whRooms(partition(room))}
+		} else {
+			keys = []string{b.k.members(room, w.id), b.k.seqs(room)}
+		}
 		var buf []byte
 		for i := range m.hs {
 			h := &m.hs[i]
@@ -380,8 +391,7 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			args = append(args, h.User, buf[start:len(buf):len(buf)])
 		}
 		s := sent{room: room, seq: seq, empty: empty,
-			call: &scriptCall{keys: []string{b.k.members(room, w.id), b.k.seqs(room),
-				b.k.membership(room), b.k.eventSeq(room), b.k.unacked(room, w.id)}, args: args}}
+			call: &scriptCall{keys: keys, args: args}}
 		s.call.cmd = pipe.EvalSha(ctx, writeScript.Hash(), s.call.keys, args...)
 		if !empty && !w.indexed[room] {
 			s.index = pipe.SAdd(ctx, b.k.rooms(w.id), room)
@@ -399,14 +409,16 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			w.indexed[s.room] = true
 		}
 		v, err := b.scriptResult(s.call.cmd, s.room, now)
+		if err == nil && v == 1 && b.cfg.Events != nil {
+			// The reply (its events) came back: acknowledged even when the
+			// index below failed, else the next write returns them again.
+			w.acked[s.room] = s.seq
+		}
 		if err != nil || (s.index != nil && s.index.Err() != nil) {
 			failed = append(failed, s.room)
 			continue
 		}
 		ok = true
-		if v == 1 && b.cfg.Events != nil {
-			w.acked[s.room] = s.seq
-		}
 		if s.empty && v != 2 {
 			// Removed from the room: forget it, and unindex it (best
 			// effort: the reaper finds nothing there anyway).

@@ -10,20 +10,21 @@ import (
 // goneScript deletes a dead id's part of a room and tells the room's
 // watchers, on the room's slot.
 //
-//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>   KEYS[3] whu:<room>|<id>
-//	KEYS[4] whg:<room>|<id>   KEYS[5] whp (the partition's pending releases)
-//	ARGV    id, publish command, channel, gone message, events (1/0),
-//	        the release's due time (ms), room
+//	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
+//	with events only: KEYS[3] whu:<room>|<id>   KEYS[4] whg:<room>|<id>
+//	                  KEYS[5] whp (the partition's pending releases)
+//	ARGV    id, publish command, channel, gone message,
+//	        with events only: the release's due time (ms), room
 //
 // With events it returns the users id held (their holds end after the
 // leave grace: releaseAfterGrace), else 1. The users are kept for an hour
 // in whg, so that the reaper, retrying after a lost reply, gets them
-// again (the part is gone by then); releaseAfterGrace deletes the copy.
+// again (the part is gone by then); the release deletes the copy.
 // The release is also recorded in whp with its due time: if the reaper
 // does not run it (stopped, drained), another node's sweeper does.
 const goneScriptSrc = `
 local held = 1
-if ARGV[5] == '1' then
+if #KEYS > 2 then
   local kept = redis.call('GET', KEYS[4])
   if kept then
     held = cjson.decode(kept)
@@ -31,11 +32,12 @@ if ARGV[5] == '1' then
     held = redis.call('HKEYS', KEYS[1])
     if #held > 0 then
       redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
-      redis.call('ZADD', KEYS[5], 'NX', ARGV[6], ARGV[1] .. '|' .. ARGV[7])
+      redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[1] .. '|' .. ARGV[6])
     end
   end
+  redis.call('DEL', KEYS[3])
 end
-redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call(ARGV[2], ARGV[3], ARGV[4])
 return held
@@ -107,19 +109,18 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 	var first error
 	now := time.Now().UnixMilli()
 	due := now + b.cfg.LeaveGrace.Milliseconds()
-	events := "0"
-	if b.cfg.Events != nil {
-		events = "1"
-	}
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
 		pipe := b.data.Pipeline()
 		calls := make([]*scriptCall, n)
 		for i, room := range rooms[:n] {
 			m := message{kind: kindGone, sender: id, room: room, ts: now}
-			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room), b.k.unacked(room, id), b.k.goneHeld(room, id),
-				b.k.pendingRelease(partition(room))},
-				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m), events, due, room}}
+			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
+				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
+			if b.cfg.Events != nil {
+				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)))
+				c.args = append(c.args, due, room)
+			}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}

@@ -2,9 +2,13 @@ package redisbus
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/presenced/presenced/internal/redistest"
 )
@@ -134,5 +138,53 @@ func sweepAbandoned(t *testing.T, opts ClientOptions) {
 	time.Sleep(200 * time.Millisecond) // a few more sweeps: nothing again
 	if got := lc.list(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+// TestReleaseChunks: a release of more than releaseChunk users is cut in
+// calls of at most releaseChunk; a chunk that fails is retried alone (the
+// others' events are not produced again), and the users' copy (whg)
+// goes only when every chunk is done.
+func TestReleaseChunks(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb}, nil)
+	ctx := context.Background()
+	const dead, room = "gone#1", "big"
+	users := make([]string, 1010) // 3 chunks of at most 500
+	for i := range users {
+		users[i] = fmt.Sprintf("u%04d", i)
+	}
+	members := make([]any, len(users))
+	for i, u := range users {
+		members[i] = u
+	}
+	c := b.b.data
+	pending := b.b.k.pendingRelease(partition(room))
+	bad := b.b.k.released(room, dead, 1)
+	if err := errors.Join(c.SAdd(ctx, b.b.k.membership(room), members...).Err(),
+		c.Set(ctx, b.b.k.goneHeld(room, dead), "[]", 0).Err(),
+		c.ZAdd(ctx, pending, redis.Z{Score: 1, Member: dead + "|" + room}).Err(),
+		c.HSet(ctx, bad, "x", "1").Err()); err != nil { // chunk 1 fails
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		if n, _ := c.Exists(ctx, b.b.k.goneHeld(room, dead)).Result(); n != 1 {
+			t.Errorf("whg gone while chunk 1 fails")
+		}
+		c.Del(ctx, bad)
+	}()
+	b.b.release(ctx, dead, map[string][]string{room: users})
+	got := lb.list()
+	if len(got) != len(users)+1 || got[len(got)-1] != room+" room_vacated" {
+		t.Fatalf("%d events (last %q), want %d removals then a vacate", len(got), got[len(got)-1], len(users))
+	}
+	if v := value(t, b.b.m.errors.WithLabelValues("events")); v == 0 {
+		t.Fatal("no chunk failed: the release was not cut in chunks")
+	}
+	if n, err := c.Exists(ctx, pending, b.b.k.membership(room), b.b.k.goneHeld(room, dead)).Result(); err != nil || n != 0 {
+		t.Fatalf("whp, wh: or whg left (%d, %v)", n, err)
 	}
 }

@@ -1,0 +1,182 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presenced/presenced/internal/redistest"
+)
+
+// fastReconcile makes a bus reconcile every 50 ms.
+func fastReconcile(b *Bus) { b.rcEvery = 50 * time.Millisecond }
+
+// allEvents is the events of every log, sorted.
+func allEvents(ls ...*eventLog) []string {
+	var all []string
+	for _, l := range ls {
+		all = append(all, l.list()...)
+	}
+	sort.Strings(all)
+	return all
+}
+
+// TestReconcileMixedWebhooks: a node without webhooks breaks the
+// membership (a user it held last is never removed); both nodes see the
+// other setting (gauge), and the reconcile of the webhook node removes
+// the user no live part holds, once, after the grace (review #3, #6).
+func TestReconcileMixedWebhooks(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	la := &eventLog{}
+	a := startBusWith(t, Config{Redis: opts, Node: "a", Events: la, LeaveGrace: 300 * time.Millisecond}, fastReconcile)
+	b := startBusWith(t, Config{Redis: opts, Node: "b"}, fastReconcile)
+	a.set("r", "u", "online", true)
+	a.flushed(t)
+	b.set("r", "u", "online", true)
+	b.flushed(t)
+	a.set("r", "u", "", false) // b holds u: nothing
+	a.flushed(t)
+	b.set("r", "u", "", false) // b has no webhooks: nothing either
+	b.flushed(t)
+	want := []string{"r member_added u", "r member_removed u", "r room_occupied", "r room_vacated"}
+	eventually(t, 10*time.Second, "u released by the reconcile", func() bool { return slices.Equal(allEvents(la), want) })
+	for _, n := range []*node{a, b} {
+		if v := value(t, n.b.m.mismatch); v != 1 {
+			t.Errorf("%s: presenced_cluster_webhook_mismatched_nodes %v, want 1", n.b.cfg.Node, v)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // more rounds: nothing more
+	if got := allEvents(la); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	// b, restarted with webhooks, writes its rooms in full (a new
+	// incarnation): the user only it held is added; no mismatch left.
+	b.set("r2", "x", "online", true)
+	b.flushed(t)
+	b.stop()
+	lb := &eventLog{}
+	b2 := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb}, fastReconcile)
+	b2.set("r2", "x", "online", true)
+	b2.flushed(t)
+	if got, want := lb.list(), []string{"r2 room_occupied", "r2 member_added x"}; !slices.Equal(got, want) {
+		t.Fatalf("b's events after its restart with webhooks %q, want %q", got, want)
+	}
+	eventually(t, 5*time.Second, "no mismatch", func() bool { return value(t, a.b.m.mismatch) == 0 })
+}
+
+// TestReconcileLastNodeDrained: the last node drained leaves its parts
+// (with webhooks it leaves them to a reaper there is none of); a node
+// started later removes their users once, after the grace, and not:
+// a user a live part holds, nor one whose release is pending (whp).
+func TestReconcileLastNodeDrained(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) ClientOptions
+	}{
+		{"standalone", func(t *testing.T) ClientOptions { return standalone(redistest.Start(t)) }},
+		{"cluster", func(t *testing.T) ClientOptions {
+			return ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			reconcileDrained(t, tc.start(t))
+		})
+	}
+}
+
+func reconcileDrained(t *testing.T, opts ClientOptions) {
+	ctx := context.Background()
+	a, la := startEventBus(t, opts, "a")
+	a.set("r1", "u", "online", true)
+	a.set("r1", "v", "online", true)
+	a.set("r2", "w", "online", true)
+	a.flushed(t)
+	aID := a.b.ID()
+	if err := a.b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	lc := &eventLog{}
+	const grace = 700 * time.Millisecond
+	started := time.Now()
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc, LeaveGrace: grace}, func(b *Bus) {
+		fastReconcile(b)
+		b.sweepEvery = time.Hour // the pending release below stays pending
+	})
+	// w's release is pending: the reconcile leaves r2 to it.
+	if err := c.b.data.ZAdd(ctx, c.b.k.pendingRelease(partition("r2")),
+		redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: aID + "|r2"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.set("r1", "v", "online", true) // v is held by a live part: stays
+	c.flushed(t)
+	want := []string{"r1 member_removed u"}
+	eventually(t, 10*time.Second, "u released", func() bool { return slices.Equal(lc.list(), want) })
+	if d := time.Since(started); d < grace {
+		t.Fatalf("u released %v after the reconcile began, before the grace (%v)", d, grace)
+	}
+	time.Sleep(300 * time.Millisecond) // more rounds: nothing more
+	if got := lc.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if n := len(la.list()); n != 5 {
+		t.Fatalf("a's events %q", la.list())
+	}
+	for room, want := range map[string][]string{"r1": {"v"}, "r2": {"w"}} {
+		got, err := c.b.data.SMembers(ctx, c.b.k.membership(room)).Result()
+		if slices.Sort(got); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("wh:%s = %q (%v), want %q", room, got, err, want)
+		}
+	}
+}
+
+// TestReconcileLostReply: a reconcile whose reply is lost (or still on
+// its way) keeps its events and leaves them pending in whp: another
+// reconcile of the room sends nothing, a sweep sends them, once.
+func TestReconcileLostReply(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	lb := &eventLog{}
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb}, func(b *Bus) {
+		b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+	})
+	ctx := context.Background()
+	d := b.b.data
+	const room = "r*1" // a glob character in the name
+	if err := errors.Join(d.SAdd(ctx, b.b.k.membership(room), "u").Err(),
+		d.SAdd(ctx, b.b.k.whRooms(partition(room)), room).Err(),
+		d.HSet(ctx, b.b.k.suspects(room), "u", 1).Err()); err != nil { // found long ago
+		t.Fatal(err)
+	}
+	call := b.b.reconcileCall(room, nil)
+	if err := reconcileScript.Run(ctx, b.b.data, call.keys, call.args...).Err(); err != nil {
+		t.Fatal(err) // this reply is "lost"
+	}
+	b.b.reconcileRooms(ctx, []string{room}, nil) // another reconcile: nothing
+	if got := lb.list(); len(got) != 0 {
+		t.Fatalf("a second reconcile sent %q", got)
+	}
+	lc := &eventLog{}
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc}, func(b *Bus) {
+		b.rcEvery = time.Hour
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	want := []string{room + " member_removed u", room + " room_vacated"}
+	eventually(t, 5*time.Second, "sent by a sweep", func() bool { return slices.Equal(lc.list(), want) })
+	eventually(t, 5*time.Second, "whp and whr gone", func() bool {
+		n, err := d.Exists(ctx, c.b.k.pendingRelease(partition(room)), c.b.k.released(room, reconcileID, 0)).Result()
+		return err == nil && n == 0
+	})
+	time.Sleep(200 * time.Millisecond) // more sweeps: nothing again
+	if got := lc.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
