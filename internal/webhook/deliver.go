@@ -73,7 +73,7 @@ func (s *Sender) final(pending []Payload) {
 }
 
 // deliver POSTs batch until the receiver takes it, refuses it (a 4xx but
-// 429), or MaxAttempts were made: then it reports true (done
+// 429, or a 3xx), or MaxAttempts were made: then it reports true (done
 // with). It reports false if ctx ended first: the batch is still to be
 // sent.
 func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
@@ -125,7 +125,8 @@ func (s *Sender) fail(n int) {
 	s.m.events.WithLabelValues(resultDroppedFailed).Add(float64(n))
 }
 
-// errRejected: the receiver refused the batch (a 4xx other than 429).
+// errRejected: the receiver refused the batch (a 4xx other than 429, or a
+// 3xx: redirects are not followed).
 var errRejected = errors.New("webhook: rejected")
 
 // post POSTs batch once: nil if the receiver took it, errRejected if it
@@ -159,6 +160,8 @@ func (s *Sender) post(ctx context.Context, batch []Payload) error {
 		return nil
 	case c == http.StatusTooManyRequests || c >= 500:
 		return fmt.Errorf("webhook: status %d", c)
+	case c >= 300 && c < 400:
+		return fmt.Errorf("%w: status %d: redirects are not followed (Location %q)", errRejected, c, resp.Header.Get("Location"))
 	default:
 		return fmt.Errorf("%w: status %d", errRejected, c)
 	}

@@ -56,6 +56,8 @@ type Config struct {
 	// [0, min(MaxBackoff, MinBackoff × 2^n)]. Defaults 250 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// Client sends the requests. Default: an http.Client with Timeout.
+	// The Sender uses a copy that does not follow redirects: a 3xx is
+	// final (a redirected POST would be replayed as a GET).
 	Client *http.Client
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -96,6 +98,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
+	c := *cfg.Client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = &c
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
