@@ -103,9 +103,16 @@ func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
 }
 
 // backoff is the longest wait before retry n (0 the first):
-// min(hi, lo × 2^n).
+// min(hi, lo × 2^n), computed without overflow.
 func backoff(lo, hi time.Duration, n int) time.Duration {
-	return min(hi, lo<<min(n, 30))
+	c := lo
+	for range n {
+		if c >= hi/2 {
+			return hi
+		}
+		c *= 2
+	}
+	return min(c, hi)
 }
 
 // done counts a batch the receiver took (err nil) or refused for good
