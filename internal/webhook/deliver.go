@@ -153,7 +153,7 @@ func (s *Sender) post(ctx context.Context, batch []Payload) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "presenced")
 	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(s.cfg.Secret, ts, body))
+	req.Header.Set(HeaderSignature, SignKeys(s.keys, ts, body))
 	start := time.Now()
 	resp, err := s.cfg.Client.Do(req)
 	s.m.duration.Observe(time.Since(start).Seconds())

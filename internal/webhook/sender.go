@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -37,6 +38,10 @@ const (
 type Config struct {
 	URL    string // the receiver (http or https)
 	Secret []byte // the HMAC key
+	// OtherSecrets are more HMAC keys, for a rotation: every request is
+	// signed with Secret and with each of them, the signature header
+	// listing one "v1=" per key, Secret's first (see Sign).
+	OtherSecrets [][]byte
 	// Node names the events that come without an id:
 	// "<Node>-<start>-<n>", start being 8 random hex digits drawn by New
 	// (a restarted node does not reuse ids). Default "presenced".
@@ -74,6 +79,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("webhook: URL %q is not an http(s) URL", cfg.URL)
 	case len(cfg.Secret) == 0:
 		return cfg, errors.New("webhook: no Secret: requests must be signed")
+	case slices.ContainsFunc(cfg.OtherSecrets, func(k []byte) bool { return len(k) == 0 }):
+		return cfg, errors.New("webhook: an empty key in OtherSecrets")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -123,6 +130,7 @@ type Sender struct {
 	log    *slog.Logger // static after New
 	m      *metrics     // static after New
 	prefix string       // static after New: of the ids the sender gives
+	keys   [][]byte     // static after New: Secret then OtherSecrets
 	// jitter draws the wait before a retry in [0, ceil]; tests replace it
 	// before Run.
 	jitter func(ceil time.Duration) time.Duration
@@ -143,6 +151,7 @@ func New(cfg Config) (*Sender, error) {
 	var start [4]byte
 	_, _ = crand.Read(start[:])
 	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-",
+		keys:   append([][]byte{cfg.Secret}, cfg.OtherSecrets...),
 		jitter: func(ceil time.Duration) time.Duration { return rand.N(min(ceil, math.MaxInt64-1) + 1) }}
 	if s.m, err = newMetrics(cfg.Registerer, s.queued); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
