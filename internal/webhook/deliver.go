@@ -107,7 +107,7 @@ func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
 func backoff(lo, hi time.Duration, n int) time.Duration {
 	c := lo
 	for range n {
-		if c >= hi/2 {
+		if c > hi/2 { // 2c > hi; else 2c <= hi does not overflow
 			return hi
 		}
 		c *= 2

@@ -24,6 +24,9 @@ func TestBackoffCeiling(t *testing.T) {
 		{time.Hour, 24 * time.Hour},
 		{time.Second, math.MaxInt64},
 		{time.Minute, time.Second}, // lo > hi: hi
+		{1, 3},                     // odd hi: 2 is below it
+		{3, 1001},
+		{1, math.MaxInt64},
 	} {
 		for n := range 200 {
 			exact := new(big.Int).Lsh(big.NewInt(int64(tc.lo)), uint(n))
