@@ -40,7 +40,7 @@ type Config struct {
 	Secret []byte // the HMAC key
 	// OtherSecrets are more HMAC keys, for a rotation: every request is
 	// signed with Secret and with each of them, the signature header
-	// listing one "v1=" per key, Secret's first (see Sign).
+	// listing one "v1=" per key, Secret's first (see SignKeys).
 	OtherSecrets [][]byte
 	// Node names the events that come without an id:
 	// "<Node>-<start>-<n>", start being 8 random hex digits drawn by New
