@@ -136,7 +136,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&rc.NoKeyspaceEvents, "redis-no-keyspace-events", false, "do not enable expired keyspace events (CONFIG SET notify-keyspace-events Ex): find dead nodes by probing only")
 	fs.BoolVar(&cfg.ReadyNeedsRedis, "ready-needs-redis", false, "/readyz answers 503 while the node does not hold its Redis lease")
 	fs.StringVar(&o.webhookURL, "webhook-url", "", "`URL` that receives webhooks: room occupied and vacated, member added and removed, batched per tick, signed (docs/webhooks.md) (empty: none)")
-	fs.StringVar(&o.webhookSecret, "webhook-secret-file", "", "`file` holding the HMAC-SHA256 key that signs webhooks (surrounding whitespace trimmed); required with -webhook-url")
+	fs.StringVar(&o.webhookSecret, "webhook-secret-file", "", "`file` holding the HMAC-SHA256 keys that sign webhooks, one per line (each trimmed, blank lines skipped), the current first: each request is signed with every one (rotation, docs/webhooks.md); required with -webhook-url")
 	return fs
 }
 
@@ -270,7 +270,13 @@ func webhookConfig(o *options) error {
 	if err != nil {
 		return err
 	}
-	o.server.Webhook = &webhook.Config{URL: o.webhookURL, Secret: []byte(secret)}
+	var keys [][]byte
+	for line := range strings.Lines(secret) {
+		if k := strings.TrimSpace(line); k != "" {
+			keys = append(keys, []byte(k))
+		}
+	}
+	o.server.Webhook = &webhook.Config{URL: o.webhookURL, Secret: keys[0], OtherSecrets: keys[1:]}
 	return nil
 }
 

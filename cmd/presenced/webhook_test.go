@@ -25,8 +25,21 @@ func TestWebhookFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := o.server.Webhook; w == nil || w.URL != "https://hooks.example/p" || string(w.Secret) != "k3y" {
+	if w := o.server.Webhook; w == nil || w.URL != "https://hooks.example/p" || string(w.Secret) != "k3y" || len(w.OtherSecrets) != 0 {
 		t.Fatalf("Webhook %+v", w)
+	}
+	// Several keys, one per line, the current first: all sign (rotation).
+	rotating := filepath.Join(dir, "rotating")
+	if err := os.WriteFile(rotating, []byte("  cur\r\n\n next key \n\t\nold\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err = parseFlags([]string{"-insecure", "-webhook-url", "https://hooks.example/p", "-webhook-secret-file", rotating}, env{}.lookup, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := o.server.Webhook; w == nil || string(w.Secret) != "cur" || len(w.OtherSecrets) != 2 ||
+		string(w.OtherSecrets[0]) != "next key" || string(w.OtherSecrets[1]) != "old" {
+		t.Fatalf("keys: Webhook %+v", w)
 	}
 	o, err = parseFlags([]string{"-insecure"}, env{"PRESENCED_WEBHOOK_URL": "http://h/", "PRESENCED_WEBHOOK_SECRET_FILE": secret}.lookup, io.Discard)
 	if err != nil || o.server.Webhook == nil {

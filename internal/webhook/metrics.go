@@ -13,7 +13,8 @@ const (
 const (
 	reqOK       = "ok"       // 2xx
 	reqRetry    = "retry"    // 5xx, 429, timeout, network error: tried again
-	reqRejected = "rejected" // another 4xx: the batch is dropped
+	reqFailed   = "failed"   // the same on the last attempt (or at shutdown): the batch is dropped
+	reqRejected = "rejected" // another 4xx, or a 3xx: the batch is dropped
 )
 
 // metrics are the sender's collectors.
@@ -29,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, queued func() float64) (*metrics, err
 			Help: "Webhook events by fate: sent, dropped_queue (the queue was full), dropped_failed (their batch failed for good)."},
 			[]string{"result"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_webhook_requests_total",
-			Help: "Webhook POSTs by outcome: ok, retry (5xx, 429, timeout, network error), rejected (another 4xx)."},
+			Help: "Webhook POSTs by outcome: ok, retry (5xx, 429, timeout, network error), failed (the same on the last attempt), rejected (another 4xx, or a 3xx)."},
 			[]string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "presenced_webhook_request_seconds",
 			Help: "Duration of webhook POSTs.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 9)}),
@@ -37,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, queued func() float64) (*metrics, err
 	for _, r := range []string{resultSent, resultDroppedQueue, resultDroppedFailed} {
 		m.events.WithLabelValues(r)
 	}
-	for _, r := range []string{reqOK, reqRetry, reqRejected} {
+	for _, r := range []string{reqOK, reqRetry, reqFailed, reqRejected} {
 		m.requests.WithLabelValues(r)
 	}
 	if reg == nil {

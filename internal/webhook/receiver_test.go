@@ -17,19 +17,25 @@ type receiver struct {
 	t      *testing.T
 	secret []byte
 	srv    *httptest.Server
+	quit   chan struct{} // closed when the test ends: ends hanging requests
 
 	mu       sync.Mutex
 	events   []Payload // guarded by mu: accepted, in arrival order
 	requests int       // guarded by mu
 	badSigs  int       // guarded by mu
 	// answer, when set, gives the status of request n (1-based); nil: 200.
+	// hang: no answer until the sender gives up the request.
 	answer func(n int) int // guarded by mu
 }
 
+// hang is an answer: the receiver never answers.
+const hang = -1
+
 func newReceiver(t *testing.T, secret []byte) *receiver {
-	r := &receiver{t: t, secret: secret}
+	r := &receiver{t: t, secret: secret, quit: make(chan struct{})}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.srv.Close)
+	t.Cleanup(func() { close(r.quit) }) // first: Close waits for the handlers
 	return r
 }
 
@@ -50,7 +56,15 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Unlock()
 	if answer != nil {
-		if code := answer(n); code != http.StatusOK {
+		code := answer(n)
+		if code == hang {
+			select {
+			case <-req.Context().Done():
+			case <-r.quit:
+			}
+			return
+		}
+		if code != http.StatusOK {
 			w.WriteHeader(code)
 			return
 		}

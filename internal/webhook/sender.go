@@ -1,18 +1,16 @@
 package webhook
 
 import (
-	"bytes"
-	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,6 +38,10 @@ const (
 type Config struct {
 	URL    string // the receiver (http or https)
 	Secret []byte // the HMAC key
+	// OtherSecrets are more HMAC keys, for a rotation: every request is
+	// signed with Secret and with each of them, the signature header
+	// listing one "v1=" per key, Secret's first (see SignKeys).
+	OtherSecrets [][]byte
 	// Node names the events that come without an id:
 	// "<Node>-<start>-<n>", start being 8 random hex digits drawn by New
 	// (a restarted node does not reuse ids). Default "presenced".
@@ -59,6 +61,8 @@ type Config struct {
 	// [0, min(MaxBackoff, MinBackoff × 2^n)]. Defaults 250 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// Client sends the requests. Default: an http.Client with Timeout.
+	// The Sender uses a copy that does not follow redirects: a 3xx is
+	// final (a redirected POST would be replayed as a GET).
 	Client *http.Client
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -75,6 +79,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("webhook: URL %q is not an http(s) URL", cfg.URL)
 	case len(cfg.Secret) == 0:
 		return cfg, errors.New("webhook: no Secret: requests must be signed")
+	case slices.ContainsFunc(cfg.OtherSecrets, func(k []byte) bool { return len(k) == 0 }):
+		return cfg, errors.New("webhook: an empty key in OtherSecrets")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -99,6 +105,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	}
+	c := *cfg.Client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = &c
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +130,10 @@ type Sender struct {
 	log    *slog.Logger // static after New
 	m      *metrics     // static after New
 	prefix string       // static after New: of the ids the sender gives
+	keys   [][]byte     // static after New: Secret then OtherSecrets
+	// jitter draws the wait before a retry in [0, ceil]; tests replace it
+	// before Run.
+	jitter func(ceil time.Duration) time.Duration
 
 	mu    sync.Mutex
 	queue []Payload // guarded by mu: oldest first, at most cfg.Queue
@@ -137,7 +150,9 @@ func New(cfg Config) (*Sender, error) {
 	}
 	var start [4]byte
 	_, _ = crand.Read(start[:])
-	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-"}
+	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-",
+		keys:   append([][]byte{cfg.Secret}, cfg.OtherSecrets...),
+		jitter: func(ceil time.Duration) time.Duration { return rand.N(min(ceil, math.MaxInt64-1) + 1) }}
 	if s.m, err = newMetrics(cfg.Registerer, s.queued); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
@@ -190,130 +205,4 @@ func (s *Sender) take(max int) []Payload {
 		s.queue = nil // give back what a burst grew
 	}
 	return batch
-}
-
-// Run sends what is queued once per tick until ctx is done, then gives
-// what is still queued one last attempt (at most a couple of seconds) and
-// returns. Call it once.
-func (s *Sender) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.Tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.final()
-			return nil
-		case <-t.C:
-		}
-		// A backlog goes out in consecutive batches, not one per tick.
-		for ctx.Err() == nil {
-			batch := s.take(s.cfg.MaxBatch)
-			if batch == nil {
-				break
-			}
-			s.deliver(ctx, batch)
-		}
-	}
-}
-
-// final makes one attempt at what is queued, bounded by finalTry.
-func (s *Sender) final() {
-	ctx, cancel := context.WithTimeout(context.Background(), finalTry)
-	defer cancel()
-	for {
-		batch := s.take(s.cfg.MaxBatch)
-		if batch == nil {
-			return
-		}
-		if ctx.Err() != nil || !s.attempt(ctx, batch) {
-			s.fail(len(batch) + len(s.take(s.cfg.Queue)))
-			return
-		}
-	}
-}
-
-// deliver POSTs batch until the receiver takes it, refuses it (4xx but
-// 429), MaxAttempts were made, or ctx is done.
-func (s *Sender) deliver(ctx context.Context, batch []Payload) {
-	for n := 0; ; n++ {
-		if s.attempt(ctx, batch) {
-			return
-		}
-		if n+1 >= s.cfg.MaxAttempts || ctx.Err() != nil {
-			s.log.Warn("webhook: batch dropped after retries", "events", len(batch), "attempts", n+1)
-			s.fail(len(batch))
-			return
-		}
-		ceil := min(s.cfg.MaxBackoff, s.cfg.MinBackoff<<min(n, 30))
-		wait := rand.N(ceil + 1) // full jitter
-		select {
-		case <-ctx.Done():
-			s.fail(len(batch))
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (s *Sender) fail(n int) {
-	s.m.events.WithLabelValues(resultDroppedFailed).Add(float64(n))
-}
-
-// errRejected: the receiver refused the batch (a 4xx other than 429).
-var errRejected = errors.New("webhook: rejected")
-
-// attempt POSTs batch once. It reports whether the batch is done with
-// (taken, or refused for good: then it is counted as dropped); false: try
-// again.
-func (s *Sender) attempt(ctx context.Context, batch []Payload) (done bool) {
-	err := s.post(ctx, batch)
-	switch {
-	case err == nil:
-		s.m.requests.WithLabelValues(reqOK).Inc()
-		s.m.events.WithLabelValues(resultSent).Add(float64(len(batch)))
-		return true
-	case errors.Is(err, errRejected):
-		s.m.requests.WithLabelValues(reqRejected).Inc()
-		s.log.Warn("webhook: receiver refused a batch", "events", len(batch), "err", err)
-		s.fail(len(batch))
-		return true
-	default:
-		s.m.requests.WithLabelValues(reqRetry).Inc()
-		s.log.Debug("webhook: POST failed, will retry", "err", err)
-		return false
-	}
-}
-
-func (s *Sender) post(ctx context.Context, batch []Payload) error {
-	body, err := json.Marshal(batch)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errRejected, err) // cannot happen: plain strings and ints
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%w: %v", errRejected, err)
-	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "presenced")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(s.cfg.Secret, ts, body))
-	start := time.Now()
-	resp, err := s.cfg.Client.Do(req)
-	s.m.duration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch c := resp.StatusCode; {
-	case c >= 200 && c < 300:
-		return nil
-	case c == http.StatusTooManyRequests || c >= 500:
-		return fmt.Errorf("webhook: status %d", c)
-	default:
-		return fmt.Errorf("%w: status %d", errRejected, c)
-	}
 }

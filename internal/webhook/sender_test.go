@@ -20,11 +20,18 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var secret = []byte("s3cret")
 
 // start runs a Sender to r with fast retries until the test ends.
-func start(t *testing.T, r *receiver, tune func(*Config)) (*Sender, *prometheus.Registry) {
+func start(t *testing.T, r *receiver, tune func(*Config)) *Sender {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	cfg := Config{URL: r.srv.URL + "/hook", Secret: secret, Node: "n1", Tick: 10 * time.Millisecond,
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Registerer: reg}
+	s := newSender(t, r.srv.URL+"/hook", tune)
+	run(t, s)
+	return s
+}
+
+// newSender builds a Sender to url with fast retries.
+func newSender(t *testing.T, url string, tune func(*Config)) *Sender {
+	t.Helper()
+	cfg := Config{URL: url, Secret: secret, Node: "n1", Tick: 10 * time.Millisecond,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -32,11 +39,28 @@ func start(t *testing.T, r *receiver, tune func(*Config)) (*Sender, *prometheus.
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// run runs s until stop is called or the test ends; stop returns how long
+// Run took to return once stopped.
+func run(t *testing.T, s *Sender) (stop func() time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	return s, reg
+	var once sync.Once
+	var took time.Duration
+	stop = func() time.Duration {
+		once.Do(func() {
+			begin := time.Now()
+			cancel()
+			wg.Wait()
+			took = time.Since(begin)
+		})
+		return took
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }
 
 func ev(typ presence.EventType, user string) presence.Event {
@@ -45,7 +69,7 @@ func ev(typ presence.EventType, user string) presence.Event {
 
 func TestSignatureVerifies(t *testing.T) {
 	r := newReceiver(t, secret)
-	s, _ := start(t, r, nil)
+	s := start(t, r, nil)
 	s.RoomEvents("lobby", []presence.Event{ev(presence.EventRoomOccupied, ""), ev(presence.EventMemberAdded, "ann")})
 	evs := r.waitEvents(2, 5*time.Second)
 	if _, _, bad := r.snapshot(); bad != 0 {
@@ -81,7 +105,7 @@ func TestRetriesOn500ThenSucceeds(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	s, _ := start(t, r, nil)
+	s := start(t, r, nil)
 	s.RoomEvents("lobby", []presence.Event{ev(presence.EventMemberAdded, "ann")})
 	evs := r.waitEvents(1, 5*time.Second)
 	_, reqs, _ := r.snapshot()
@@ -98,16 +122,17 @@ func TestRetryPolicy(t *testing.T) {
 		name     string
 		status   int
 		requests int // made for one batch, MaxAttempts 3
+		failed   int // of them counted requests{failed}
 	}{
-		{"429 is retried", http.StatusTooManyRequests, 3},
-		{"503 is retried", http.StatusServiceUnavailable, 3},
-		{"400 is not", http.StatusBadRequest, 1},
-		{"404 is not", http.StatusNotFound, 1},
+		{"429 is retried", http.StatusTooManyRequests, 3, 1},
+		{"503 is retried", http.StatusServiceUnavailable, 3, 1},
+		{"400 is not", http.StatusBadRequest, 1, 0},
+		{"404 is not", http.StatusNotFound, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newReceiver(t, secret)
 			r.setAnswer(func(int) int { return tc.status })
-			s, _ := start(t, r, func(c *Config) { c.MaxAttempts = 3 })
+			s := start(t, r, func(c *Config) { c.MaxAttempts = 3 })
 			s.RoomEvents("lobby", []presence.Event{ev(presence.EventMemberAdded, "ann")})
 			failed := s.m.events.WithLabelValues("dropped_failed")
 			deadline := time.Now().Add(5 * time.Second)
@@ -119,6 +144,13 @@ func TestRetryPolicy(t *testing.T) {
 			}
 			if _, reqs, _ := r.snapshot(); reqs != tc.requests {
 				t.Errorf("%d requests, want %d", reqs, tc.requests)
+			}
+			// The last attempt is not a retry: nothing follows it.
+			if got, want := value(s.m.requests.WithLabelValues("retry")), float64(tc.requests-1); got != want {
+				t.Errorf("requests{retry} = %v, want %v", got, want)
+			}
+			if got, want := value(s.m.requests.WithLabelValues("failed")), float64(tc.failed); got != want {
+				t.Errorf("requests{failed} = %v, want %v", got, want)
 			}
 		})
 	}
@@ -134,7 +166,7 @@ func TestOrderPerRoom(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	s, _ := start(t, r, func(c *Config) { c.MaxBatch = 7 })
+	s := start(t, r, func(c *Config) { c.MaxBatch = 7 })
 	const n = 100
 	for i := range n {
 		typ := presence.EventMemberAdded
@@ -169,7 +201,7 @@ func TestQueueBoundDropsAndCounts(t *testing.T) {
 	r := newReceiver(t, secret)
 	block := make(chan struct{})
 	r.setAnswer(func(int) int { <-block; return http.StatusOK })
-	s, _ := start(t, r, func(c *Config) { c.Queue = 5; c.MaxBatch = 1 })
+	s := start(t, r, func(c *Config) { c.Queue = 5; c.MaxBatch = 1 })
 	s.RoomEvents("a", []presence.Event{ev(presence.EventMemberAdded, "first")})
 	r.waitRequests(1)
 	// The sender is stuck on the first POST: RoomEvents still returns at once.

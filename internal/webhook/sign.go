@@ -12,21 +12,44 @@ import (
 // The request headers.
 const (
 	HeaderTimestamp = "X-Presenced-Timestamp" // Unix seconds of the attempt
-	HeaderSignature = "X-Presenced-Signature" // "v1=" + hex HMAC-SHA256(secret, timestamp "." body)
+	// HeaderSignature is "v1=" + hex HMAC-SHA256(secret, timestamp "."
+	// body), one per key, comma-separated: "v1=<hex>,v1=<hex>" while keys
+	// are rotated (the current key's first).
+	HeaderSignature = "X-Presenced-Signature"
 )
 
 // Sign returns the signature header's value for a body sent at ts (the
-// timestamp header's value).
+// timestamp header's value), signed with one key.
 func Sign(secret []byte, ts string, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(ts))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+	return "v1=" + mac(secret, ts, body)
 }
 
-// Verify is what a receiver does: it checks sig (the signature header)
-// against ts and body in constant time, and that ts is within skew of now.
+// SignKeys returns the signature header's value signed with each key, in
+// order: "v1=<hex>,v1=<hex>". With one key it is Sign's.
+func SignKeys(keys [][]byte, ts string, body []byte) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("v1=")
+		b.WriteString(mac(k, ts, body))
+	}
+	return b.String()
+}
+
+func mac(secret []byte, ts string, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Verify is what a receiver does: it checks that one of the "v1="
+// signatures of sig (the signature header, one or more comma-separated)
+// is body's at ts with secret, in constant time, and that ts is within
+// skew of now. Signatures of other schemes are ignored.
 func Verify(secret []byte, ts, sig string, body []byte, now time.Time, skew time.Duration) bool {
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
@@ -35,8 +58,12 @@ func Verify(secret []byte, ts, sig string, body []byte, now time.Time, skew time
 	if d := now.Sub(time.Unix(sec, 0)); d > skew || d < -skew {
 		return false
 	}
-	if !strings.HasPrefix(sig, "v1=") {
-		return false
+	want := []byte(mac(secret, ts, body))
+	ok := false
+	for part := range strings.SplitSeq(sig, ",") {
+		if v, found := strings.CutPrefix(strings.TrimSpace(part), "v1="); found && hmac.Equal([]byte(v), want) {
+			ok = true // no early return: the time does not tell which one matched
+		}
 	}
-	return hmac.Equal([]byte(sig), []byte(Sign(secret, ts, body)))
+	return ok
 }

@@ -1,0 +1,175 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Run sends what is queued once per tick until ctx is done, then gives
+// what is still queued one last attempt (at most a couple of seconds) and
+// returns. Call it once.
+func (s *Sender) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.final(nil)
+			return nil
+		case <-t.C:
+		}
+		// A backlog goes out in consecutive batches, not one per tick.
+		for ctx.Err() == nil {
+			batch := s.take(s.cfg.MaxBatch)
+			if batch == nil {
+				break
+			}
+			if !s.deliver(ctx, batch) {
+				// Stopped while retrying it: it goes first in the last
+				// attempt, before the events queued behind it.
+				s.final(batch)
+				return nil
+			}
+		}
+	}
+}
+
+// final makes one attempt, bounded by finalTry, at pending (a batch
+// deliver did not finish) and then at what is queued. At the first batch
+// that fails it drops that batch and everything behind it, counted.
+func (s *Sender) final(pending []Payload) {
+	ctx, cancel := context.WithTimeout(context.Background(), finalTry)
+	defer cancel()
+	batch := pending
+	for {
+		if batch == nil {
+			if batch = s.take(s.cfg.MaxBatch); batch == nil {
+				return
+			}
+		}
+		err := ctx.Err()
+		if err == nil {
+			if err = s.post(ctx, batch); err != nil && !errors.Is(err, errRejected) {
+				s.m.requests.WithLabelValues(reqFailed).Inc()
+			}
+		}
+		if err == nil || errors.Is(err, errRejected) {
+			s.done(batch, err)
+			batch = nil
+			continue
+		}
+		n := len(batch) + len(s.take(s.cfg.Queue))
+		s.log.Warn("webhook: events dropped at shutdown", "events", n, "err", err)
+		s.fail(n)
+		return
+	}
+}
+
+// deliver POSTs batch until the receiver takes it, refuses it (a 4xx but
+// 429, or a 3xx), or MaxAttempts were made: then it reports true (done
+// with). It reports false if ctx ended first: the batch is still to be
+// sent.
+func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
+	for n := 1; ; n++ {
+		err := s.post(ctx, batch)
+		switch {
+		case err == nil || errors.Is(err, errRejected):
+			s.done(batch, err)
+			return true
+		case ctx.Err() != nil:
+			s.m.requests.WithLabelValues(reqRetry).Inc() // by final
+			return false
+		case n >= s.cfg.MaxAttempts:
+			s.m.requests.WithLabelValues(reqFailed).Inc()
+			s.log.Warn("webhook: batch dropped after retries", "events", len(batch), "attempts", n, "err", err)
+			s.fail(len(batch))
+			return true
+		}
+		s.m.requests.WithLabelValues(reqRetry).Inc()
+		s.log.Debug("webhook: POST failed, will retry", "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(s.jitter(backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, n-1))):
+		}
+	}
+}
+
+// backoff is the longest wait before retry n (0 the first):
+// min(hi, lo × 2^n), computed without overflow.
+func backoff(lo, hi time.Duration, n int) time.Duration {
+	c := lo
+	for range n {
+		if c > hi/2 { // 2c > hi; else 2c <= hi does not overflow
+			return hi
+		}
+		c *= 2
+	}
+	return min(c, hi)
+}
+
+// done counts a batch the receiver took (err nil) or refused for good
+// (errRejected).
+func (s *Sender) done(batch []Payload, err error) {
+	if err == nil {
+		s.m.requests.WithLabelValues(reqOK).Inc()
+		s.m.events.WithLabelValues(resultSent).Add(float64(len(batch)))
+		return
+	}
+	s.m.requests.WithLabelValues(reqRejected).Inc()
+	s.log.Warn("webhook: receiver refused a batch", "events", len(batch), "err", err)
+	s.fail(len(batch))
+}
+
+func (s *Sender) fail(n int) {
+	s.m.events.WithLabelValues(resultDroppedFailed).Add(float64(n))
+}
+
+// errRejected: the receiver refused the batch (a 4xx other than 429, or a
+// 3xx: redirects are not followed).
+var errRejected = errors.New("webhook: rejected")
+
+// post POSTs batch once: nil if the receiver took it, errRejected if it
+// refused it for good, another error if it may be tried again.
+func (s *Sender) post(ctx context.Context, batch []Payload) error {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errRejected, err) // cannot happen: plain strings and ints
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errRejected, err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "presenced")
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, SignKeys(s.keys, ts, body))
+	start := time.Now()
+	resp, err := s.cfg.Client.Do(req)
+	s.m.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return nil
+	case c == http.StatusTooManyRequests || c >= 500:
+		return fmt.Errorf("webhook: status %d", c)
+	case c >= 300 && c < 400:
+		return fmt.Errorf("%w: status %d: redirects are not followed (Location %q)", errRejected, c, resp.Header.Get("Location"))
+	default:
+		return fmt.Errorf("%w: status %d", errRejected, c)
+	}
+}
