@@ -162,7 +162,8 @@ func (c closeRecord) sent() wire.CloseCode {
 func (c closeRecord) is(code wire.CloseCode) bool { return c.started() && c.sent() == code }
 
 // ending decides, in one place, why a connection ended and whether its
-// members stay for Config.LeaveGrace. own is the close the session started
+// members stay for a grace (Config.LeaveGrace, plus its bye's retry_ms for
+// a drain: see HandleClose). own is the close the session started
 // (closeWith), if any. The transport's view says who started the end: a
 // close frame from the client, a transport protocol error, the transport's
 // shutdown or a handler panic came first, so any close of the session's

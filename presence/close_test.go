@@ -296,7 +296,7 @@ func TestCloseWithFirstWins(t *testing.T) {
 		for _, c := range closes {
 			wg.Go(func() {
 				if c.reason == CloseDrain {
-					s.bye(time.Second)
+					s.bye()
 					return
 				}
 				s.closeWith(c.code, c.reason, "test")

@@ -33,7 +33,8 @@ type Hub struct {
 
 	nextConn    atomic.Uint64
 	draining    atomic.Bool
-	drainWindow atomic.Int64 // the Drain window, for hellos that arrive during it
+	drainWindow atomic.Int64 // the Drain window: the retry_ms of hellos that arrive during it, and every drained connection's hold
+	drainSalt   uint64       // static after New: drainRetry's salt
 
 	nRooms    atomic.Int64
 	nMembers  atomic.Int64
@@ -64,7 +65,7 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, seed: maphash.MakeSeed(), base: time.Now()}
+	h := &Hub{cfg: cfg, seed: maphash.MakeSeed(), base: time.Now(), drainSalt: rand.Uint64()}
 	for i := range h.rooms {
 		h.rooms[i].rooms = make(map[string]*room)
 	}
@@ -131,10 +132,13 @@ func (h *Hub) unregister(s *Session) {
 }
 
 // Drain tells every connection to go away: each gets bye with a retry_ms
-// drawn uniformly from [0, window), then close 1001 (members stay for
-// Config.LeaveGrace, so a client reconnecting elsewhere causes no leave).
+// drawn uniformly from [0, window), then close 1001. Its members stay for
+// that retry_ms plus Config.LeaveGrace, so a client that reconnects
+// elsewhere when told causes no leave (with a Bus, as long as this node
+// stays in the cluster until window has passed: internal/server does).
 // Hellos that arrive afterwards are answered the same way. It returns at
-// once; watch Stats().Sessions to know when every connection is gone.
+// once; watch Stats().Sessions to know when every connection is gone, and
+// Stats().Members to know when every hold has ended. Call it once.
 func (h *Hub) Drain(window time.Duration) {
 	h.drainWindow.Store(int64(window))
 	h.draining.Store(true)
@@ -148,7 +152,7 @@ func (h *Hub) Drain(window time.Duration) {
 		}
 		sh.mu.Unlock()
 		for _, s := range batch {
-			s.bye(window)
+			s.bye()
 		}
 	}
 }
@@ -197,6 +201,24 @@ func (h *Hub) frame(payload []byte) []byte {
 }
 
 func newEpoch() uint32 { return rand.Uint32() }
+
+// drainRetry is the retry_ms the drain tells connection seq: uniform over
+// [0, the Drain window) in whole milliseconds. It is a function of seq and
+// a random salt of the hub's, not a stored draw, so that HandleClose can
+// hold the connection's members for it without a field in Session (an
+// idle connection costs its Session: see TestIdleStructSizes).
+func (h *Hub) drainRetry(seq uint64) time.Duration {
+	ms := time.Duration(h.drainWindow.Load()).Milliseconds()
+	if ms <= 0 {
+		return 0
+	}
+	// splitmix64: the seq-th output of a generator seeded with the salt.
+	z := h.drainSalt + seq*0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return time.Duration(z%uint64(ms)) * time.Millisecond
+}
 
 // countSent records n frames of size bytes handed to sinks.
 func (h *Hub) countSent(n, size int) {

@@ -295,10 +295,10 @@ func internStatus(status string) string {
 }
 
 // leave removes sb (see leaveLocked).
-func (r *room) leave(sb *sub, grace bool, now int64) {
+func (r *room) leave(sb *sub, hold, now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.leaveLocked(sb, grace, now)
+	r.leaveLocked(sb, hold, now)
 }
 
 // set applies st to user's state, if user is a member.
@@ -322,11 +322,11 @@ func (r *room) setTyping(user string, on bool, now int64) bool {
 	return m != nil
 }
 
-// leaveLocked removes sb. With grace (a lost connection) its member stays
-// for Config.LeaveGrace after its last connection is gone; without (an
-// explicit leave), it goes at once unless an earlier loss's grace is still
-// running.
-func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
+// leaveLocked removes sb. With a hold > 0 (a lost connection: its leave
+// grace, see Session.HandleClose) its member stays until now+hold even if
+// its last connection is gone; with 0 (an explicit leave), it goes at once
+// unless an earlier loss's grace is still running.
+func (r *room) leaveLocked(sb *sub, hold, now int64) {
 	sb.sendMu.Lock()
 	sb.gone = true
 	sb.sendMu.Unlock()
@@ -342,10 +342,10 @@ func (r *room) leaveLocked(sb *sub, grace bool, now int64) {
 	if m == nil {
 		return
 	}
-	if grace {
+	if hold > 0 {
 		// Kept even while other connections remain: if they leave
 		// before it ends, the member still waits for the lost one.
-		m.graceUntil = max(m.graceUntil, now+int64(r.hub.cfg.LeaveGrace))
+		m.graceUntil = max(m.graceUntil, now+hold)
 	}
 	if m.conns--; m.conns > 0 {
 		return

@@ -658,7 +658,7 @@ func TestLeaveGrace(t *testing.T) {
 		},
 		{
 			name:      "drain closes 1001",
-			lose:      func(c *client) { c.s.bye(time.Second) }, // what Drain does to each session
+			lose:      func(c *client) { c.s.bye() }, // what Drain does to each session (no window: retry_ms 0)
 			wantClose: wire.CloseGoingAway,
 			wantObs:   [][]string{{"leave bob"}},
 			wantGrace: true,

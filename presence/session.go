@@ -269,7 +269,7 @@ func (s *Session) hello(c *wire.Request, now int64) {
 		cfg.HeartbeatInterval.Milliseconds(), cfg.MaxMessage)
 	s.send(rb)
 	if s.hub.draining.Load() {
-		s.bye(time.Duration(s.hub.drainWindow.Load()))
+		s.bye()
 		return
 	}
 	if len(c.Resume) == 0 {
@@ -418,13 +418,15 @@ func (s *Session) rejoin(sb *sub, st *wire.State, id, now int64) {
 // leave is idempotent: leaving a room the connection is not in is acked.
 func (s *Session) leave(room string, id, now int64) {
 	if sb := s.findSub(room); sb != nil {
-		s.dropSub(sb, false, now)
+		s.dropSub(sb, 0, now)
 	}
 	s.ack(id)
 }
 
-func (s *Session) dropSub(sb *sub, grace bool, now int64) {
-	sb.r.leave(sb, grace, now)
+// dropSub leaves sb's room; hold > 0 keeps the member that long (see
+// room.leaveLocked).
+func (s *Session) dropSub(sb *sub, hold, now int64) {
+	sb.r.leave(sb, hold, now)
 	if i := slices.Index(s.subs, sb); i >= 0 {
 		s.subs = slices.Delete(s.subs, i, i+1)
 	}
@@ -500,7 +502,7 @@ func (s *Session) auth(token string, id, now int64) {
 		var left []string
 		for i := len(s.subs) - 1; i >= 0; i-- {
 			if room := s.subs[i].r.name; !s.rooms.Allows(room) {
-				s.dropSub(s.subs[i], false, now)
+				s.dropSub(s.subs[i], 0, now)
 				left = append(left, room)
 			}
 		}
@@ -628,7 +630,9 @@ func (s *Session) HandleBinary() {
 // the protocol, or the session closed with a code that forbids a reconnect
 // (1003, 1007, 41xx); otherwise (a lost connection, heartbeat timeout,
 // slow consumer, token expiry, flood, drain, shutdown, internal error) they
-// stay for Config.LeaveGrace.
+// stay for Config.LeaveGrace. A connection the drain closed keeps them for
+// its bye's retry_ms plus Config.LeaveGrace: its client was told to come
+// back (elsewhere) only after retry_ms.
 func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
 	// Claim and read in one swap: a flusher's 4002 or a Disconnect's
@@ -636,9 +640,16 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	// finds the session ended.
 	own := closeRecord(s.closed.Swap(endedRecord))
 	reason, grace := ending(end, own)
+	var hold int64
+	if grace {
+		hold = int64(s.hub.cfg.LeaveGrace)
+		if reason == CloseDrain {
+			hold += int64(s.hub.drainRetry(s.seq))
+		}
+	}
 	s.state = ended
 	for len(s.subs) > 0 {
-		s.dropSub(s.subs[len(s.subs)-1], grace, now)
+		s.dropSub(s.subs[len(s.subs)-1], hold, now)
 	}
 	s.subs = nil
 	s.hub.unregister(s)
@@ -647,19 +658,16 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	return reason
 }
 
-// bye tells the client this node is draining, with a retry_ms drawn from
-// [0, window), then closes 1001, unless the session already closed. Safe
-// from any goroutine: it only uses the sink and closeWith's record.
-func (s *Session) bye(window time.Duration) {
+// bye tells the client this node is draining, with its retry_ms
+// (Hub.drainRetry: uniform over [0, the drain window)), then closes 1001,
+// unless the session already closed. Safe from any goroutine: it only uses
+// the sink and closeWith's record.
+func (s *Session) bye() {
 	if !s.claimClose(wire.CloseGoingAway, CloseDrain) {
 		return
 	}
-	var retry int64
-	if ms := window.Milliseconds(); ms > 0 {
-		retry = rand.Int64N(ms)
-	}
 	rb := s.hub.reply()
-	rb.payload = wire.AppendBye(rb.payload, "draining", retry)
+	rb.payload = wire.AppendBye(rb.payload, "draining", s.hub.drainRetry(s.seq).Milliseconds())
 	s.send(rb)
 	s.sink.Close(wire.CloseGoingAway, "draining")
 }

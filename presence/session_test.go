@@ -1093,9 +1093,11 @@ func TestDrain(t *testing.T) {
 				t.Fatal("not Draining after Drain")
 			}
 			retries := map[int64]bool{}
+			retryOf := map[string]time.Duration{}
 			low, high := 0, 0
 			for _, c := range cs {
 				ev := c.expect("bye")[0]
+				retryOf[c.name] = time.Duration(ev.RetryMS) * time.Millisecond
 				if ev.Reason != "draining" || ev.RetryMS < 0 || ev.RetryMS >= window.Milliseconds() {
 					t.Errorf("%s: bye %+v, want reason draining, retry_ms in [0, %d)", c.name, ev, window.Milliseconds())
 				}
@@ -1136,16 +1138,29 @@ func TestDrain(t *testing.T) {
 				t.Errorf("%d of 40 late hellos told to retry in the second half of the window: want them spread", lateHigh)
 			}
 
-			// 1001 keeps members for the leave grace.
+			// 1001 keeps each member for its bye's retry_ms plus the leave
+			// grace: its client comes back (elsewhere) only after retry_ms.
 			for _, c := range append(cs, lates...) {
 				c.s.HandleClose(endLost)
 			}
+			closed := time.Now()
 			if s := e.h.Stats(); s.Sessions != 0 || s.Members != 3 || s.Rooms != 1 {
 				t.Errorf("Stats after the drain = %+v, want 0 sessions, 3 members in 1 room (grace)", s)
 			}
-			e.sleep(e.h.cfg.LeaveGrace + e.h.cfg.Tick)
+			grace, tick := e.h.cfg.LeaveGrace, e.h.cfg.Tick
+			for time.Since(closed) < window+grace+2*tick {
+				e.tick()
+				members, _ := roomState(e.h, "r")
+				for _, c := range cs[:3] {
+					hold, el := retryOf[c.name]+grace, time.Since(closed)
+					_, held := members[c.name]
+					if el < hold && !held || el >= hold+tick && held { // it ends at the first flush at or after hold
+						t.Errorf("%s (retry_ms %d): held %v %v after its close, want held for %v", c.name, retryOf[c.name].Milliseconds(), held, el, hold)
+					}
+				}
+			}
 			if s := e.h.Stats(); s != (Stats{}) {
-				t.Errorf("Stats after the grace = %+v, want zero", s)
+				t.Errorf("Stats after every hold = %+v, want zero", s)
 			}
 		})
 	})

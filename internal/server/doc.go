@@ -12,9 +12,12 @@
 //
 // With Config.Redis the node joins the others sharing that Redis: the
 // server builds an internal/redisbus.Bus, hands it to the hub
-// (presence.Config.Bus), runs it beside the hub and, at the end of a drain,
-// calls its Leave so the other nodes act at once. Without it the node is
-// alone and holds everything in memory.
+// (presence.Config.Bus), runs it beside the hub and, on a drain, keeps it
+// running (the drained members still held, the lease renewed) until
+// Config.Drain has passed since the drain began, then calls its Leave so
+// the other nodes act at once: a drained client that comes back elsewhere
+// after its retry_ms is never seen leaving. Without it the node is alone,
+// holds everything in memory and does not wait out Config.Drain.
 //
 // With Config.Webhook the server builds an internal/webhook.Sender, hands
 // it to the hub (presence.Config.Events) on a single node or to the bus

@@ -21,6 +21,8 @@ const (
 	keyNode       = "node"
 	keyConns      = "conns"
 	keyWindow     = "window"
+	keyMembers    = "members"
+	keyWait       = "wait"
 	keyUser       = "user"
 	keyClosed     = "closed"
 	keyDraining   = "draining"

@@ -13,6 +13,7 @@ import (
 // Static after construction; the collectors are safe for concurrent use.
 type metrics struct {
 	active       prometheus.Gauge
+	draining     prometheus.Gauge // 1 from the drain's start until the process exits
 	opened       prometheus.Counter
 	received     prometheus.Counter
 	framesSent   prometheus.Counter
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "presenced_connections_active",
 			Help: "WebSocket connections open now (upgraded, not yet closed).",
+		}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "presenced_draining",
+			Help: "1 from the start of a drain (SIGTERM, SIGINT) until the process exits, 0 before: a node that stays at 1 is stuck in its drain.",
 		}),
 		opened:      counter("presenced_connections_opened_total", "WebSocket connections upgraded."),
 		received:    counter("presenced_messages_received_total", "Complete messages received from clients, after reassembly."),
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return poller.RejectReason(i).String()
 	})
 
-	cs := []prometheus.Collector{m.active, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics, m.pagesServed, m.adminReqs}
+	cs := []prometheus.Collector{m.active, m.draining, m.opened, closed, handshakeErr, m.received, m.framesSent, m.bytesSent, m.sendFull, m.panics, m.pagesServed, m.adminReqs}
 	cs = append(cs, m.newPresenceMetrics(counter)...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

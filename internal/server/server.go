@@ -329,25 +329,40 @@ func (s *Server) AdminAddr() netip.AddrPort {
 	return s.adminLn.Addr().(*net.TCPAddr).AddrPort()
 }
 
-// StopAccepting begins a drain: /readyz answers 503 and the WebSocket
-// listener is closed; open connections stay until Run's context is done.
+// StopAccepting begins a drain: /readyz answers 503, presenced_draining is
+// 1 and the WebSocket listener is closed; open connections stay until Run's
+// context is done.
 func (s *Server) StopAccepting() {
-	s.draining.Store(true)
+	s.beginDrain()
 	s.poller.StopAccepting()
+}
+
+// beginDrain marks the node draining: /readyz fails and presenced_draining
+// is 1 from now until the process exits.
+func (s *Server) beginDrain() {
+	s.draining.Store(true)
+	s.metrics.draining.Set(1)
 }
 
 var errRunTwice = errors.New("server: Run called twice")
 
 // Run serves until ctx is done, then drains: the listener closes, /readyz
-// answers 503, every client gets bye (retry_ms spread over Config.Drain)
-// and close 1001, and Run waits for their closing handshakes (at most the
-// poller's close timeout) before stopping the poller, the bus (after its
-// Leave, so that the other nodes give this node's members their leave grace
-// at once), the presence hub, the webhook sender (one last try, at most
-// 2 s, for what is queued) and, last, the admin listener (so a scrape can
-// still see the drain). Run returns once every goroutine it started has
-// stopped; the error joins those of both listeners and of the bus. A bus
-// that stops on its own stops the node.
+// answers 503 (and presenced_draining is 1), every client gets bye
+// (retry_ms spread over Config.Drain) and close 1001, and Run waits for
+// their closing handshakes (at most drainCloseWait) before stopping the
+// poller. A drained connection's members stay for its retry_ms plus the
+// leave grace (presence.Hub.Drain). With Redis, the node then stays in the
+// cluster (lease renewed, its members visible to the other nodes) until
+// Config.Drain has passed since the drain began, or sooner once it holds no
+// member, before the bus's Leave (so that the other nodes give the members
+// still held their leave grace at once: every drained client that comes
+// back elsewhere when told finds itself still there). Then the bus stops,
+// the presence hub, the webhook sender (one last try, at most 2 s, for what
+// is queued) and, last, the admin listener (so a scrape can still see the
+// drain). Without Redis there is no wait: the node's members go with it.
+// Run returns once every goroutine it started has stopped; the error joins
+// those of both listeners and of the bus. A bus that stops on its own stops
+// the node.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errRunTwice
@@ -410,13 +425,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	<-ctx.Done()
-	s.draining.Store(true)
+	s.beginDrain()
 	s.poller.StopAccepting()
 	s.log.Info("draining", keyConns, s.hub.Stats().Sessions, keyWindow, s.cfg.Drain.String())
+	drained := time.Now()
 	s.hub.Drain(s.cfg.Drain)
 	s.awaitSessions(pollDone, drainCloseWait)
 	stopPoll()
 	<-pollDone
+	s.awaitHolds(drained.Add(s.cfg.Drain), busDone)
 	s.leaveBus()
 	stopBus()
 	<-busDone
@@ -435,10 +452,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 var errBusStopped = errors.New("its Run returned")
 
-// leaveBus ends the node's part in the cluster once the drain's closes are
-// done: the bus announces it and removes its lease, and the other nodes give
-// this node's members their leave grace at once, so clients that reconnect
-// to them within it cause no leave anywhere.
+// leaveBus ends the node's part in the cluster once the drain window has
+// passed (awaitHolds): the bus announces it and removes its lease, and the
+// other nodes give the members this node still held their leave grace at
+// once, so clients that reconnect to them within it cause no leave
+// anywhere.
 func (s *Server) leaveBus() {
 	if s.bus == nil {
 		return
@@ -453,6 +471,29 @@ func (s *Server) leaveBus() {
 // drainCloseWait bounds the wait for clients to answer the drain's close
 // frames: the poller's default close timeout plus a margin.
 const drainCloseWait = 3 * time.Second
+
+// awaitHolds keeps a drained node in the cluster until the last retry_ms
+// its clients were told (until), or until it holds no member, or the bus
+// stops. Its members stay visible meanwhile, each for its own retry_ms
+// plus the leave grace; the other nodes then keep those still held for the
+// leave grace after the Leave. So a client is held for at least its
+// retry_ms plus the leave grace everywhere. A single node does not wait.
+func (s *Server) awaitHolds(until time.Time, busDone <-chan struct{}) {
+	if s.bus == nil || s.hub.Stats().Members == 0 || !time.Now().Before(until) {
+		return
+	}
+	s.log.Info("holding the drained members in the cluster", keyMembers, s.hub.Stats().Members,
+		keyWait, time.Until(until).Round(time.Millisecond).String())
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.hub.Stats().Members > 0 && time.Now().Before(until) {
+		select {
+		case <-busDone:
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // awaitSessions waits until every session has closed, the poller has
 // stopped, or max passes.
