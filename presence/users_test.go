@@ -192,7 +192,8 @@ func TestTakeDrainRacesTheEnd(t *testing.T) {
 		}
 		s := h.Open(&fakeSink{})
 		s.HandleText([]byte(`{"t":"hello","v":1,"user":"alice"}`))
-		s.bye(time.Second)
+		h.drainWindow.Store(int64(time.Second))
+		s.bye()
 		took := make(chan bool)
 		go func() { took <- s.takeDrain(wire.CloseForbidden) }()
 		reason := s.HandleClose(ConnEnd{EndClosed, wire.CloseGoingAway})

@@ -110,7 +110,12 @@ func TestWebhooksSingleNode(t *testing.T) {
 		ids[e.ID] = true
 	}
 	r.mu.Unlock()
-	if v := metric(t, n.reg, "presenced_webhook_events_total", "result", "sent"); v != 6 {
-		t.Errorf("presenced_webhook_events_total{result=sent} = %v, want 6", v)
-	}
+	// The receiver records a batch before the sender reads its answer and
+	// counts it: wait for the count.
+	eventually(t, 5*time.Second, func() error {
+		if v := metric(t, n.reg, "presenced_webhook_events_total", "result", "sent"); v != 6 {
+			return fmt.Errorf("presenced_webhook_events_total{result=sent} = %v, want 6", v)
+		}
+		return nil
+	})
 }
