@@ -92,6 +92,10 @@ type liveness struct {
 	self map[string]bool      // guarded by mu (written by the round): every id this process registered
 	live map[string]bool      // guarded by mu: registered at the last round
 	dead map[string]time.Time // guarded by mu: known dead ids, when learnt
+	// orphans: guarded by mu (written by the round): peers' ids of a
+	// dataset Redis lost, and when they are down unless their node
+	// registered again (zero: not counting yet); liveness_orphans.go.
+	orphans map[string]time.Time
 }
 
 func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenessEvents, log *slog.Logger, m *metrics) *liveness {
@@ -111,6 +115,7 @@ func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenes
 		self:      map[string]bool{},
 		live:      map[string]bool{},
 		dead:      map[string]time.Time{},
+		orphans:   map[string]time.Time{},
 	}
 }
 
@@ -288,6 +293,9 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	switch r.status {
 	case "RESET", "DEAD", "ROLLBACK":
 		l.log.Warn("redisbus: registering again under a new id", "id", me, "why", r.status)
+		if r.status == "RESET" {
+			l.orphanLocked()
+		}
 		l.prevID, l.gen, l.pending, l.missing = me, "", "", nil
 		l.mu.Lock()
 		l.ds = ""
@@ -332,6 +340,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 		}
 	}
 	l.prevLive = live
+	l.settleOrphansLocked(live, out)
 	l.mu.Lock()
 	l.live = make(map[string]bool, len(live))
 	for id := range live {
@@ -415,6 +424,7 @@ func (l *liveness) onCtl(ctx context.Context, msg string) {
 			l.prevLive[id] = true
 		}
 		l.mu.Unlock()
+		l.retireOrphanLocked(id, &out)
 	case f[0] == "bye" || f[0] == "gone":
 		l.declareLocked(id, DeathAnnounce, false, &out)
 	case f[0] == "dead" && len(f) == 3 && (f[2] == DeathProbe || f[2] == DeathEvent):
