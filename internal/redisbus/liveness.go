@@ -98,6 +98,10 @@ type liveness struct {
 	self map[string]bool      // guarded by mu (written by the round): every id this process registered
 	live map[string]bool      // guarded by mu: registered at the last round
 	dead map[string]time.Time // guarded by mu: known dead ids, when learnt
+	// orphans: guarded by mu (written by the round): peers' ids of a
+	// dataset Redis lost, and when they are down unless their node
+	// registered again (zero: not counting yet); liveness_orphans.go.
+	orphans map[string]time.Time
 }
 
 func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenessEvents, log *slog.Logger, m *metrics) *liveness {
@@ -117,6 +121,7 @@ func newLiveness(c redis.UniversalClient, k keys, cfg livenessConfig, ev livenes
 		self:      map[string]bool{},
 		live:      map[string]bool{},
 		dead:      map[string]time.Time{},
+		orphans:   map[string]time.Time{},
 	}
 }
 
@@ -294,6 +299,9 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	switch r.status {
 	case "RESET", "DEAD", "ROLLBACK":
 		l.log.Warn("redisbus: registering again under a new id", "id", me, "why", r.status)
+		if r.status == "RESET" {
+			l.orphanLocked()
+		}
 		l.prevID, l.gen, l.pending, l.missing = me, "", "", nil
 		l.mu.Lock()
 		l.ds = ""
@@ -338,6 +346,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 		}
 	}
 	l.prevLive = live
+	l.settleOrphansLocked(live, out)
 	l.mu.Lock()
 	l.live = make(map[string]bool, len(live))
 	for id := range live {
@@ -392,45 +401,4 @@ func (l *liveness) declareLocked(id, how string, reaper bool, out *[]func()) {
 	l.m.deaths.WithLabelValues(how).Inc()
 	l.log.Info("redisbus: node down", "id", id, "how", how, "reaper", reaper)
 	*out = append(*out, func() { l.ev.down(id, how, reaper) })
-}
-
-// onCtl handles "hello <id>" (a new registration: alive before my next
-// round), "bye <id>", "gone <id>" (announced ends: run a round now) and
-// "dead <id> <how>" (a peer reaped id).
-func (l *liveness) onCtl(ctx context.Context, msg string) {
-	f := strings.Fields(msg)
-	if len(f) < 2 {
-		return
-	}
-	id := f[1]
-	var out []func()
-	l.roundMu.Lock()
-	if l.leaving || l.self[id] {
-		again := !l.leaving && id == l.id() && f[0] == "dead"
-		l.roundMu.Unlock()
-		if again { // a peer reaped me: learn DEAD and register again now
-			l.round(ctx, DeathProbe)
-		}
-		return
-	}
-	switch {
-	case f[0] == "hello":
-		l.mu.Lock()
-		if l.dead[id].IsZero() {
-			l.live[id] = true
-			l.prevLive[id] = true
-		}
-		l.mu.Unlock()
-	case f[0] == "bye" || f[0] == "gone":
-		l.declareLocked(id, DeathAnnounce, false, &out)
-	case f[0] == "dead" && len(f) == 3 && (f[2] == DeathProbe || f[2] == DeathEvent):
-		l.declareLocked(id, f[2], false, &out)
-	}
-	l.roundMu.Unlock()
-	for _, fn := range out {
-		fn()
-	}
-	if f[0] == "bye" || f[0] == "gone" {
-		l.round(ctx, DeathProbe)
-	}
 }

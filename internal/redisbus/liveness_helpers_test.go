@@ -15,6 +15,7 @@ import (
 type recorder struct {
 	mu    sync.Mutex
 	regs  []regEvent
+	regAt map[string]time.Time // id -> when registered(id, true) came
 	downs []downEvent
 	losts []bool
 }
@@ -27,18 +28,25 @@ type regEvent struct {
 type downEvent struct {
 	id, how string
 	reaper  bool
+	at      time.Time
 }
 
 func (r *recorder) registered(id string, fresh bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.regs = append(r.regs, regEvent{id, fresh})
+	if fresh {
+		if r.regAt == nil {
+			r.regAt = map[string]time.Time{}
+		}
+		r.regAt[id] = time.Now()
+	}
 }
 
 func (r *recorder) down(id, how string, reaper bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.downs = append(r.downs, downEvent{id, how, reaper})
+	r.downs = append(r.downs, downEvent{id, how, reaper, time.Now()})
 }
 
 func (r *recorder) lost(up bool) {
@@ -63,6 +71,13 @@ func (r *recorder) allDowns() []downEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]downEvent(nil), r.downs...)
+}
+
+// registeredAt is when registered(id, true) came (zero: not yet).
+func (r *recorder) registeredAt(id string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.regAt[id]
 }
 
 func (r *recorder) registrations() []regEvent {

@@ -158,3 +158,45 @@ func (l *liveness) kickRound(how string) {
 	default:
 	}
 }
+
+// onCtl handles "hello <id>" (a new registration: alive before my next
+// round), "bye <id>", "gone <id>" (announced ends: run a round now) and
+// "dead <id> <how>" (a peer reaped id).
+func (l *liveness) onCtl(ctx context.Context, msg string) {
+	f := strings.Fields(msg)
+	if len(f) < 2 {
+		return
+	}
+	id := f[1]
+	var out []func()
+	l.roundMu.Lock()
+	if l.leaving || l.self[id] {
+		again := !l.leaving && id == l.id() && f[0] == "dead"
+		l.roundMu.Unlock()
+		if again { // a peer reaped me: learn DEAD and register again now
+			l.round(ctx, DeathProbe)
+		}
+		return
+	}
+	switch {
+	case f[0] == "hello":
+		l.mu.Lock()
+		if l.dead[id].IsZero() {
+			l.live[id] = true
+			l.prevLive[id] = true
+		}
+		l.mu.Unlock()
+		l.retireOrphanLocked(id, &out)
+	case f[0] == "bye" || f[0] == "gone":
+		l.declareLocked(id, DeathAnnounce, false, &out)
+	case f[0] == "dead" && len(f) == 3 && (f[2] == DeathProbe || f[2] == DeathEvent):
+		l.declareLocked(id, f[2], false, &out)
+	}
+	l.roundMu.Unlock()
+	for _, fn := range out {
+		fn()
+	}
+	if f[0] == "bye" || f[0] == "gone" {
+		l.round(ctx, DeathProbe)
+	}
+}

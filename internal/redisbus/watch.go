@@ -135,7 +135,10 @@ func (b *Bus) readRoom(ctx context.Context, room, only string) (_ []part, left f
 			for _, p := range parts {
 				listed[p.id] = true
 			}
-			left = func(id string) bool { return (only == "" || id == only) && !listed[id] }
+			// An orphan (an id of a dataset Redis lost) is absent
+			// because Redis forgot it: its node republishes or is
+			// declared down (liveness_orphans.go).
+			left = func(id string) bool { return (only == "" || id == only) && !listed[id] && !b.lv.orphan(id) }
 		}
 	}
 	live := parts[:0]
