@@ -294,6 +294,9 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	switch r.status {
 	case "RESET", "DEAD", "ROLLBACK":
 		l.log.Warn("redisbus: registering again under a new id", "id", me, "why", r.status)
+		if r.status == "RESET" {
+			l.m.resets.Inc()
+		}
 		l.prevID, l.gen, l.pending, l.missing = me, "", "", nil
 		l.mu.Lock()
 		l.ds = ""
