@@ -3,6 +3,7 @@ package check
 import (
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/common/model"
@@ -32,6 +33,21 @@ func TestAlertRulesParse(t *testing.T) {
 			if r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
 				t.Errorf("%s: want a summary and a description", r.Alert)
 			}
+			if u := r.Annotations["runbook_url"]; !strings.HasSuffix(u, "/docs/operations.md#alerts") {
+				t.Errorf("%s: runbook_url %q, want docs/operations.md#alerts (the runbook)", r.Alert, u)
+			}
+		}
+	}
+	// docs/operations.md's "Alerts" table is the runbook: one row per alert.
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(doc), "\n## Alerts\n")
+	table, _, _ = strings.Cut(table, "\n## ")
+	for a := range alerts {
+		if !strings.Contains(table, "| `"+a+"` |") {
+			t.Errorf("%s: no row in docs/operations.md's Alerts table", a)
 		}
 	}
 	// The alerts issue 11 asks for.

@@ -42,6 +42,17 @@ for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
 	fi
 done
 
+# PresencedFileDescriptorsNearLimit (alerts.yml, open/max above a ratio)
+# stays quiet on the 1M-connection host that docs/operations.md sizes: the
+# unit's LimitNOFILE times the ratio holds 1M connections and ~1000 more fds.
+ratio=$(sed -n 's|.*process_open_fds{[^}]*} / process_max_fds{[^}]*} > \([0-9.]*\).*|\1|p' deploy/prometheus/alerts.yml | head -1)
+unit_nofile=$(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service)
+if [ -n "$ratio" ] && [ -n "$unit_nofile" ] && awk -v r="$ratio" -v l="$unit_nofile" 'BEGIN { exit !(r * l >= 1001000) }'; then
+	echo "deploy-check: LimitNOFILE $unit_nofile x the fd alert's $ratio holds 1M connections"
+else
+	echo "deploy-check: LimitNOFILE ${unit_nofile:-(unset)} x the fd alert's ratio ${ratio:-(not found in alerts.yml)} is below 1M connections: the 1M host would alert"; fail=1
+fi
+
 # The values that matter most for many connections are in sane ranges,
 # not only valid keys: the accept queue holds presenced's listen backlog
 # (poller/listen_linux.go; the kernel cuts it to somaxconn), the SYN queue

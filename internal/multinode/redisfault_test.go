@@ -95,6 +95,13 @@ func TestRedisRestartEmpty(t *testing.T) {
 	if code, _, err := g.n[0].get("/readyz"); err != nil || code != 200 {
 		t.Errorf("node0 /readyz with its lease again: %d %v, want 200", code, err)
 	}
+	// Each node counted the reset once: what keeps PresencedNodeVanished
+	// quiet about the old ids they now count as dead.
+	for _, n := range g.n {
+		if err := n.metricIs("presenced_redis_resets_total", 1); err != nil {
+			t.Error(err)
+		}
+	}
 	for _, p := range peers {
 		if n := p.disconnects(); n != 0 || p.c.Stats().Disconnects != 0 {
 			t.Errorf("%s: %d disconnects (stats %d), want 0", p.user, n, p.c.Stats().Disconnects)
@@ -145,6 +152,10 @@ func TestPubSubKilled(t *testing.T) {
 	for _, n := range g.n {
 		if v, err := n.metric(`presenced_bus_resyncs_total{reason="reconnect"}`); err != nil || v < 1 {
 			t.Errorf("node %s: resyncs for reconnect %v (%v), want at least 1", n.name, v, err)
+		}
+		// What PresencedSubscriberCut watches: one a subscriber reconnect.
+		if v, err := n.metric("presenced_bus_subscriber_reconnects_total"); err != nil || v < 1 {
+			t.Errorf("node %s: subscriber reconnects %v (%v), want at least 1", n.name, v, err)
 		}
 	}
 }

@@ -22,6 +22,9 @@ func TestPubSubKill(t *testing.T) {
 	for _, r := range rooms {
 		b.watch(t, r)
 	}
+	if got := value(t, b.b.m.reconnects); got != 0 {
+		t.Fatalf("subscriber reconnects %v before any kill", got)
+	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -49,6 +52,10 @@ func TestPubSubKill(t *testing.T) {
 	}
 	if got := value(t, b.b.m.resyncs.WithLabelValues(ResyncReconnect)); got < 3 {
 		t.Fatalf("reconnect resyncs %v, want >= 3 (3 rooms)", got)
+	}
+	// One per kill that found the subscriber connected, not one per room.
+	if got := value(t, b.b.m.reconnects); got < 1 || got > 3 {
+		t.Fatalf("subscriber reconnects %v, want 1-3 (3 kills)", got)
 	}
 }
 
@@ -249,8 +256,14 @@ func TestRedisRestartEmpty(t *testing.T) {
 	a.set(room, "u1", "online", true)
 	converged(t, b, a, room, 5*time.Second)
 	old := a.b.ID()
+	if got := value(t, a.b.m.resets); got != 0 {
+		t.Fatalf("redis resets %v before the restart", got)
+	}
 	s.Restart() // empty: scripts, keys and subscriptions are gone
 	eventually(t, 10*time.Second, "a re-registered", func() bool { return a.b.ID() != old })
+	if got := value(t, a.b.m.resets); got != 1 {
+		t.Fatalf("redis resets %v after one empty restart, want 1", got)
+	}
 	a.set(room, "u2", "online", true)
 	// a republished everything under its new id (Hub.Republish), b resubscribed.
 	converged(t, b, a, room, 10*time.Second)

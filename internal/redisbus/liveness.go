@@ -301,6 +301,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 		l.log.Warn("redisbus: registering again under a new id", "id", me, "why", r.status)
 		if r.status == "RESET" {
 			l.orphanLocked()
+			l.m.resets.Inc()
 		}
 		l.prevID, l.gen, l.pending, l.missing = me, "", "", nil
 		l.mu.Lock()

@@ -245,6 +245,13 @@ func TestLivenessReset(t *testing.T) {
 			if len(a.r.downsOf(oldA)) != 0 || len(b.r.downsOf(oldB)) != 0 {
 				t.Fatal("a node reported its own old id down")
 			}
+			// Each counts the reset once: what PresencedNodeVanished
+			// discounts those deaths by (deploy/prometheus/alerts.yml).
+			for _, n := range []*tnode{a, b} {
+				if got := value(t, n.l.m.resets); got != 1 {
+					t.Fatalf("redis resets %v, want 1", got)
+				}
+			}
 		})
 	}
 }

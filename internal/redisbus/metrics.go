@@ -33,6 +33,8 @@ type metrics struct {
 	errors      *prometheus.CounterVec // presenced_redis_errors_total{op}
 	events      prometheus.Counter     // presenced_bus_webhook_events_total
 	mismatch    prometheus.Gauge       // presenced_cluster_webhook_mismatched_nodes
+	reconnects  prometheus.Counter     // presenced_bus_subscriber_reconnects_total
+	resets      prometheus.Counter     // presenced_redis_resets_total
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Membership transitions (webhook events) this node's scripts produced in Redis: each is produced by one node of the cluster."}),
 		mismatch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_cluster_webhook_mismatched_nodes",
 			Help: "Live nodes whose webhook setting (-webhook-url set or not) differs from this node's, at the last registry check: all nodes or none must produce events."}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_subscriber_reconnects_total",
+			Help: "Times a Pub/Sub subscriber connection was lost and re-established (Redis restarted, or cut it: client-output-buffer-limit pubsub); each resyncs the rooms it carries (reason reconnect)."}),
+		resets: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_redis_resets_total",
+			Help: "Times this node found Redis's dataset replaced (an empty restart, FLUSHALL) and registered again under a new id: the other nodes then count its old id, and it theirs, as a death (how probe or event)."}),
 	}
 	for _, r := range []string{ResyncGap, ResyncEpoch, ResyncReconnect, ResyncProbe, ResyncUnsubscribed, ResyncOverflow, ResyncReset} {
 		m.resyncs.WithLabelValues(r)
@@ -70,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors, m.events, m.mismatch} {
+	for _, c := range []prometheus.Collector{m.up, m.published, m.received, m.resyncs, m.drops, m.nodes, m.deaths, m.propagation, m.errors, m.events, m.mismatch, m.reconnects, m.resets} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

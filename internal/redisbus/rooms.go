@@ -211,6 +211,9 @@ func (l *roomsLoop) onMarker(ev event) {
 	if reason == "" {
 		return
 	}
+	if reason == ResyncReconnect {
+		l.b.m.reconnects.Inc()
+	}
 	for _, r := range l.rooms {
 		if r.g == ev.g && r.confirmed {
 			l.fetch(r, "", reason)
