@@ -22,6 +22,11 @@ import (
 // -drain window has been announced (internal/server's drainCloseWait).
 const drainCloseWait = 3 * time.Second
 
+// stopAfterDrain bounds what a stop takes once the drain window and the
+// close wait are over: leaving Redis (internal/server busLeaveTimeout, 2 s)
+// and stopping the admin listener (Config.AdminShutdownTimeout, 5 s).
+const stopAfterDrain = 7 * time.Second
+
 // perConnBytes is the memory a pod's limit must hold per connection: about
 // 1 KB of process and 4 KB of kernel memory (deploy/README.md, sizing),
 // twice that for bursts.
@@ -205,8 +210,8 @@ func TestPresencedDeployment(t *testing.T) {
 		t.Fatal("no terminationGracePeriodSeconds (the default 30 s may be shorter than the drain)")
 	}
 	grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
-	if need := preStop + drain + drainCloseWait + 5*time.Second; grace < need {
-		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + drain %v + close wait %v + 5 s to leave Redis", grace, preStop, drain, drainCloseWait)
+	if need := preStop + max(drain, drainCloseWait) + stopAfterDrain; grace < need {
+		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + max(drain %v, close wait %v) + %v (leave Redis, stop the admin listener)", grace, preStop, drain, drainCloseWait, stopAfterDrain)
 	}
 
 	// A rollout waits for the drained clients to reconnect before the
