@@ -5,8 +5,9 @@
 // errors.
 //
 // A Sender implements presence.Events: RoomEvents only appends to a
-// bounded queue (events beyond it are dropped and counted) and never
-// blocks, so it may be called with a room's lock held. One goroutine,
+// bounded queue (a call's events that do not all fit are dropped, all of
+// them, and counted) and never blocks, so it may be called with a room's
+// lock held. One goroutine,
 // Run's, takes the queue every tick and POSTs it; while a batch is
 // retried, later events wait, so the receiver gets them in order.
 //

@@ -48,8 +48,9 @@ type Config struct {
 	Node string
 	// Tick is the batching window: at most one POST per tick. Default 100 ms.
 	Tick time.Duration
-	// Queue bounds the events waiting to be sent; more are dropped and
-	// counted. Default 10000.
+	// Queue bounds the events waiting to be sent. A RoomEvents call that
+	// does not fit is dropped whole and counted (a call of more than Queue
+	// events never fits). Default 10000.
 	Queue int
 	// MaxBatch is the most events in one POST. Default 500.
 	MaxBatch int
@@ -165,26 +166,27 @@ func (s *Sender) queued() float64 {
 	return float64(len(s.queue))
 }
 
-// RoomEvents queues the room's events, in order, without blocking: those
-// that do not fit the queue are dropped and counted. It does not keep evs.
+// RoomEvents queues the room's events, in order, without blocking. They
+// are one step of the room (a member removed and the room vacated, say):
+// if they do not all fit the queue, they are all dropped and counted,
+// never a part of them. Events without an id take the next ids even when
+// dropped, so that a gap in the ids shows the loss. It does not keep evs.
 func (s *Sender) RoomEvents(room string, evs []presence.Event) {
-	dropped := 0
 	s.mu.Lock()
+	fits := len(s.queue)+len(evs) <= s.cfg.Queue
 	for _, e := range evs {
-		if len(s.queue) >= s.cfg.Queue {
-			dropped++
-			continue
-		}
 		id := e.ID
 		if id == "" {
 			s.seq++
 			id = s.prefix + strconv.FormatUint(s.seq, 10)
 		}
-		s.queue = append(s.queue, Payload{ID: id, TS: e.Time.UnixMilli(), Type: e.Type.String(), Room: room, User: e.User})
+		if fits {
+			s.queue = append(s.queue, Payload{ID: id, TS: e.Time.UnixMilli(), Type: e.Type.String(), Room: room, User: e.User})
+		}
 	}
 	s.mu.Unlock()
-	if dropped > 0 {
-		s.m.events.WithLabelValues(resultDroppedQueue).Add(float64(dropped))
+	if !fits {
+		s.m.events.WithLabelValues(resultDroppedQueue).Add(float64(len(evs)))
 	}
 }
 
