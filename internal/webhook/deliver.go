@@ -14,8 +14,12 @@ import (
 
 // Run sends what is queued once per tick until ctx is done, then gives
 // what is still queued one last attempt (at most a couple of seconds) and
-// returns. Call it once.
+// returns. Call it once. With the default client, it closes the client's
+// idle connections on return: no goroutine of the sender outlives it.
 func (s *Sender) Run(ctx context.Context) error {
+	if s.own != nil {
+		defer s.own.CloseIdleConnections()
+	}
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {

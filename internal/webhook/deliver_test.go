@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/presenced/presenced/presence"
 )
 
@@ -150,4 +152,19 @@ func TestRedirectRejected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunClosesIdleConnections: with the default client, nothing of the
+// sender outlives Run, not even the idle keep-alive connection to a
+// receiver that is still up (F11: it stayed in http.DefaultTransport's
+// pool, with its two goroutines, and Run's return promised otherwise).
+func TestRunClosesIdleConnections(t *testing.T) {
+	r := newReceiver(t, secret)
+	before := goleak.IgnoreCurrent()
+	s := newSender(t, r.srv.URL, nil)
+	stop := run(t, s)
+	s.RoomEvents("r", []presence.Event{ev(presence.EventMemberAdded, "u")})
+	r.waitEvents(1, 5*time.Second)
+	stop()
+	goleak.VerifyNone(t, before)
 }

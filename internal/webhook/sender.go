@@ -61,9 +61,11 @@ type Config struct {
 	// MinBackoff and MaxBackoff: the wait before retry n is random in
 	// [0, min(MaxBackoff, MinBackoff × 2^n)]. Defaults 250 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
-	// Client sends the requests. Default: an http.Client with Timeout.
-	// The Sender uses a copy that does not follow redirects: a 3xx is
-	// final (a redirected POST would be replayed as a GET).
+	// Client sends the requests. Default: an http.Client with Timeout and
+	// a transport of its own (a clone of http.DefaultTransport), whose idle
+	// connections Run closes when it returns. The Sender uses a copy that
+	// does not follow redirects: a 3xx is final (a redirected POST would be
+	// replayed as a GET).
 	Client *http.Client
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -104,7 +106,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Node = "presenced"
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+		cfg.Client = &http.Client{Timeout: cfg.Timeout, Transport: newTransport()}
 	}
 	c := *cfg.Client
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -113,6 +115,15 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
+}
+
+// newTransport is the default client's: not http.DefaultTransport, which
+// others share, so that Run can close its idle connections.
+func newTransport() *http.Transport {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		return t.Clone()
+	}
+	return &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
 }
 
 // Payload is one event as the receiver gets it (the body is a JSON array
@@ -135,6 +146,9 @@ type Sender struct {
 	// jitter draws the wait before a retry in [0, ceil]; tests replace it
 	// before Run.
 	jitter func(ceil time.Duration) time.Duration
+	// own is the default client's transport (static after New; nil with
+	// Config.Client): Run closes its idle connections when it returns.
+	own *http.Transport
 
 	mu    sync.Mutex
 	queue []Payload // guarded by mu: oldest first, at most cfg.Queue
@@ -145,6 +159,7 @@ var _ presence.Events = (*Sender)(nil)
 
 // New checks cfg and builds a Sender; call Run to send.
 func New(cfg Config) (*Sender, error) {
+	ownClient := cfg.Client == nil
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -154,6 +169,9 @@ func New(cfg Config) (*Sender, error) {
 	s := &Sender{cfg: cfg, log: cfg.Logger, prefix: cfg.Node + "-" + hex.EncodeToString(start[:]) + "-",
 		keys:   append([][]byte{cfg.Secret}, cfg.OtherSecrets...),
 		jitter: func(ceil time.Duration) time.Duration { return rand.N(min(ceil, math.MaxInt64-1) + 1) }}
+	if ownClient {
+		s.own = cfg.Client.Transport.(*http.Transport)
+	}
 	if s.m, err = newMetrics(cfg.Registerer, s.queued); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
