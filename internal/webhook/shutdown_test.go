@@ -153,3 +153,27 @@ func TestShutdownKeepsInFlightBatchFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownAfterRejectedBatch: in the last attempt, a batch refused for
+// good is dropped alone and the next ones are still sent (as while
+// running); docs/webhooks.md "Shutdown" said a receiver never got an event
+// without the ones before it (F10).
+func TestShutdownAfterRejectedBatch(t *testing.T) {
+	r := newReceiver(t, secret)
+	r.setAnswer(func(n int) int {
+		if n == 1 {
+			return http.StatusBadRequest
+		}
+		return http.StatusOK
+	})
+	s := newSender(t, r.srv.URL, func(c *Config) { c.Tick = time.Hour; c.MaxBatch = 1 })
+	s.RoomEvents("r", []presence.Event{ev(presence.EventMemberRemoved, "u"), ev(presence.EventRoomVacated, "")})
+	s.RoomEvents("s", []presence.Event{ev(presence.EventRoomOccupied, "")})
+	run(t, s)()
+	evs, _, _ := r.snapshot()
+	want := []string{"room_vacated ", "room_occupied "}
+	if got := types(evs); !slices.Equal(got, want) {
+		t.Fatalf("received %q, want %q", got, want)
+	}
+	counts(t, s, map[string]float64{"events:sent": 2, "events:dropped_failed": 1, "requests:rejected": 1, "requests:ok": 2})
+}
