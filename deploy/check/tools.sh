@@ -23,8 +23,38 @@ if [ -d /proc/sys/net/ipv4 ]; then
 	done < <(grep -E '^[a-z]' deploy/sysctl.conf)
 	[ $bad = 0 ] && echo "deploy-check: deploy/sysctl.conf: every key exists in /proc/sys" || fail=1
 else
-	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked"
+	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked: FAILED"; fail=1
 fi
+
+# Its values, set by the real tool where that touches nothing of the host:
+# `sysctl -p` in a throwaway user and network namespace, on the keys that
+# namespace has (net.* per network namespace; the kernel answers "Invalid
+# argument" to a bad value). Only net.* keys go in: a non-namespaced key
+# (fs.nr_open) would be written to the host itself when this runs as root.
+# The keys a new network namespace does not have (global net.core and
+# net.ipv4 ones, fs.*) must be integers (lists of them).
+grep -E '^net\.' deploy/sysctl.conf >"$tmp/sysctl-net.conf"
+if out=$(unshare --user --map-root-user --net true 2>&1); then
+	out=$(unshare --user --map-root-user --net sysctl -p "$tmp/sysctl-net.conf" 2>&1) || true
+	set_keys=$(grep -cE '^net\.[a-z0-9_.]+ = ' <<<"$out" || true)
+	if grep -qiE 'invalid|error|denied|unknown' <<<"$out"; then
+		grep -iE 'invalid|error|denied|unknown' <<<"$out"
+		echo "deploy-check: sysctl -p deploy/sysctl.conf (net.* keys, in a throwaway network namespace): FAILED"; fail=1
+	else
+		echo "deploy-check: sysctl -p deploy/sysctl.conf in a throwaway network namespace: $set_keys net.* values accepted"
+	fi
+	nonns=$(grep -oE "cannot stat /proc/sys/[a-z0-9_/]+" <<<"$out" | sed 's|.*/proc/sys/||; s|/|.|g')
+else
+	echo "deploy-check: unshare --user --net refused here ($out): deploy/sysctl.conf's net.* values only checked as integers"
+	nonns=$(awk -F' *= *' '/^net\./ { print $1 }' deploy/sysctl.conf)
+fi
+bad=0 others="$nonns $(awk -F' *= *' '/^[a-z]/ && !/^net\./ { print $1 }' deploy/sysctl.conf)"
+for key in $others; do
+	v=$(awk -F' *= *' -v k="$key" '$1 == k { print $2; exit }' deploy/sysctl.conf)
+	[[ $key == net.ipv4.ip_local_reserved_ports ]] && re='^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$' || re='^[0-9]+([ 	]+[0-9]+)*$'
+	[[ $v =~ $re ]] || { echo "deploy-check: deploy/sysctl.conf: $key = '$v' is not a number (or numbers)"; bad=1; }
+done
+[ $bad = 0 ] && echo "deploy-check: deploy/sysctl.conf: the keys outside a network namespace ($(echo $others)) are integers" || fail=1
 # fs.nr_open: sysctl.conf's value if it sets one (it must not lower
 # systemd's), else the kernel default 1048576, the least any host has.
 nr_open=$(awk '$1 == "fs.nr_open" { print $3 }' deploy/sysctl.conf)
@@ -35,9 +65,16 @@ if awk '$1 == "fs.file-max" { exit 1 }' deploy/sysctl.conf; then :; else
 	echo "deploy-check: deploy/sysctl.conf sets fs.file-max: it would lower systemd's LONG_MAX"; fail=1
 fi
 nr_open=${nr_open:-1048576}
-for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
-	$(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service); do
-	if [ -z "$nr_open" ] || [ "$limit" -gt "$nr_open" ]; then
+# isnum: a non-negative integer ([ x -gt y ] on a word is an error, which
+# an if takes for false: the check would pass).
+isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
+isnum "$nr_open" || { echo "deploy-check: deploy/sysctl.conf: fs.nr_open '$nr_open' is not a number"; fail=1; nr_open=0; }
+limits="$(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) $(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service)"
+[ "$(wc -w <<<"$limits")" -ge 3 ] || { echo "deploy-check: want limits.conf's soft and hard nofile and the unit's LimitNOFILE, found '$limits'"; fail=1; }
+for limit in $limits; do
+	if ! isnum "$limit"; then
+		echo "deploy-check: open-file limit '$limit' is not a number"; fail=1
+	elif [ "$limit" -gt "$nr_open" ]; then
 		echo "deploy-check: open-file limit $limit exceeds fs.nr_open $nr_open"; fail=1
 	fi
 done
@@ -61,11 +98,14 @@ fi
 # presenced.env) reserved out of it, the TCP memory triples ordered.
 sysctl_val() { awk -v k="$1" '$1 == k { $1 = $2 = ""; sub(/^ +/, ""); print; exit }' deploy/sysctl.conf; }
 backlog=$(sed -n 's/.*unix\.Listen(fd, \([0-9]*\)).*/\1/p' poller/listen_linux.go 2>/dev/null | head -1)
-backlog=${backlog:-4096}
+isnum "$backlog" || { echo "deploy-check: no unix.Listen(fd, N) in poller/listen_linux.go: presenced's listen backlog unknown: FAILED"; fail=1; backlog=4096; }
 somax=$(sysctl_val net.core.somaxconn) syn=$(sysctl_val net.ipv4.tcp_max_syn_backlog)
 read -r plo phi <<<"$(sysctl_val net.ipv4.ip_local_port_range)" || true
 reserved=",$(sysctl_val net.ipv4.ip_local_reserved_ports),"
 bad=0
+for v in somax syn plo phi; do
+	isnum "${!v}" || { echo "deploy-check: deploy/sysctl.conf: somaxconn, tcp_max_syn_backlog and ip_local_port_range must be numbers ($v '${!v}')"; bad=1; fail=1; eval "$v=0"; }
+done
 if [ -z "$somax" ] || [ "$somax" -lt "$backlog" ]; then
 	echo "deploy-check: deploy/sysctl.conf: net.core.somaxconn ${somax:-(unset)} is below presenced's listen backlog $backlog"; bad=1
 fi
@@ -82,7 +122,7 @@ for p in $(sed -n 's/^PRESENCED_\(ADMIN_\)\{0,1\}ADDR=.*:\([0-9]*\)$/\2/p' deplo
 done
 for key in net.ipv4.tcp_mem net.ipv4.tcp_rmem net.ipv4.tcp_wmem; do
 	read -r a b c <<<"$(sysctl_val "$key")" || true
-	if [ -n "$a" ] && { [ -z "$c" ] || [ "$a" -gt "$b" ] || [ "$b" -gt "$c" ]; }; then
+	if [ -n "$a" ] && { ! isnum "$a" || ! isnum "$b" || ! isnum "$c" || [ "$a" -gt "$b" ] || [ "$b" -gt "$c" ]; }; then
 		echo "deploy-check: deploy/sysctl.conf: $key '$a $b $c' is not three increasing values (min, default or pressure, max)"; bad=1
 	fi
 done
@@ -147,14 +187,19 @@ fi
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
+	# systemd exits 0 on a directive it ignores ("Unknown key ... ignoring",
+	# "Failed to parse ..., ignoring"): the unit would run with the default
+	# instead. Any warning fails; the shipped unit prints nothing.
 	sed "s|/usr/local/bin/presenced|$bin|" deploy/presenced.service >"$tmp/presenced.service"
-	if systemd-analyze verify "$tmp/presenced.service"; then
-		echo "deploy-check: systemd-analyze verify deploy/presenced.service: ok"
+	rc=0; out=$(systemd-analyze verify "$tmp/presenced.service" 2>&1) || rc=$?
+	if [ $rc = 0 ] && ! grep -qiE 'unknown|ignoring|failed|invalid|warning' <<<"$out"; then
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service: ok, no warnings"
 	else
-		echo "deploy-check: systemd-analyze verify deploy/presenced.service: FAILED"; fail=1
+		echo "$out"
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service (rc $rc, or warnings above): FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: systemd-analyze not found: deploy/presenced.service not verified"
+	echo "deploy-check: systemd-analyze not found (make deps installs systemd): deploy/presenced.service not verified: FAILED"; fail=1
 fi
 
 # A throwaway certificate for the proxies' TLS lines.
