@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -128,23 +127,8 @@ func TestUsedMetricsAreExported(t *testing.T) {
 	for name, where := range dashboardMetrics(t) {
 		used[name] = append(used[name], where...)
 	}
-	redisServer, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not found (make deps installs it): the cluster metrics cannot be scraped")
-	}
-	redisPort := freePort(t)
-	redisDir := t.TempDir()
-	redis := exec.Command(redisServer, "--port", fmt.Sprint(redisPort), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", redisDir)
-	if err := redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	redisDone := make(chan struct{})
-	go func() { redis.Wait(); close(redisDone) }()
-	stopRedis := func() { redis.Process.Kill(); <-redisDone }
-	t.Cleanup(stopRedis)
-
-	base := startPresenced(t, "-redis", fmt.Sprintf("redis://127.0.0.1:%d", redisPort), "-node", "check0",
+	redisURL, stopRedis := startRedis(t)
+	base := startPresenced(t, "-redis", redisURL, "-node", "check0",
 		"-node-ttl", "1s", "-ready-needs-redis")
 	exported := metricNames(scrape(t, base))
 	stopRedis()

@@ -151,6 +151,32 @@ done <<<"$targets"
 [ "$(echo "$targets" | awk '{print $1}' | sort)" = "$servers" ] || { echo "deploy-check: scrape.yml's targets are not haproxy.cfg's servers"; bad=1; }
 if [ $bad = 0 ]; then echo "deploy-check: admin listener $admin: haproxy.cfg's checks and scrape.yml's targets agree"; else fail=1; fi
 
+# The lines that make the proxies what README.md says they are must be
+# there (a check that loops over what it finds passes when none is):
+# per-IP limits in both, drain-friendly reloads (old workers keep their
+# WebSockets for a while), HAProxy's health check of /readyz.
+bad=0
+while IFS='|' read -r file re what; do
+	[ -z "$file" ] && continue
+	n=$(grep -cE "$re" "deploy/$file" || true)
+	[ "$n" = 1 ] || { echo "deploy-check: deploy/$file: want exactly one line matching '$re' ($what), found $n"; bad=1; }
+done <<'REQ'
+nginx/presenced.conf|^ *limit_conn_zone \$binary_remote_addr zone=presenced_conn:|the per-IP connection zone
+nginx/presenced.conf|^ *limit_req_zone \$binary_remote_addr zone=presenced_upgrade:[0-9]+m rate=[0-9]+r/s;|the per-IP upgrade rate zone
+nginx/presenced.conf|^ *limit_conn presenced_conn [0-9]+;|the per-IP cap of open connections
+nginx/presenced.conf|^ *limit_req zone=presenced_upgrade burst=[0-9]+( nodelay)?;|the per-IP cap of new connections
+nginx/nginx.conf|^worker_shutdown_timeout [0-9]+[sm];|old workers keep WebSockets on reload
+haproxy/haproxy.cfg|^ *hard-stop-after [0-9]+[sm]$|old workers keep WebSockets on reload
+haproxy/haproxy.cfg|^ *stick-table type ip .*store conn_cur,conn_rate|per-IP counters
+haproxy/haproxy.cfg|^ *tcp-request connection track-sc0 src|per-IP tracking
+haproxy/haproxy.cfg|^ *tcp-request connection reject if \{ sc0_conn_cur gt [0-9]+ \}$|the per-IP cap of open connections
+haproxy/haproxy.cfg|^ *tcp-request connection reject if \{ sc0_conn_rate gt [0-9]+ \}$|the per-IP cap of new connections
+haproxy/haproxy.cfg|^ *option httpchk$|HTTP health checks
+haproxy/haproxy.cfg|^ *http-check send meth GET uri /readyz$|the health check asks /readyz
+haproxy/haproxy.cfg|^ *http-check expect status 200$|a draining node (503) fails it
+REQ
+if [ $bad = 0 ]; then echo "deploy-check: proxies: per-IP limits, reload timeouts and HAProxy's /readyz check present"; else fail=1; fi
+
 # Per-IP caps in the proxies fit users behind a NAT or CGNAT (many
 # users, one address): at least 1000 open connections per address.
 for cap in $(sed -n 's/.*limit_conn presenced_conn \([0-9]*\);.*/\1/p' deploy/nginx/presenced.conf) \
