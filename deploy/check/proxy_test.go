@@ -37,7 +37,7 @@ func TestProxies(t *testing.T) {
 			t.Parallel()
 			bin := findTool(name)
 			if bin == "" {
-				t.Skipf("%s not installed (make deps installs it): deploy/%s not run with WebSocket traffic", name, name)
+				t.Fatalf("%s not installed (make deps-deploy installs it): deploy/%s not run with WebSocket traffic", name, name)
 			}
 			flags := []string{"-hb-interval", "1s", "-hb-timeout", "2s", "-drain", "1s",
 				"-allowed-origins", origin, "-node", "check-" + name}

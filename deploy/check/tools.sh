@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validates deploy/'s host and proxy files with the real tools, without
 # root-owned paths: every pid, log, temp file and test certificate lives
-# in a temporary directory. A tool that is missing is skipped with a
-# message (make deps installs nginx and haproxy on Debian).
+# in a temporary directory. A tool that is missing fails the check (make
+# deps-deploy installs nginx, haproxy, openssl and systemd on Debian);
+# only the namespace for sysctl -p is skipped, with a message, where this
+# host refuses unshare (a container without user namespaces).
 # Usage: deploy/check/tools.sh PRESENCED_BINARY   (from the repository root)
 set -euo pipefail
 
@@ -264,7 +266,7 @@ if [ -n "$nginx" ] && [ -f "$tmp/tls.pem" ]; then
 		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: nginx or openssl not found: deploy/nginx/presenced.conf not checked (make deps installs nginx)"
+	echo "deploy-check: nginx or openssl not found (make deps-deploy installs them): deploy/nginx/presenced.conf not checked: FAILED"; fail=1
 fi
 
 haproxy=$(command -v haproxy || ls /usr/sbin/haproxy 2>/dev/null || true)
@@ -289,7 +291,11 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 	if [ -z "$maxconn" ] || [ -z "$hard" ] || [ $need -gt "$hard" ] || [ $need -gt 1048576 ]; then
 		echo "deploy-check: haproxy.cfg maxconn ${maxconn:-(unset)} needs $need fds: above fd-hard-limit ${hard:-(unset)} or fs.nr_open's default 1048576: FAILED"; fail=1
 	fi
-	port=$((20000 + RANDOM % 20000))
+	# A loopback port nothing listens on (a connection to it is refused).
+	for _ in $(seq 50); do
+		port=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+	done
 	# The servers become loopback too: the check never leaves this host.
 	# No privilege drop (user, group, chroot) for this start: it may run
 	# unprivileged, and it checks the fd limits, not the drop.
@@ -307,7 +313,7 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 		echo "deploy-check: haproxy deploy/haproxy/haproxy.cfg did not start (rc $rc): FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: haproxy or openssl not found: deploy/haproxy/haproxy.cfg not checked (make deps installs haproxy)"
+	echo "deploy-check: haproxy or openssl not found (make deps-deploy installs them): deploy/haproxy/haproxy.cfg not checked: FAILED"; fail=1
 fi
 
 exit $fail
