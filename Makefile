@@ -42,7 +42,7 @@ PROMTOOL := $(CACHE)/tools/promtool-$(PROMTOOL_VERSION)/promtool
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps centrifugo deploy-check promtool-check
+.PHONY: help build run cluster test js-test e2e race fuzz bench bench-compare lint ci deps deps-deploy centrifugo deploy-check promtool-check
 
 help: ## List the targets
 	@echo "Usage: make TARGET [VAR=value]"
@@ -94,24 +94,27 @@ test: deps ## The whole suite: installs missing deps, go vet, race tests, alloca
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
-# deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml and
-# Prometheus's rule parser stay out of go.mod); its tests start the
-# bin/presenced built here, and proxy_test.go sends WebSocket traffic
-# through nginx and HAProxy with the shipped configs (the Go SDK through a
-# replace of the root module: go.mod here is untouched). tools.sh runs
-# systemd-analyze, nginx and haproxy; promtool runs only once installed
-# (make promtool-check).
-deploy-check: deps ## Validate every file of deploy/ (deploy/README.md, "Checks"): systemd-analyze verify, nginx -t, haproxy -c, strict k8s decoding, WebSocket clients through nginx and HAProxy, the Dockerfile, the alert rules, and that every metric the alerts and dashboard use is exported
+# deploy/check is a module of its own (k8s.io/api, sigs.k8s.io/yaml,
+# Prometheus's rule parser and moby/patternmatcher stay out of go.mod); its
+# tests start the bin/presenced built here, and proxy_test.go sends
+# WebSocket traffic through nginx and HAProxy with the shipped configs (the
+# Go SDK through a replace of the root module: go.mod here is untouched).
+# tools.sh runs sysctl -p (in a throwaway network namespace),
+# systemd-analyze, nginx and haproxy; promtool.sh runs the pinned promtool
+# once make promtool-check has built it, else Debian's (make deps-deploy
+# installs it), which lacks Kubernetes discovery and so checks a copy of
+# scrape.yml whose kubernetes_sd_configs block is a static_configs one. A
+# validator missing after deps-deploy fails the target.
+deploy-check: deps-deploy ## Validate every file of deploy/ (deploy/README.md, "Checks"): sysctl -p, systemd-analyze verify, nginx -t, haproxy -c, promtool, strict k8s decoding, WebSocket clients through nginx and HAProxy, the Dockerfile and its dockerignore, and that every metric and label value the alerts and dashboard use is exported
 	$(GO) build -o bin/presenced ./cmd/presenced
 	deploy/check/tools.sh $(CURDIR)/bin/presenced
 	cd deploy/check && PRESENCED_BIN=$(CURDIR)/bin/presenced $(GO) test -count=1 -timeout 5m ./...
-	@if [ -x $(PROMTOOL) ]; then $(MAKE) --no-print-directory promtool-check; \
-	else echo "deploy-check: promtool not installed: make promtool-check installs it and checks deploy/prometheus with it"; fi
+	@if [ -x $(PROMTOOL) ]; then deploy/check/promtool.sh $(PROMTOOL) pinned; \
+	elif [ -x /usr/bin/promtool ]; then deploy/check/promtool.sh /usr/bin/promtool; \
+	else echo "deploy-check: no promtool (make deps-deploy installs Debian's prometheus package; make promtool-check builds the pinned one): deploy/prometheus not checked: FAILED"; exit 1; fi
 
-promtool-check: $(PROMTOOL) ## promtool check config, check rules and test rules (alerts_test.yml) on deploy/prometheus (installs the pinned promtool into .cache/tools: many minutes the first time; not part of test)
-	$(PROMTOOL) check config deploy/prometheus/scrape.yml
-	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
-	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
+promtool-check: $(PROMTOOL) ## promtool check rules, test rules (alerts_test.yml) and check config (scrape.yml as shipped, Kubernetes discovery too) with the pinned promtool, installed into .cache/tools (many minutes the first time; not part of test, which uses Debian's promtool until this one is built)
+	deploy/check/promtool.sh $(PROMTOOL) pinned
 
 $(PROMTOOL):
 	@echo "promtool-check: installing promtool $(PROMTOOL_VERSION) (many minutes)"
@@ -188,49 +191,68 @@ $(CENTRIFUGO):
 
 ci: lint test ## What a careful CI runs: lint, then the whole suite
 
-# Installs only what is missing, so a second run is silent: a C compiler
-# (the race detector needs cgo), Debian's python3-websockets (the interop
-# test's independent client), redis-server and redis-tools (the tests of
-# many nodes start their own Redis, Cluster and Sentinel processes), Node.js
-# and npm (the JS SDK's tests), Debian's chromium (the browser tests drive
-# /usr/bin/chromium; they never download a browser), nginx, haproxy and
-# openssl (make deploy-check runs nginx -t and haproxy -c on deploy/ with a
-# throwaway certificate; a temporary /usr/sbin/policy-rc.d keeps apt-get
-# from starting the services it installs (nginx on :80), which are then
-# disabled),
-# then clients/js's packages with npm ci when node_modules is missing or
-# older than the lockfile. It also says when this Go is older than
-# deploy/check/go.mod's go line (GOTOOLCHAIN=auto then needs the network).
-deps: ## Install missing test dependencies (apt-get: gcc, python3-websockets, redis-server, redis-tools, nodejs, npm, chromium, nginx, haproxy, openssl; npm ci in clients/js); says when Go is older than deploy/check's floor
+# apt_install installs the Debian packages in $$missing, when any: with a
+# temporary /usr/sbin/policy-rc.d that keeps apt-get from starting the
+# services it installs (nginx on :80, prometheus on :9090), which are then
+# disabled; output in .cache/apt.log. Without apt-get or root it says so and
+# leaves the rest to the checks (they fail where a tool is missing).
+define apt_install
+if [ -z "$$missing" ]; then exit 0; fi; \
+if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
+	echo "$@: cannot install$$missing (needs apt-get as root); the checks that need them fail"; exit 0; \
+fi; \
+echo "$@: installing$$missing"; \
+mkdir -p $(CACHE); \
+rcd=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	rcd=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+fi; \
+ok=1; { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1 || ok=""; \
+[ -z "$$rcd" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+for svc in nginx haproxy prometheus; do case " $$missing " in *" $$svc "*) $(SUDO) systemctl disable $$svc >/dev/null 2>&1 || true;; esac; done; \
+if [ -z "$$ok" ]; then cat $(CACHE)/apt.log; echo "$@: apt-get failed"; exit 1; fi
+endef
+
+# What make deploy-check needs, no more (no compiler, browser or npm):
+# nginx, haproxy and openssl (nginx -t, haproxy -c and the proxy tests,
+# with a throwaway certificate), redis-server (the metric tests' node runs
+# with -redis), prometheus (Debian's promtool), systemd (systemd-analyze,
+# absent from minimal images and containers) and util-linux (unshare).
+# It also says when this Go is older than deploy/check/go.mod's go line
+# (GOTOOLCHAIN=auto then needs the network).
+deps-deploy: ## Install what deploy-check needs (apt-get: nginx, haproxy, openssl, redis-server, prometheus for promtool, systemd for systemd-analyze, util-linux); says when Go is older than deploy/check's floor
 	@need=$$(awk '$$1 == "go" { print $$2; exit }' deploy/check/go.mod); \
 	have=$$($(GO) env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//') || true; \
 	if [ -n "$$need" ] && [ -n "$$have" ] && [ "$$(printf '%s\n%s\n' "$$need" "$$have" | sort -V | head -1)" != "$$need" ]; then \
 		echo "deps: make deploy-check (part of make test) needs Go $$need (deploy/check/go.mod: Prometheus's floor); this is Go $$have. With GOTOOLCHAIN=auto, go downloads go$$need (network needed); offline, install Go $$need or later"; \
 	fi
 	@missing=""; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	$(apt_install)
+
+# Installs only what is missing, so a second run is silent: what
+# deploy-check needs (deps-deploy), a C compiler (the race detector needs
+# cgo), Debian's python3-websockets (the interop test's independent
+# client), redis-server and redis-tools (the tests of many nodes start
+# their own Redis, Cluster and Sentinel processes), Node.js and npm (the
+# JS SDK's tests), Debian's chromium (the browser tests drive
+# /usr/bin/chromium; they never download a browser), then clients/js's
+# packages with npm ci when node_modules is missing or older than the
+# lockfile.
+deps: deps-deploy ## Install missing test dependencies (deps-deploy's; apt-get: gcc, python3-websockets, redis-tools, nodejs, npm, chromium; npm ci in clients/js)
+	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import websockets' >/dev/null 2>&1 || missing="$$missing python3-websockets"; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-dejavu-core"; \
-	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
-	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
-	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; }; then \
-		echo "deps: cannot install$$missing (needs apt-get as root); tests that need them skip or fail"; exit 0; \
-	fi; \
-	echo "deps: installing$$missing"; \
-	mkdir -p $(CACHE); \
-	rcd=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
-		rcd=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
-	fi; \
-	ok=1; { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; } >$(CACHE)/apt.log 2>&1 || ok=""; \
-	[ -z "$$rcd" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
-	for svc in nginx haproxy; do case " $$missing " in *" $$svc "*) $(SUDO) systemctl disable $$svc >/dev/null 2>&1 || true;; esac; done; \
-	if [ -z "$$ok" ]; then cat $(CACHE)/apt.log; echo "deps: apt-get failed"; exit 1; fi
+	$(apt_install)
 	@if [ -f $(JS_STAMP) ] && [ $(JS_STAMP) -nt $(JS)/package-lock.json ] && [ $(JS_STAMP) -nt $(JS)/package.json ]; then exit 0; fi; \
 	if ! command -v npm >/dev/null 2>&1; then echo "deps: npm not found: cannot install $(JS)'s packages; the JS tests fail"; exit 0; fi; \
 	echo "deps: npm ci in $(JS)"; \

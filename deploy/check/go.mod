@@ -3,6 +3,7 @@ module github.com/presenced/presenced/deploy/check
 go 1.26.7
 
 require (
+	github.com/moby/patternmatcher v0.6.1
 	github.com/presenced/presenced v0.0.0
 	github.com/prometheus/common v0.72.1
 	github.com/prometheus/prometheus v0.316.0

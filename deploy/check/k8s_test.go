@@ -238,20 +238,8 @@ func TestPresencedDeployment(t *testing.T) {
 		t.Error("pod securityContext: want runAsNonRoot")
 	}
 
-	labels := d.Spec.Template.Labels
-	if s := m.services["presenced"]; s != nil {
-		if !selects(s.Spec.Selector, labels) {
-			t.Errorf("Service presenced selects %v, not the pods %v", s.Spec.Selector, labels)
-		}
-		for _, p := range s.Spec.Ports {
-			if p.TargetPort.Type == intstr.String && ports[p.TargetPort.StrVal] == 0 {
-				t.Errorf("Service presenced: targetPort %q is no container port", p.TargetPort.StrVal)
-			}
-		}
-	}
-	if p := m.pdbs["presenced"]; p != nil && (p.Spec.Selector == nil || !selects(p.Spec.Selector.MatchLabels, labels)) {
-		t.Errorf("PodDisruptionBudget presenced does not select the pods %v", labels)
-	}
+	// The Service and the PodDisruptionBudget: k8s_refs_test.go, for
+	// every object.
 }
 
 func portOf(t *testing.T, name, addr string) int32 {
@@ -265,16 +253,4 @@ func portOf(t *testing.T, name, addr string) int32 {
 		t.Fatalf("%s=%q: %v", name, addr, err)
 	}
 	return int32(n)
-}
-
-func selects(selector, labels map[string]string) bool {
-	if len(selector) == 0 {
-		return false
-	}
-	for k, v := range selector {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
 }

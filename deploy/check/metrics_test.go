@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -18,8 +17,24 @@ import (
 // synthetic are series Prometheus itself adds to every target.
 var synthetic = map[string]bool{"up": true, "scrape_duration_seconds": true, "scrape_samples_scraped": true}
 
-// exprMetrics adds the metric names that expr selects to used, under where.
-func exprMetrics(t *testing.T, used map[string][]string, where, expr string) {
+// uses is what the alerts or the dashboard select: metric names, with
+// where, and the label matchers on them.
+type uses struct {
+	names    map[string][]string
+	matchers []matcherUse
+}
+
+// matcherUse is one label matcher of a selector of metric, at where.
+type matcherUse struct {
+	metric, where string
+	m             *labels.Matcher
+}
+
+func newUses() *uses { return &uses{names: map[string][]string{}} }
+
+// exprMetrics adds the metric names that expr selects, and their label
+// matchers, to used, under where.
+func exprMetrics(t *testing.T, used *uses, where, expr string) {
 	t.Helper()
 	e, err := promql.ParseExpr(expr)
 	if err != nil {
@@ -41,19 +56,24 @@ func exprMetrics(t *testing.T, used map[string][]string, where, expr string) {
 			t.Errorf("%s: %q selects no metric by name", where, expr)
 			return nil
 		}
-		used[name] = append(used[name], where)
+		used.names[name] = append(used.names[name], where)
+		for _, m := range vs.LabelMatchers {
+			if m.Name != labels.MetricName {
+				used.matchers = append(used.matchers, matcherUse{name, where, m})
+			}
+		}
 		return nil
 	})
 }
 
 // alertMetrics is every metric the alert rules select, with the alerts.
-func alertMetrics(t *testing.T) map[string][]string {
+func alertMetrics(t *testing.T) *uses {
 	t.Helper()
 	groups, errs := loadRules()
 	if len(errs) > 0 {
 		t.Fatalf("alerts.yml: %v", errs)
 	}
-	used := map[string][]string{}
+	used := newUses()
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
 			exprMetrics(t, used, "alerts.yml "+r.Alert+r.Record, r.Expr)
@@ -68,7 +88,7 @@ var grafanaVars = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "
 
 // dashboardMetrics is every metric the dashboard's panels and variables
 // query, with the panel titles.
-func dashboardMetrics(t *testing.T) map[string][]string {
+func dashboardMetrics(t *testing.T) *uses {
 	t.Helper()
 	data, err := os.ReadFile("../grafana/presenced.json")
 	if err != nil {
@@ -78,7 +98,7 @@ func dashboardMetrics(t *testing.T) map[string][]string {
 	if err := json.Unmarshal(data, &d); err != nil {
 		t.Fatalf("presenced.json: %v", err)
 	}
-	used := map[string][]string{}
+	used := newUses()
 	labelValues := regexp.MustCompile(`^label_values\((.+), *\w+\)$`)
 	var walk func(v any, title string)
 	walk = func(v any, title string) {
@@ -113,45 +133,39 @@ func dashboardMetrics(t *testing.T) map[string][]string {
 		}
 	}
 	walk(d, "")
-	if len(used) == 0 {
+	if len(used.names) == 0 {
 		t.Fatal("presenced.json queries no metric")
 	}
 	return used
 }
 
-// A node with -redis, against a redis-server of its own, exports every
-// metric that the alerts and the dashboard use. Redis is stopped before
-// the second scrape, so the node's Redis errors (created on the first
-// failure) and presenced_redis_up 0 show up, as PresencedRedisDown needs.
+// A node with -redis, against a redis-server of its own, and webhooks
+// (-webhook-url to a receiver that answers 204) exports every metric that
+// the alerts and the dashboard use, with the label values they match.
+// Redis is stopped before the second scrape, so the node's Redis errors
+// (created on the first failure) and presenced_redis_up 0 show up, as
+// PresencedRedisDown needs.
 func TestUsedMetricsAreExported(t *testing.T) {
 	used := alertMetrics(t)
-	for name, where := range dashboardMetrics(t) {
-		used[name] = append(used[name], where...)
+	dash := dashboardMetrics(t)
+	for name, where := range dash.names {
+		used.names[name] = append(used.names[name], where...)
 	}
-	redisServer, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not found (make deps installs it): the cluster metrics cannot be scraped")
-	}
-	redisPort := freePort(t)
-	redisDir := t.TempDir()
-	redis := exec.Command(redisServer, "--port", fmt.Sprint(redisPort), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", redisDir)
-	if err := redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	redisDone := make(chan struct{})
-	go func() { redis.Wait(); close(redisDone) }()
-	stopRedis := func() { redis.Process.Kill(); <-redisDone }
-	t.Cleanup(stopRedis)
+	used.matchers = append(used.matchers, dash.matchers...)
 
-	base := startPresenced(t, "-redis", fmt.Sprintf("redis://127.0.0.1:%d", redisPort), "-node", "check0",
-		"-node-ttl", "1s", "-ready-needs-redis")
-	exported := metricNames(scrape(t, base))
+	redisURL, stopRedis := startRedis(t)
+	base := startPresenced(t, append([]string{"-redis", redisURL, "-node", "check0",
+		"-node-ttl", "1s", "-ready-needs-redis"}, webhookFlags(t)...)...)
+	samples := scrape(t, base)
+	exported := metricNames(samples)
 	stopRedis()
 	waitFor(t, 20*time.Second, "presenced_redis_up 0 and presenced_redis_errors_total after Redis stopped", func() bool {
 		s := scrape(t, base)
 		if s["presenced_redis_up"] != "0" {
 			return false
+		}
+		for k, v := range s {
+			samples[k] = v
 		}
 		for k := range metricNames(s) {
 			exported[k] = true
@@ -160,7 +174,7 @@ func TestUsedMetricsAreExported(t *testing.T) {
 	})
 
 	var missing []string
-	for name, where := range used {
+	for name, where := range used.names {
 		if !exported[name] && !synthetic[name] {
 			missing = append(missing, fmt.Sprintf("%s (used by %s)", name, strings.Join(dedup(where), ", ")))
 		}
@@ -169,26 +183,27 @@ func TestUsedMetricsAreExported(t *testing.T) {
 	for _, m := range missing {
 		t.Errorf("not exported by presenced: %s", m)
 	}
+	checkLabelValues(t, used.matchers, samples)
 	var unused []string
 	for name := range exported {
 		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
-		if strings.HasPrefix(name, "presenced_") && used[name] == nil && used[base+"_bucket"] == nil {
+		if strings.HasPrefix(name, "presenced_") && used.names[name] == nil && used.names[base+"_bucket"] == nil {
 			unused = append(unused, name)
 		}
 	}
 	sort.Strings(unused)
 	if len(missing) == 0 {
-		t.Logf("%d metrics used, all exported; presenced metrics on no panel and in no alert: %v", len(used), unused)
+		t.Logf("%d metrics used, all exported; presenced metrics on no panel and in no alert: %v", len(used.names), unused)
 	}
 }
 
-// A single node (no -redis) exports the node-local metrics the alerts
-// use, without the bus's.
+// A single node (no -redis, no webhooks) exports the node-local metrics
+// the alerts use, without the bus's and the webhook sender's.
 func TestSingleNodeExportsLocalMetrics(t *testing.T) {
 	used := alertMetrics(t)
 	exported := metricNames(scrape(t, startPresenced(t)))
-	for name := range used {
-		if synthetic[name] || strings.HasPrefix(name, "presenced_bus_") ||
+	for name := range used.names {
+		if synthetic[name] || strings.HasPrefix(name, "presenced_bus_") || strings.HasPrefix(name, "presenced_webhook_") ||
 			strings.HasPrefix(name, "presenced_redis_") || strings.HasPrefix(name, "presenced_cluster_") {
 			continue
 		}

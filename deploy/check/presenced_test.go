@@ -215,3 +215,35 @@ func metricNames(samples map[string]string) map[string]bool {
 	}
 	return names
 }
+
+// startRedis runs a redis-server of its own (no persistence) on a free
+// loopback port until the test ends; it returns its URL and a stop that
+// kills it (at most once). redis-server missing fails the test: make deps
+// installs it.
+func startRedis(t *testing.T) (url string, stop func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not found (make deps installs it)")
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cmd.Process.Kill(); <-done }) }
+	t.Cleanup(stop)
+	url = fmt.Sprintf("redis://127.0.0.1:%d", port)
+	waitFor(t, 10*time.Second, "redis-server answering on "+url, func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return url, stop
+}

@@ -29,17 +29,29 @@ import (
 //   - idle timeouts: both stay connected while at least two server pings
 //     (1 s apart) and pongs pass, with no other traffic;
 //   - drain: SIGTERM to presenced reaches both clients as bye, then close
-//     1001; HAProxy then marks the node DOWN.
+//     1001; HAProxy then marks the node DOWN by its /readyz check (L7STS
+//     503) while the node still runs (with -redis it stays for -drain).
 func TestProxies(t *testing.T) {
 	for _, name := range []string{"nginx", "haproxy"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			bin := findTool(name)
 			if bin == "" {
-				t.Skipf("%s not installed (make deps installs it): deploy/%s not run with WebSocket traffic", name, name)
+				t.Fatalf("%s not installed (make deps-deploy installs it): deploy/%s not run with WebSocket traffic", name, name)
 			}
-			n := runPresenced(t, "-hb-interval", "1s", "-hb-timeout", "2s", "-drain", "1s",
-				"-allowed-origins", origin, "-node", "check-"+name)
+			flags := []string{"-hb-interval", "1s", "-hb-timeout", "2s", "-drain", "1s",
+				"-allowed-origins", origin, "-node", "check-" + name}
+			if name == "haproxy" {
+				// With Redis a drained node stays, /readyz 503, until
+				// -drain has passed while it holds its clients' members
+				// (-leave-grace): HAProxy must take it out on that 503
+				// (L7STS) while it is alive, not on a refused connection
+				// (L4CON) once it has exited. Its checks (inter 2s, fall
+				// 2) need about 4 s; the node stays 10 s.
+				redisURL, _ := startRedis(t)
+				flags = append(flags, "-redis", redisURL, "-drain", "10s", "-leave-grace", "10s")
+			}
+			n := runPresenced(t, flags...)
 			var addr, sock string
 			if name == "nginx" {
 				addr = runNginx(t, bin, n)
@@ -53,9 +65,20 @@ func TestProxies(t *testing.T) {
 			checkUpgrade(t, addr)
 			checkClients(t, n, addr)
 			if sock != "" {
+				var st string
 				waitFor(t, 15*time.Second, "HAProxy marking the drained node DOWN", func() bool {
-					return strings.HasPrefix(haproxyServers(t, sock)["node0"], "DOWN")
+					st = haproxyServers(t, sock)["node0"]
+					return strings.HasPrefix(st, "DOWN")
 				})
+				select {
+				case <-n.proc.done:
+					t.Fatalf("presenced exited before HAProxy marked it %q: the check did not see the drain's /readyz 503", st)
+				default:
+				}
+				if st != "DOWN L7STS 503" {
+					t.Errorf("HAProxy marked the draining node %q, want DOWN L7STS 503 (its /readyz check)", st)
+				}
+				// A second SIGTERM ends the hold at once (the cleanup's).
 			}
 		})
 	}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validates deploy/'s host and proxy files with the real tools, without
 # root-owned paths: every pid, log, temp file and test certificate lives
-# in a temporary directory. A tool that is missing is skipped with a
-# message (make deps installs nginx and haproxy on Debian).
+# in a temporary directory. A tool that is missing fails the check (make
+# deps-deploy installs nginx, haproxy, openssl and systemd on Debian);
+# only the namespace for sysctl -p is skipped, with a message, where this
+# host refuses unshare (a container without user namespaces).
 # Usage: deploy/check/tools.sh PRESENCED_BINARY   (from the repository root)
 set -euo pipefail
 
@@ -23,8 +25,38 @@ if [ -d /proc/sys/net/ipv4 ]; then
 	done < <(grep -E '^[a-z]' deploy/sysctl.conf)
 	[ $bad = 0 ] && echo "deploy-check: deploy/sysctl.conf: every key exists in /proc/sys" || fail=1
 else
-	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked"
+	echo "deploy-check: no /proc/sys: deploy/sysctl.conf's keys not checked: FAILED"; fail=1
 fi
+
+# Its values, set by the real tool where that touches nothing of the host:
+# `sysctl -p` in a throwaway user and network namespace, on the keys that
+# namespace has (net.* per network namespace; the kernel answers "Invalid
+# argument" to a bad value). Only net.* keys go in: a non-namespaced key
+# (fs.nr_open) would be written to the host itself when this runs as root.
+# The keys a new network namespace does not have (global net.core and
+# net.ipv4 ones, fs.*) must be integers (lists of them).
+grep -E '^net\.' deploy/sysctl.conf >"$tmp/sysctl-net.conf"
+if out=$(unshare --user --map-root-user --net true 2>&1); then
+	out=$(unshare --user --map-root-user --net sysctl -p "$tmp/sysctl-net.conf" 2>&1) || true
+	set_keys=$(grep -cE '^net\.[a-z0-9_.]+ = ' <<<"$out" || true)
+	if grep -qiE 'invalid|error|denied|unknown' <<<"$out"; then
+		grep -iE 'invalid|error|denied|unknown' <<<"$out"
+		echo "deploy-check: sysctl -p deploy/sysctl.conf (net.* keys, in a throwaway network namespace): FAILED"; fail=1
+	else
+		echo "deploy-check: sysctl -p deploy/sysctl.conf in a throwaway network namespace: $set_keys net.* values accepted"
+	fi
+	nonns=$(grep -oE "cannot stat /proc/sys/[a-z0-9_/]+" <<<"$out" | sed 's|.*/proc/sys/||; s|/|.|g')
+else
+	echo "deploy-check: unshare --user --net refused here ($out): deploy/sysctl.conf's net.* values only checked as integers"
+	nonns=$(awk -F' *= *' '/^net\./ { print $1 }' deploy/sysctl.conf)
+fi
+bad=0 others="$nonns $(awk -F' *= *' '/^[a-z]/ && !/^net\./ { print $1 }' deploy/sysctl.conf)"
+for key in $others; do
+	v=$(awk -F' *= *' -v k="$key" '$1 == k { print $2; exit }' deploy/sysctl.conf)
+	[[ $key == net.ipv4.ip_local_reserved_ports ]] && re='^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$' || re='^[0-9]+([ 	]+[0-9]+)*$'
+	[[ $v =~ $re ]] || { echo "deploy-check: deploy/sysctl.conf: $key = '$v' is not a number (or numbers)"; bad=1; }
+done
+[ $bad = 0 ] && echo "deploy-check: deploy/sysctl.conf: the keys outside a network namespace ($(echo $others)) are integers" || fail=1
 # fs.nr_open: sysctl.conf's value if it sets one (it must not lower
 # systemd's), else the kernel default 1048576, the least any host has.
 nr_open=$(awk '$1 == "fs.nr_open" { print $3 }' deploy/sysctl.conf)
@@ -35,9 +67,16 @@ if awk '$1 == "fs.file-max" { exit 1 }' deploy/sysctl.conf; then :; else
 	echo "deploy-check: deploy/sysctl.conf sets fs.file-max: it would lower systemd's LONG_MAX"; fail=1
 fi
 nr_open=${nr_open:-1048576}
-for limit in $(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) \
-	$(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service); do
-	if [ -z "$nr_open" ] || [ "$limit" -gt "$nr_open" ]; then
+# isnum: a non-negative integer ([ x -gt y ] on a word is an error, which
+# an if takes for false: the check would pass).
+isnum() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
+isnum "$nr_open" || { echo "deploy-check: deploy/sysctl.conf: fs.nr_open '$nr_open' is not a number"; fail=1; nr_open=0; }
+limits="$(awk '$3 == "nofile" { print $4 }' deploy/limits.conf) $(sed -n 's/^LimitNOFILE=//p' deploy/presenced.service)"
+[ "$(wc -w <<<"$limits")" -ge 3 ] || { echo "deploy-check: want limits.conf's soft and hard nofile and the unit's LimitNOFILE, found '$limits'"; fail=1; }
+for limit in $limits; do
+	if ! isnum "$limit"; then
+		echo "deploy-check: open-file limit '$limit' is not a number"; fail=1
+	elif [ "$limit" -gt "$nr_open" ]; then
 		echo "deploy-check: open-file limit $limit exceeds fs.nr_open $nr_open"; fail=1
 	fi
 done
@@ -61,11 +100,14 @@ fi
 # presenced.env) reserved out of it, the TCP memory triples ordered.
 sysctl_val() { awk -v k="$1" '$1 == k { $1 = $2 = ""; sub(/^ +/, ""); print; exit }' deploy/sysctl.conf; }
 backlog=$(sed -n 's/.*unix\.Listen(fd, \([0-9]*\)).*/\1/p' poller/listen_linux.go 2>/dev/null | head -1)
-backlog=${backlog:-4096}
+isnum "$backlog" || { echo "deploy-check: no unix.Listen(fd, N) in poller/listen_linux.go: presenced's listen backlog unknown: FAILED"; fail=1; backlog=4096; }
 somax=$(sysctl_val net.core.somaxconn) syn=$(sysctl_val net.ipv4.tcp_max_syn_backlog)
 read -r plo phi <<<"$(sysctl_val net.ipv4.ip_local_port_range)" || true
 reserved=",$(sysctl_val net.ipv4.ip_local_reserved_ports),"
 bad=0
+for v in somax syn plo phi; do
+	isnum "${!v}" || { echo "deploy-check: deploy/sysctl.conf: somaxconn, tcp_max_syn_backlog and ip_local_port_range must be numbers ($v '${!v}')"; bad=1; fail=1; eval "$v=0"; }
+done
 if [ -z "$somax" ] || [ "$somax" -lt "$backlog" ]; then
 	echo "deploy-check: deploy/sysctl.conf: net.core.somaxconn ${somax:-(unset)} is below presenced's listen backlog $backlog"; bad=1
 fi
@@ -82,7 +124,7 @@ for p in $(sed -n 's/^PRESENCED_\(ADMIN_\)\{0,1\}ADDR=.*:\([0-9]*\)$/\2/p' deplo
 done
 for key in net.ipv4.tcp_mem net.ipv4.tcp_rmem net.ipv4.tcp_wmem; do
 	read -r a b c <<<"$(sysctl_val "$key")" || true
-	if [ -n "$a" ] && { [ -z "$c" ] || [ "$a" -gt "$b" ] || [ "$b" -gt "$c" ]; }; then
+	if [ -n "$a" ] && { ! isnum "$a" || ! isnum "$b" || ! isnum "$c" || [ "$a" -gt "$b" ] || [ "$b" -gt "$c" ]; }; then
 		echo "deploy-check: deploy/sysctl.conf: $key '$a $b $c' is not three increasing values (min, default or pressure, max)"; bad=1
 	fi
 done
@@ -110,6 +152,32 @@ while read -r host port; do
 done <<<"$targets"
 [ "$(echo "$targets" | awk '{print $1}' | sort)" = "$servers" ] || { echo "deploy-check: scrape.yml's targets are not haproxy.cfg's servers"; bad=1; }
 if [ $bad = 0 ]; then echo "deploy-check: admin listener $admin: haproxy.cfg's checks and scrape.yml's targets agree"; else fail=1; fi
+
+# The lines that make the proxies what README.md says they are must be
+# there (a check that loops over what it finds passes when none is):
+# per-IP limits in both, drain-friendly reloads (old workers keep their
+# WebSockets for a while), HAProxy's health check of /readyz.
+bad=0
+while IFS='|' read -r file re what; do
+	[ -z "$file" ] && continue
+	n=$(grep -cE "$re" "deploy/$file" || true)
+	[ "$n" = 1 ] || { echo "deploy-check: deploy/$file: want exactly one line matching '$re' ($what), found $n"; bad=1; }
+done <<'REQ'
+nginx/presenced.conf|^ *limit_conn_zone \$binary_remote_addr zone=presenced_conn:|the per-IP connection zone
+nginx/presenced.conf|^ *limit_req_zone \$binary_remote_addr zone=presenced_upgrade:[0-9]+m rate=[0-9]+r/s;|the per-IP upgrade rate zone
+nginx/presenced.conf|^ *limit_conn presenced_conn [0-9]+;|the per-IP cap of open connections
+nginx/presenced.conf|^ *limit_req zone=presenced_upgrade burst=[0-9]+( nodelay)?;|the per-IP cap of new connections
+nginx/nginx.conf|^worker_shutdown_timeout [0-9]+[sm];|old workers keep WebSockets on reload
+haproxy/haproxy.cfg|^ *hard-stop-after [0-9]+[sm]$|old workers keep WebSockets on reload
+haproxy/haproxy.cfg|^ *stick-table type ip .*store conn_cur,conn_rate|per-IP counters
+haproxy/haproxy.cfg|^ *tcp-request connection track-sc0 src|per-IP tracking
+haproxy/haproxy.cfg|^ *tcp-request connection reject if \{ sc0_conn_cur gt [0-9]+ \}$|the per-IP cap of open connections
+haproxy/haproxy.cfg|^ *tcp-request connection reject if \{ sc0_conn_rate gt [0-9]+ \}$|the per-IP cap of new connections
+haproxy/haproxy.cfg|^ *option httpchk$|HTTP health checks
+haproxy/haproxy.cfg|^ *http-check send meth GET uri /readyz$|the health check asks /readyz
+haproxy/haproxy.cfg|^ *http-check expect status 200$|a draining node (503) fails it
+REQ
+if [ $bad = 0 ]; then echo "deploy-check: proxies: per-IP limits, reload timeouts and HAProxy's /readyz check present"; else fail=1; fi
 
 # Per-IP caps in the proxies fit users behind a NAT or CGNAT (many
 # users, one address): at least 1000 open connections per address.
@@ -147,14 +215,19 @@ fi
 # systemd-analyze verify checks that ExecStart is executable: the unit is
 # verified as a copy whose ExecStart is the freshly built binary.
 if command -v systemd-analyze >/dev/null 2>&1; then
+	# systemd exits 0 on a directive it ignores ("Unknown key ... ignoring",
+	# "Failed to parse ..., ignoring"): the unit would run with the default
+	# instead. Any warning fails; the shipped unit prints nothing.
 	sed "s|/usr/local/bin/presenced|$bin|" deploy/presenced.service >"$tmp/presenced.service"
-	if systemd-analyze verify "$tmp/presenced.service"; then
-		echo "deploy-check: systemd-analyze verify deploy/presenced.service: ok"
+	rc=0; out=$(systemd-analyze verify "$tmp/presenced.service" 2>&1) || rc=$?
+	if [ $rc = 0 ] && ! grep -qiE 'unknown|ignoring|failed|invalid|warning' <<<"$out"; then
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service: ok, no warnings"
 	else
-		echo "deploy-check: systemd-analyze verify deploy/presenced.service: FAILED"; fail=1
+		echo "$out"
+		echo "deploy-check: systemd-analyze verify deploy/presenced.service (rc $rc, or warnings above): FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: systemd-analyze not found: deploy/presenced.service not verified"
+	echo "deploy-check: systemd-analyze not found (make deps installs systemd): deploy/presenced.service not verified: FAILED"; fail=1
 fi
 
 # A throwaway certificate for the proxies' TLS lines.
@@ -193,7 +266,7 @@ if [ -n "$nginx" ] && [ -f "$tmp/tls.pem" ]; then
 		echo "deploy-check: nginx -t deploy/nginx/presenced.conf: FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: nginx or openssl not found: deploy/nginx/presenced.conf not checked (make deps installs nginx)"
+	echo "deploy-check: nginx or openssl not found (make deps-deploy installs them): deploy/nginx/presenced.conf not checked: FAILED"; fail=1
 fi
 
 haproxy=$(command -v haproxy || ls /usr/sbin/haproxy 2>/dev/null || true)
@@ -218,7 +291,11 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 	if [ -z "$maxconn" ] || [ -z "$hard" ] || [ $need -gt "$hard" ] || [ $need -gt 1048576 ]; then
 		echo "deploy-check: haproxy.cfg maxconn ${maxconn:-(unset)} needs $need fds: above fd-hard-limit ${hard:-(unset)} or fs.nr_open's default 1048576: FAILED"; fail=1
 	fi
-	port=$((20000 + RANDOM % 20000))
+	# A loopback port nothing listens on (a connection to it is refused).
+	for _ in $(seq 50); do
+		port=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+	done
 	# The servers become loopback too: the check never leaves this host.
 	# No privilege drop (user, group, chroot) for this start: it may run
 	# unprivileged, and it checks the fd limits, not the drop.
@@ -236,7 +313,7 @@ if [ -n "$haproxy" ] && [ -f "$tmp/tls.pem" ]; then
 		echo "deploy-check: haproxy deploy/haproxy/haproxy.cfg did not start (rc $rc): FAILED"; fail=1
 	fi
 else
-	echo "deploy-check: haproxy or openssl not found: deploy/haproxy/haproxy.cfg not checked (make deps installs haproxy)"
+	echo "deploy-check: haproxy or openssl not found (make deps-deploy installs them): deploy/haproxy/haproxy.cfg not checked: FAILED"; fail=1
 fi
 
 exit $fail

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +28,23 @@ func TestUnitStopsAfterTheDrain(t *testing.T) {
 			unit[k] = v
 		}
 	}
-	if unit["KillSignal"] != "SIGTERM" {
-		t.Errorf("KillSignal=%q: presenced drains on SIGTERM", unit["KillSignal"])
-	}
-	for _, k := range []string{"LimitNOFILE", "NoNewPrivileges", "ProtectSystem"} {
-		if unit[k] == "" {
-			t.Errorf("no %s", k)
+	// Exact values: systemd ignores a value it cannot parse (a warning,
+	// exit 0) and runs with the default, so "set" is not enough.
+	for k, want := range map[string]string{
+		"KillSignal":      "SIGTERM", // presenced drains on SIGTERM
+		"KillMode":        "mixed",   // only the main process gets SIGTERM
+		"DynamicUser":     "yes",     // unprivileged, no fixed account
+		"NoNewPrivileges": "yes",
+		"ProtectSystem":   "strict",
+	} {
+		if unit[k] != want {
+			t.Errorf("%s=%q, want %s", k, unit[k], want)
 		}
+	}
+	// One fd per connection: a number (not infinity, which systemd caps at
+	// fs.nr_open) holding the 1M-connection host and its other files.
+	if n, err := strconv.ParseUint(unit["LimitNOFILE"], 10, 64); err != nil || n < 1_001_000 {
+		t.Errorf("LimitNOFILE=%q: want a number of at least 1001000 (1M connections and the rest)", unit["LimitNOFILE"])
 	}
 	stop, err := time.ParseDuration(unit["TimeoutStopSec"])
 	if err != nil {
