@@ -61,9 +61,14 @@ func (k keys) memberPrefix(room string) string { return k.members(room, "") }
 //
 // An event's id is <epoch>.<n>: the partition's epoch is set once (HSETNX,
 // Redis TIME in ms) with its counter, so after Redis lost its data the
-// ids start in a new epoch and never repeat.
+// ids start in a new epoch. The counter n never goes below Redis TIME in
+// µs (it jumps forward when behind): after a failover to a replica that
+// lost the last writes (same epoch, an older n) it resumes above every n
+// issued before, as long as a partition issues fewer than a million ids
+// a second and the Redis clock does not go back. (Lua numbers are
+// doubles: exact up to 2^53, µs reach it in the year 2255.)
 const eventsLua = `
-local wh_set, wh_ids, wh_idx, wh_room, wh_epoch
+local wh_set, wh_ids, wh_idx, wh_room, wh_epoch, wh_floor
 local function wh_init(set, ids, idx, room)
   wh_set, wh_ids, wh_idx, wh_room = set, ids, idx, room
 end
@@ -72,10 +77,16 @@ local function wh_event(ev, typ, user)
     local t = redis.call('TIME')
     redis.call('HSETNX', wh_ids, 'e', t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)))
     wh_epoch = redis.call('HGET', wh_ids, 'e')
+    wh_floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  local n = redis.call('HINCRBY', wh_ids, 'n', 1)
+  if n < wh_floor then
+    n = wh_floor
+    redis.call('HSET', wh_ids, 'n', string.format('%.0f', n))
   end
   ev[#ev+1] = typ
   ev[#ev+1] = user
-  ev[#ev+1] = wh_epoch .. '.' .. redis.call('HINCRBY', wh_ids, 'n', 1)
+  ev[#ev+1] = wh_epoch .. '.' .. string.format('%.0f', n)
 end
 local function wh_start(ev, user)
   if redis.call('SADD', wh_set, user) == 1 then
