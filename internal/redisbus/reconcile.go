@@ -163,8 +163,10 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	live := make([]any, 0, len(reg))
 	for id, info := range reg {
 		live = append(live, id)
+		// A node of the release before webhooks has no wh= field: it
+		// produces no events (wh=0).
 		f := strings.Split(info, "|")
-		if !b.isOwn(id) && len(f) >= 3 && f[2] != mine {
+		if !b.isOwn(id) && (len(f) < 3 && mine != webhooksInfo(false) || len(f) >= 3 && f[2] != mine) {
 			other = append(other, id)
 		}
 	}

@@ -180,3 +180,31 @@ func TestReconcileLostReply(t *testing.T) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
 }
+
+// TestReconcileOldRegistration: a node of the release before webhooks
+// registers "<addr>|<start>", without the wh= field: it produces no
+// events, so it counts as wh=0 for a node with webhooks (the upgrade that
+// enables them), and matches a node without (review6-final-b #4).
+func TestReconcileOldRegistration(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	slow := func(b *Bus) { b.rcEvery = time.Hour }
+	a := startBusWith(t, Config{Redis: opts, Node: "a", Events: &eventLog{}}, slow)
+	b := startBusWith(t, Config{Redis: opts, Node: "b"}, slow)
+	eventually(t, 5*time.Second, "registered", func() bool { return a.b.ID() != "" && b.b.ID() != "" })
+	ctx := context.Background()
+	// An old node, alive (its lease) for the test's length.
+	if err := a.b.live.Set(ctx, a.b.k.lease("old#1"), "1", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.b.live.HSet(ctx, a.b.k.reg(), "old#1", "127.0.0.1:1|1796400000000").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[*node]float64{a: 2, b: 1} { // a: b and old; b: a
+		warned := false
+		n.b.reconcile(ctx, &warned)
+		if v := value(t, n.b.m.mismatch); v != want {
+			t.Errorf("%s: presenced_cluster_webhook_mismatched_nodes %v, want %v", n.b.cfg.Node, v, want)
+		}
+	}
+}
