@@ -20,6 +20,14 @@ const (
 	DeathAnnounce = "announce" // the node announced its end (drain) or a restart retired it
 )
 
+// errorOps are the values of presenced_redis_errors_total's op label:
+// liveness rounds, writes (publish), reaping a dead node (reap), webhook
+// events' scripts (events), the reconcile and registry check (reconcile),
+// Pub/Sub (subscribe, probe), reading a room or a part (load, decode),
+// anti-entropy, and the admin API (kick, conns).
+var errorOps = []string{"liveness", "publish", "reap", "events", "reconcile",
+	"subscribe", "probe", "load", "decode", "antientropy", "kick", "conns"}
+
 // metrics are the bus's collectors, registered on Config.Registerer.
 type metrics struct {
 	up          prometheus.Gauge       // presenced_redis_up
@@ -72,6 +80,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, h := range []string{DeathProbe, DeathEvent, DeathAnnounce} {
 		m.deaths.WithLabelValues(h)
+	}
+	// Every op counted in errors exists at 0 (TestErrorOpsPrecreated).
+	for _, op := range errorOps {
+		m.errors.WithLabelValues(op)
 	}
 	if reg == nil {
 		return m, nil
