@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_redis_errors_total",
 			Help: "Redis commands that failed, by operation."}, []string{"op"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_webhook_events_total",
-			Help: "Membership transitions (webhook events) this node's scripts produced in Redis: each is produced by one node of the cluster."}),
+			Help: "Membership transitions (webhook events) this node's scripts returned to it, replays included (a retry after a lost reply, a kept result run by a sweep): each is decided once in the cluster."}),
 		mismatch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_cluster_webhook_mismatched_nodes",
 			Help: "Live nodes whose webhook setting (-webhook-url set or not) differs from this node's, at the last registry check: all nodes or none must produce events."}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_subscriber_reconnects_total",
