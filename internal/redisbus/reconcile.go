@@ -179,6 +179,14 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	if b.cfg.Events == nil {
 		return
 	}
+	// While this node has orphans (Redis lost the registry: in Cluster the
+	// {n} shard alone may, the room shards keeping the old ids' parts) an
+	// unregistered part may be a live peer's, not re-registered yet: the
+	// reconcile waits until they are settled (at most a node-ttl and a
+	// round after this node registered).
+	if b.lv.hasOrphans() {
+		return
+	}
 	pipe := b.data.Pipeline()
 	calls := make([]*scriptCall, partitions)
 	for p := range partitions {

@@ -208,3 +208,37 @@ func TestReconcileOldRegistration(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileWaitsForOrphans: while this node has orphans (peers' ids
+// of a dataset Redis lost, not yet settled: after a reset of the {n}
+// shard alone, their parts are still in the room shards) the reconcile
+// does nothing: a peer slower than the grace to come back must not have
+// its members removed; once settled it runs (review6-final-b #7).
+func TestReconcileWaitsForOrphans(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	ctx := context.Background()
+	a, _ := startEventBus(t, opts, "a")
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	if err := a.b.Leave(ctx); err != nil { // its parts stay: nobody reaps
+		t.Fatal(err)
+	}
+	a.stop()
+	lc := &eventLog{}
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc, LeaveGrace: 200 * time.Millisecond,
+		NodeTTL: 3 * time.Second}, func(b *Bus) {
+		fastReconcile(b)
+		b.lv.orphans["b#1"] = time.Time{} // settled (probe) a ttl after c registered
+	})
+	eventually(t, 5*time.Second, "registered", func() bool { return c.b.ID() != "" })
+	time.Sleep(time.Second) // many rounds, each longer than the grace
+	if got := lc.list(); len(got) != 0 {
+		t.Fatalf("events %q while an orphan was unsettled, want none", got)
+	}
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	eventually(t, 15*time.Second, "u released once the orphan settled", func() bool { return slices.Equal(lc.list(), want) })
+	if c.b.lv.orphan("b#1") {
+		t.Fatal("b#1 still an orphan")
+	}
+}
