@@ -14,14 +14,15 @@ import (
 //	with events only: KEYS[3] whu:<room>|<id>   KEYS[4] whg:<room>|<id>
 //	                  KEYS[5] whp (the partition's pending releases)
 //	ARGV    id, publish command, channel, gone message,
-//	        with events only: the release's due time (ms), room
+//	        with events only: the leave grace (ms), room
 //
 // With events it returns the users id held (their holds end after the
 // leave grace: releaseAfterGrace), else 1. The users are kept for an hour
 // in whg, so that the reaper, retrying after a lost reply, gets them
 // again (the part is gone by then); the release deletes the copy.
-// The release is also recorded in whp with its due time: if the reaper
-// does not run it (stopped, drained), another node's sweeper does.
+// The release is also recorded in whp with its due time (Redis TIME plus
+// the grace: whp is timed by Redis's clock, never a node's): if the
+// reaper does not run it (stopped, drained), another node's sweeper does.
 const goneScriptSrc = `
 local held = 1
 if #KEYS > 2 then
@@ -32,7 +33,9 @@ if #KEYS > 2 then
     held = redis.call('HKEYS', KEYS[1])
     if #held > 0 then
       redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
-      redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[1] .. '|' .. ARGV[6])
+      local t = redis.call('TIME')
+      local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
+      redis.call('ZADD', KEYS[5], 'NX', string.format('%.0f', due), ARGV[1] .. '|' .. ARGV[6])
     end
   end
   redis.call('DEL', KEYS[3])
@@ -108,7 +111,7 @@ func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string)
 func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
 	var first error
 	now := time.Now().UnixMilli()
-	due := now + b.cfg.LeaveGrace.Milliseconds()
+	grace := b.cfg.LeaveGrace.Milliseconds()
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
 		pipe := b.data.Pipeline()
@@ -119,7 +122,7 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
 			if b.cfg.Events != nil {
 				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)))
-				c.args = append(c.args, due, room)
+				c.args = append(c.args, grace, room)
 			}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
