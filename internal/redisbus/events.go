@@ -28,6 +28,7 @@ import (
 //	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
 //	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
 //	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no live part (ms)
+//	P{p<k>}:whsp:<room> HASH id -> when the reconcile first found its part of the room stale (ms)
 //	P{p<k>}:whrc        the partition's reconcile claim, SET NX PX
 //	P{p<k>}:whrcur      the partition's reconcile cursor (SSCAN of whrooms)
 
@@ -45,6 +46,9 @@ func (k keys) unacked(room, id string) string {
 	return k.part(partition(room)) + "whu:" + room + "|" + id
 }
 func (k keys) suspects(room string) string { return k.part(partition(room)) + "whs:" + room }
+func (k keys) suspectParts(room string) string {
+	return k.part(partition(room)) + "whsp:" + room
+}
 func (k keys) reconcileClaim(p int) string { return k.part(p) + "whrc" }
 func (k keys) reconcileCursor(p int) string {
 	return k.part(p) + "whrcur"

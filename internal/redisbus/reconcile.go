@@ -34,7 +34,9 @@ return r[2]
 
 var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 
-// reconcileScript releases the members of a room that no live part holds
+// reconcileScript deletes the room's stale parts (of ids not registered,
+// found so for a leave grace: whsp:<room>) and releases the members of a
+// room that no live part holds
 // and no pending release covers, once they were found so for a leave
 // grace: the first time such a user is found it is recorded in
 // whs:<room> (when, Redis TIME), and it is removed (member_removed, then
@@ -47,7 +49,7 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 // (a reconcile of another node, its claim overlapping, sends nothing).
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|~reconcile|0
-//	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp
+//	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp   KEYS[8] whsp:<room>
 //	ARGV    member key prefix, room, leave grace ms, whp pattern of the
 //	        room (*|<room>), whs PX ms, then the live ids
 const reconcileScriptSrc = eventsLua + `
@@ -57,7 +59,7 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   return {1}
 elseif redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SREM', KEYS[5], ARGV[2])
-  redis.call('DEL', KEYS[6])
+  redis.call('DEL', KEYS[6], KEYS[8])
   return {1}
 else
   -- A pending release of the room runs first (after its grace).
@@ -70,13 +72,34 @@ else
     end
     cur = r[1]
   until cur == '0'
-  local ids = {}
-  for i = 6, #ARGV do
-    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then ids[#ids+1] = ARGV[i] end
-  end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local grace = tonumber(ARGV[3])
+  -- The parts of live ids count; those of other ids (no reaper ran, or
+  -- one wrote after it was reaped) are stale: deleted by a round at
+  -- least the grace after one first found them (a node that registered
+  -- after the caller read the registry has no part that old).
+  local live = {}
+  for i = 6, #ARGV do live[ARGV[i]] = true end
+  local ids, pseen, pkeep = {}, {}, {}
+  local kv = redis.call('HGETALL', KEYS[8])
+  for i = 1, #kv, 2 do pseen[kv[i]] = tonumber(kv[i+1]) end
+  redis.call('DEL', KEYS[8])
+  for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if live[id] then
+      ids[#ids+1] = id
+    elseif pseen[id] and now - pseen[id] >= grace then
+      redis.call('DEL', ARGV[1] .. id)
+      redis.call('HDEL', KEYS[1], id)
+    else
+      pkeep[#pkeep+1] = id
+      pkeep[#pkeep+1] = pseen[id] or now
+    end
+  end
+  if #pkeep > 0 then
+    redis.call('HSET', KEYS[8], unpack(pkeep))
+    redis.call('PEXPIRE', KEYS[8], ARGV[5])
+  end
   local seen = {}
   local kv = redis.call('HGETALL', KEYS[6])
   for i = 1, #kv, 2 do seen[kv[i]] = tonumber(kv[i+1]) end
@@ -256,7 +279,8 @@ func (b *Bus) reconcileCall(room string, live []any) *scriptCall {
 	args = append(args, live...)
 	p := partition(room)
 	return &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),
-		b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p)}, args: args}
+		b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p),
+		b.k.suspectParts(room)}, args: args}
 }
 
 // globEscape escapes s for a Redis MATCH pattern.
