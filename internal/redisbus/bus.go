@@ -264,7 +264,8 @@ func (b *Bus) ID() string { return b.lv.id() }
 
 // Leave ends the node gracefully, after the hub's drain: it writes what
 // is queued, announces the end (peers act at once), removes its room keys
-// and makes Run return.
+// (with Events: leaves them to a peer's reaper, unless none reaps:
+// leaveEvents) and makes Run return.
 func (b *Bus) Leave(ctx context.Context) error {
 	var err error
 	if b.running.Load() {
@@ -281,14 +282,17 @@ func (b *Bus) Leave(ctx context.Context) error {
 	}
 	id := b.selfID()
 	err = b.lv.leave(ctx)
-	if id != "" && b.cfg.Events == nil {
+	switch {
+	case id == "":
+	case b.cfg.Events == nil:
 		// Best effort within ctx, without the reaper's lock: the peers
 		// told of the end reap too (under the lock), and deleting twice
-		// is harmless. With Events the peers' reaper must find the
-		// parts: it ends their holds after the leave grace.
+		// is harmless.
 		if rerr := b.reapOnce(ctx, id, map[string][]string{}); rerr != nil {
 			b.m.errors.WithLabelValues("reap").Inc()
 		}
+	default:
+		b.leaveEvents(ctx, id)
 	}
 	b.leaveMu.Do(func() { close(b.left) })
 	return err

@@ -154,3 +154,44 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 	}
 	return first
 }
+
+// leavePeerWait bounds how long a leaving node with Events waits for a
+// peer's reaper to take its lock.
+const leavePeerWait = 500 * time.Millisecond
+
+// leaveEvents: with Events the peers' reaper must find the left node's
+// parts (it ends their holds after the leave grace), so Leave does not
+// delete them. When no peer reaps (none live, or all leaving at once: a
+// leaving node ignores the others' bye), the node takes the reaper's
+// lock itself and runs goneScript over its rooms: the parts go, and
+// their releases are recorded (whg, whp) for the next node's sweep,
+// about 30 s after their due time (the grace).
+func (b *Bus) leaveEvents(ctx context.Context, id string) {
+	if b.lv.hasPeers() {
+		wait := leavePeerWait
+		if d, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(d)/2)
+		}
+		for end := time.Now().Add(wait); time.Now().Before(end); {
+			if n, err := b.data.Exists(ctx, b.k.reapLock(id)).Result(); err == nil && n == 1 {
+				return // a peer reaps
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	ok, err := b.data.SetNX(ctx, b.k.reapLock(id), id, reapLockTTL).Result()
+	if err != nil {
+		b.m.errors.WithLabelValues("reap").Inc()
+		return
+	}
+	if !ok {
+		return // a peer reaps
+	}
+	if err := b.reapOnce(ctx, id, map[string][]string{}); err != nil {
+		b.m.errors.WithLabelValues("reap").Inc()
+	}
+}

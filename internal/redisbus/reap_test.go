@@ -242,3 +242,55 @@ func TestPendingTimedByRedis(t *testing.T) {
 		t.Fatalf("z#1|r claimed (score %d)", int64(s))
 	}
 }
+
+// TestLeaveLastNodeRecordsReleases: the last node of a cluster drained
+// with webhooks has no peer to reap it: it deletes its parts itself and
+// records their releases (whg, whp), which the next node's sweep runs:
+// its users are removed without waiting for the reconcile, and no part
+// or rooms:<id> is left (review6-final-b #1 a). With a live peer it
+// leaves them to the peer's reaper, which releases after the grace.
+func TestLeaveLastNodeRecordsReleases(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	ctx := context.Background()
+	a, _ := startEventBus(t, opts, "a")
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	aID := a.b.ID()
+	if err := a.b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	lc := &eventLog{}
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc, LeaveGrace: 100 * time.Millisecond}, func(b *Bus) {
+		b.rcEvery = time.Hour // not the reconcile: the recorded release
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	d := c.b.data
+	if n, err := d.Exists(ctx, a.b.k.members("r1", aID), a.b.k.rooms(aID)).Result(); err != nil || n != 0 {
+		t.Fatalf("a's part or rooms left after its Leave (%d, %v)", n, err)
+	}
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	eventually(t, 10*time.Second, "u released by c's sweep", func() bool { return slices.Equal(lc.list(), want) })
+
+	// With a live peer: the peer reaps and releases after the grace.
+	c.stop()
+	lp := &eventLog{}
+	p := startBusWith(t, Config{Redis: opts, Node: "p", Events: lp, LeaveGrace: 100 * time.Millisecond}, func(b *Bus) {
+		b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+	})
+	e, _ := startEventBus(t, opts, "e")
+	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
+	e.set("r2", "w", "online", true)
+	e.flushed(t)
+	eID := e.b.ID()
+	if err := e.b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	want = []string{"r2 member_removed w", "r2 room_vacated"}
+	eventually(t, 10*time.Second, "w released by p's reaper", func() bool { return slices.Equal(lp.list(), want) })
+	if v, err := p.b.data.Get(ctx, p.b.k.reapLock(eID)).Result(); err != nil || v != p.b.ID() {
+		t.Fatalf("reaper of e %q (%v), want p %s", v, err, p.b.ID())
+	}
+}
