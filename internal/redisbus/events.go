@@ -110,11 +110,23 @@ local function wh_remove(ev, user)
     wh_event(ev, 'v', '')
   end
 end
-local function wh_end(ev, ids, mprefix, self, user)
-  if redis.call('SISMEMBER', wh_set, user) == 0 then return end
+-- wh_held: another part of the room holds user (ids: the room's ids,
+-- self excluded; a user out of the set counts as held: nothing to end).
+-- It reads keys the script does not declare (the other ids' parts, on
+-- the room's slot): every script calls it before its first write, so
+-- that Redis refusing such a key (a Cluster slot migrating) aborts the
+-- script with no effect.
+local function wh_held(ids, mprefix, self, user)
+  if redis.call('SISMEMBER', wh_set, user) == 0 then return true end
   for _, id in ipairs(ids) do
-    if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return end
+    if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return true end
   end
+  return false
+end
+-- wh_end ends a hold: the user leaves the set unless another part held
+-- it (held: wh_held, read before the script's first write).
+local function wh_end(ev, user, held)
+  if held or redis.call('SISMEMBER', wh_set, user) == 0 then return end
   wh_remove(ev, user)
 end
 `
@@ -138,18 +150,18 @@ const releaseChunk = 500
 //	        then the users
 const releaseScriptSrc = eventsLua + `
 wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
 local ev = {}
 local done = redis.call('GET', KEYS[4])
 if done then
   ev = cjson.decode(done)
 else
   local ids = redis.call('HKEYS', KEYS[1])
-  for i = 4, #ARGV do
-    wh_end(ev, ids, ARGV[1], '', ARGV[i])
-  end
+  local held = {}
+  for i = 4, #ARGV do held[i] = wh_held(ids, ARGV[1], '', ARGV[i]) end
+  for i = 4, #ARGV do wh_end(ev, ARGV[i], held[i]) end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
 end
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
 local out = {1}
 for _, x in ipairs(ev) do out[#out+1] = x end
 return out

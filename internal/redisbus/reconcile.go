@@ -75,35 +75,30 @@ else
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local grace = tonumber(ARGV[3])
+  -- Reads first (the parts are keys the script does not declare: a
+  -- refusal, a Cluster slot migrating, must abort it with no effect).
   -- The parts of live ids count; those of other ids (no reaper ran, or
   -- one wrote after it was reaped) are stale: deleted by a round at
   -- least the grace after one first found them (a node that registered
   -- after the caller read the registry has no part that old).
   local live = {}
   for i = 6, #ARGV do live[ARGV[i]] = true end
-  local ids, pseen, pkeep = {}, {}, {}
+  local ids, pseen, pkeep, stale = {}, {}, {}, {}
   local kv = redis.call('HGETALL', KEYS[8])
   for i = 1, #kv, 2 do pseen[kv[i]] = tonumber(kv[i+1]) end
-  redis.call('DEL', KEYS[8])
   for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
     if live[id] then
       ids[#ids+1] = id
     elseif pseen[id] and now - pseen[id] >= grace then
-      redis.call('DEL', ARGV[1] .. id)
-      redis.call('HDEL', KEYS[1], id)
+      stale[#stale+1] = id
     else
       pkeep[#pkeep+1] = id
       pkeep[#pkeep+1] = pseen[id] or now
     end
   end
-  if #pkeep > 0 then
-    redis.call('HSET', KEYS[8], unpack(pkeep))
-    redis.call('PEXPIRE', KEYS[8], ARGV[5])
-  end
   local seen = {}
-  local kv = redis.call('HGETALL', KEYS[6])
+  kv = redis.call('HGETALL', KEYS[6])
   for i = 1, #kv, 2 do seen[kv[i]] = tonumber(kv[i+1]) end
-  redis.call('DEL', KEYS[6])
   local keep, orphans = {}, {}
   for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local held = false
@@ -120,15 +115,23 @@ else
       else
         keep[#keep+1] = u
         keep[#keep+1] = since or now
-        if #keep >= 1000 then
-          redis.call('HSET', KEYS[6], unpack(keep))
-          keep = {}
-        end
       end
     end
   end
-  if #keep > 0 then redis.call('HSET', KEYS[6], unpack(keep)) end
-  if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[5]) end
+  -- Then the writes, the undeclared keys' first.
+  for _, id in ipairs(stale) do
+    redis.call('DEL', ARGV[1] .. id)
+    redis.call('HDEL', KEYS[1], id)
+  end
+  redis.call('DEL', KEYS[8], KEYS[6])
+  if #pkeep > 0 then
+    redis.call('HSET', KEYS[8], unpack(pkeep))
+    redis.call('PEXPIRE', KEYS[8], ARGV[5])
+  end
+  for i = 1, #keep, 1000 do
+    redis.call('HSET', KEYS[6], unpack(keep, i, math.min(i + 999, #keep)))
+  end
+  if #keep > 0 then redis.call('PEXPIRE', KEYS[6], ARGV[5]) end
   for _, u in ipairs(orphans) do wh_remove(ev, u) end
   if #ev > 0 then
     redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
