@@ -132,6 +132,7 @@ type Bus struct {
 	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
 	rcEvery     time.Duration // period of the registry check and, with Events, the membership reconcile
 	rcCount     int           // rooms per partition per reconcile round (SSCAN COUNT)
+	rcPage      int           // members of a room per reconcileScript call (SSCAN COUNT)
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called
@@ -200,7 +201,7 @@ func New(cfg Config) (*Bus, error) {
 		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
 		loaders: 4, sweepEvery: 5 * time.Second, sweepLate: 30 * time.Second,
-		rcEvery: 10 * time.Second, rcCount: 64,
+		rcEvery: 10 * time.Second, rcCount: 64, rcPage: rcPage,
 		left:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},

@@ -29,6 +29,8 @@ import (
 //	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
 //	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no live part (ms)
 //	P{p<k>}:whsp:<room> HASH id -> when the reconcile first found its part of the room stale (ms)
+//	P{p<k>}:whso:<room> HASH whs:<room> of the reconcile's previous pass over the room, during a pass
+//	P{p<k>}:whpr:<room> SET of the ids with a pending release of the room in whp (an index of whp)
 //	P{p<k>}:whrc        the partition's reconcile claim, SET NX PX
 //	P{p<k>}:whrcur      the partition's reconcile cursor (SSCAN of whrooms)
 
@@ -49,7 +51,11 @@ func (k keys) suspects(room string) string { return k.part(partition(room)) + "w
 func (k keys) suspectParts(room string) string {
 	return k.part(partition(room)) + "whsp:" + room
 }
-func (k keys) reconcileClaim(p int) string { return k.part(p) + "whrc" }
+func (k keys) suspectsBefore(room string) string {
+	return k.part(partition(room)) + "whso:" + room
+}
+func (k keys) pendingOf(room string) string { return k.part(partition(room)) + "whpr:" + room }
+func (k keys) reconcileClaim(p int) string  { return k.part(p) + "whrc" }
 func (k keys) reconcileCursor(p int) string {
 	return k.part(p) + "whrcur"
 }
@@ -145,7 +151,7 @@ const releaseChunk = 500
 // done, the reconcile ends its users' holds.
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|<dead id>|<chunk>
-//	KEYS[5] whrooms   KEYS[6] whp
+//	KEYS[5] whrooms   KEYS[6] whp   KEYS[7] whpr:<room>
 //	ARGV    member key prefix, room, <dead id>|<room> (last chunk) or "",
 //	        then the users
 const releaseScriptSrc = eventsLua + `
@@ -161,7 +167,10 @@ else
   for i = 4, #ARGV do wh_end(ev, ARGV[i], held[i]) end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
 end
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  redis.call('SREM', KEYS[7], string.match(ARGV[3], '^[^|]*'))
+end
 local out = {1}
 for _, x in ipairs(ev) do out[#out+1] = x end
 return out
@@ -278,7 +287,8 @@ func (b *Bus) release(ctx context.Context, id string, held map[string][]string) 
 				args = append(args, u)
 			}
 			c := &scriptCall{keys: []string{b.k.seqs(j.room), b.k.membership(j.room), b.k.eventIDs(j.room),
-				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room))}, args: args}
+				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room)),
+				b.k.pendingOf(j.room)}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}

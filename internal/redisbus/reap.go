@@ -13,6 +13,7 @@ import (
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
 //	with events only: KEYS[3] whu:<room>|<id>   KEYS[4] whg:<room>|<id>
 //	                  KEYS[5] whp (the partition's pending releases)
+//	                  KEYS[6] whpr:<room> (the room's, an index of whp)
 //	ARGV    id, publish command, channel, gone message,
 //	        with events only: the leave grace (ms), room
 //
@@ -36,6 +37,7 @@ if #KEYS > 2 then
       local t = redis.call('TIME')
       local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
       redis.call('ZADD', KEYS[5], 'NX', string.format('%.0f', due), ARGV[1] .. '|' .. ARGV[6])
+      redis.call('SADD', KEYS[6], ARGV[1])
     end
   end
   redis.call('DEL', KEYS[3])
@@ -121,7 +123,8 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
 				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
 			if b.cfg.Events != nil {
-				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)))
+				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)),
+					b.k.pendingOf(room))
 				c.args = append(c.args, grace, room)
 			}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)

@@ -3,8 +3,10 @@ package redisbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +137,9 @@ func reconcileUnreaped(t *testing.T, opts ClientOptions) {
 		redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: aID + "|r2"}).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.b.data.SAdd(ctx, c.b.k.pendingOf("r2"), aID).Err(); err != nil {
+		t.Fatal(err)
+	}
 	c.set("r1", "v", "online", true) // v is held by a live part: stays
 	c.flushed(t)
 	want := []string{"r1 member_removed u"}
@@ -175,7 +180,7 @@ func TestReconcileLostReply(t *testing.T) {
 		d.HSet(ctx, b.b.k.suspects(room), "u", 1).Err()); err != nil { // found long ago
 		t.Fatal(err)
 	}
-	call := b.b.reconcileCall(room, nil)
+	call := b.b.reconcileCall(room, "0", nil)
 	if err := reconcileScript.Run(ctx, b.b.data, call.keys, call.args...).Err(); err != nil {
 		t.Fatal(err) // this reply is "lost"
 	}
@@ -191,7 +196,8 @@ func TestReconcileLostReply(t *testing.T) {
 	want := []string{room + " member_removed u", room + " room_vacated"}
 	eventually(t, 5*time.Second, "sent by a sweep", func() bool { return slices.Equal(lc.list(), want) })
 	eventually(t, 5*time.Second, "whp and whr gone", func() bool {
-		n, err := d.Exists(ctx, c.b.k.pendingRelease(partition(room)), c.b.k.released(room, reconcileID, 0)).Result()
+		n, err := d.Exists(ctx, c.b.k.pendingRelease(partition(room)), c.b.k.released(room, reconcileID, 0),
+			c.b.k.pendingOf(room)).Result()
 		return err == nil && n == 0
 	})
 	time.Sleep(200 * time.Millisecond) // more sweeps: nothing again
@@ -291,5 +297,73 @@ func TestReconcileDeletesStaleParts(t *testing.T) {
 	// From the write itself, not a reconcile a grace later.
 	if got, want := lc.list(), []string{"r1 member_removed v", "r1 room_vacated"}; !slices.Equal(got, want) {
 		t.Fatalf("events after c let v go %q, want %q", got, want)
+	}
+}
+
+// TestReconcilePages: a room is reconciled in pages of about rcPage
+// members (one script call each: a huge room never blocks Redis for
+// long); a pass over all pages removes, a grace after the previous pass,
+// every member no live part holds, once, and not one that is held
+// (review6-final-b #5).
+func TestReconcilePages(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	ctx := context.Background()
+	lb := &eventLog{}
+	const grace = 300 * time.Millisecond
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: lb, LeaveGrace: grace}, func(b *Bus) {
+		b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+		b.rcPage = 50
+	})
+	b.set("r", "held", "online", true)
+	b.flushed(t)
+	d := b.b.data
+	const n = 300
+	users := make([]any, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("u%03d", i)
+	}
+	if err := d.SAdd(ctx, b.b.k.membership("r"), users...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	live := []any{b.b.ID()}
+	// The first pass, page by page: it records every unheld member.
+	pages := 0
+	for cur := "0"; ; pages++ {
+		c := b.b.reconcileCall("r", cur, live)
+		r, err := reconcileScript.Run(ctx, d, c.keys, c.args...).Slice()
+		if err != nil || len(r) != 2 {
+			t.Fatalf("page %d: %v %v", pages, r, err)
+		}
+		if cur = r[1].(string); cur == "0" {
+			pages++
+			break
+		}
+	}
+	if pages < 3 {
+		t.Fatalf("%d members in %d pages of about 50", n+1, pages)
+	}
+	if got, _ := d.HLen(ctx, b.b.k.suspects("r")).Result(); got != n {
+		t.Fatalf("whs holds %d users, want %d", got, n)
+	}
+	time.Sleep(grace)
+	b.b.reconcileRooms(ctx, []string{"r"}, live)
+	got := lb.list()
+	removed := 0
+	for _, e := range got {
+		if strings.HasPrefix(e, "r member_removed u") {
+			removed++
+		} else if e != "r room_occupied" && e != "r member_added held" {
+			t.Errorf("event %q", e)
+		}
+	}
+	if removed != n {
+		t.Fatalf("%d removed, want %d", removed, n)
+	}
+	if m, _ := d.SMembers(ctx, b.b.k.membership("r")).Result(); !slices.Equal(m, []string{"held"}) {
+		t.Fatalf("wh:r = %q, want [held]", m)
+	}
+	if k, _ := d.Exists(ctx, b.b.k.suspects("r"), b.b.k.suspectsBefore("r"), b.b.k.pendingOf("r")).Result(); k != 0 {
+		t.Fatalf("%d of whs, whso, whpr left", k)
 	}
 }

@@ -66,7 +66,7 @@ func TestScriptsReadBeforeWrite(t *testing.T) {
 	// (a#1 holds u no more: b#1's part is read.)
 	must(admin.HDel(ctx, k.members(room, "a#1"), "u").Err())
 	err = releaseScript.Eval(ctx, c, []string{k.seqs(room), k.membership(room), k.eventIDs(room),
-		k.released(room, "c#1", 0), k.whRooms(p), k.pendingRelease(p)},
+		k.released(room, "c#1", 0), k.whRooms(p), k.pendingRelease(p), k.pendingOf(room)},
 		k.memberPrefix(room), room, "c#1|"+room, "u").Err()
 	refused(err)
 	if n, _ := admin.ZCard(ctx, k.pendingRelease(p)).Result(); n != 1 {
@@ -83,8 +83,9 @@ func TestScriptsReadBeforeWrite(t *testing.T) {
 	must(admin.HSet(ctx, k.seqs(room), "z#1", "1").Err())
 	must(admin.Do(ctx, "ACL", "SETUSER", "t", "~"+part+"whp", "~"+part+"m:"+room+"|z#1").Err())
 	err = reconcileScript.Eval(ctx, c, []string{k.seqs(room), k.membership(room), k.eventIDs(room),
-		k.released(room, reconcileID, 0), k.whRooms(p), k.suspects(room), k.pendingRelease(p), k.suspectParts(room)},
-		k.memberPrefix(room), room, "0", "*|"+room, "60000", "b#1", "a#1").Err()
+		k.released(room, reconcileID, 0), k.whRooms(p), k.suspects(room), k.pendingRelease(p), k.suspectParts(room),
+		k.suspectsBefore(room), k.pendingOf(room)},
+		k.memberPrefix(room), room, "0", "0", "60000", "500", "b#1", "a#1").Err()
 	refused(err)
 	if n, _ := admin.Exists(ctx, k.members(room, "z#1"), k.suspectParts(room)).Result(); n != 2 {
 		t.Error("reconcileScript refused: the stale part or whsp changed anyway")
