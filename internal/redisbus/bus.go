@@ -132,6 +132,7 @@ type Bus struct {
 	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
 	rcEvery     time.Duration // period of the registry check and, with Events, the membership reconcile
 	rcCount     int           // rooms per partition per reconcile round (SSCAN COUNT)
+	rcPage      int           // members of a room per reconcileScript call (SSCAN COUNT)
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called
@@ -200,7 +201,7 @@ func New(cfg Config) (*Bus, error) {
 		maxQueued: 65536, recvQueue: 1024, maxBuffered: 10000,
 		probeQuiet: 2 * time.Second, probeWait: 2 * time.Second, antiEntropy: 30 * time.Second,
 		loaders: 4, sweepEvery: 5 * time.Second, sweepLate: 30 * time.Second,
-		rcEvery: 10 * time.Second, rcCount: 64,
+		rcEvery: 10 * time.Second, rcCount: 64, rcPage: rcPage,
 		left:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		overflow: map[string]struct{}{},
@@ -264,7 +265,8 @@ func (b *Bus) ID() string { return b.lv.id() }
 
 // Leave ends the node gracefully, after the hub's drain: it writes what
 // is queued, announces the end (peers act at once), removes its room keys
-// and makes Run return.
+// (with Events: leaves them to a peer's reaper, unless none reaps:
+// leaveEvents) and makes Run return.
 func (b *Bus) Leave(ctx context.Context) error {
 	var err error
 	if b.running.Load() {
@@ -281,14 +283,17 @@ func (b *Bus) Leave(ctx context.Context) error {
 	}
 	id := b.selfID()
 	err = b.lv.leave(ctx)
-	if id != "" && b.cfg.Events == nil {
+	switch {
+	case id == "":
+	case b.cfg.Events == nil:
 		// Best effort within ctx, without the reaper's lock: the peers
 		// told of the end reap too (under the lock), and deleting twice
-		// is harmless. With Events the peers' reaper must find the
-		// parts: it ends their holds after the leave grace.
+		// is harmless.
 		if rerr := b.reapOnce(ctx, id, map[string][]string{}); rerr != nil {
 			b.m.errors.WithLabelValues("reap").Inc()
 		}
+	default:
+		b.leaveEvents(ctx, id)
 	}
 	b.leaveMu.Do(func() { close(b.left) })
 	return err

@@ -28,6 +28,9 @@ import (
 //	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
 //	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
 //	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no live part (ms)
+//	P{p<k>}:whsp:<room> HASH id -> when the reconcile first found its part of the room stale (ms)
+//	P{p<k>}:whso:<room> HASH whs:<room> of the reconcile's previous pass over the room, during a pass
+//	P{p<k>}:whpr:<room> SET of the ids with a pending release of the room in whp (an index of whp)
 //	P{p<k>}:whrc        the partition's reconcile claim, SET NX PX
 //	P{p<k>}:whrcur      the partition's reconcile cursor (SSCAN of whrooms)
 
@@ -45,7 +48,14 @@ func (k keys) unacked(room, id string) string {
 	return k.part(partition(room)) + "whu:" + room + "|" + id
 }
 func (k keys) suspects(room string) string { return k.part(partition(room)) + "whs:" + room }
-func (k keys) reconcileClaim(p int) string { return k.part(p) + "whrc" }
+func (k keys) suspectParts(room string) string {
+	return k.part(partition(room)) + "whsp:" + room
+}
+func (k keys) suspectsBefore(room string) string {
+	return k.part(partition(room)) + "whso:" + room
+}
+func (k keys) pendingOf(room string) string { return k.part(partition(room)) + "whpr:" + room }
+func (k keys) reconcileClaim(p int) string  { return k.part(p) + "whrc" }
 func (k keys) reconcileCursor(p int) string {
 	return k.part(p) + "whrcur"
 }
@@ -61,9 +71,14 @@ func (k keys) memberPrefix(room string) string { return k.members(room, "") }
 //
 // An event's id is <epoch>.<n>: the partition's epoch is set once (HSETNX,
 // Redis TIME in ms) with its counter, so after Redis lost its data the
-// ids start in a new epoch and never repeat.
+// ids start in a new epoch. The counter n never goes below Redis TIME in
+// µs (it jumps forward when behind): after a failover to a replica that
+// lost the last writes (same epoch, an older n) it resumes above every n
+// issued before, as long as a partition issues fewer than a million ids
+// a second and the Redis clock does not go back. (Lua numbers are
+// doubles: exact up to 2^53, µs reach it in the year 2255.)
 const eventsLua = `
-local wh_set, wh_ids, wh_idx, wh_room, wh_epoch
+local wh_set, wh_ids, wh_idx, wh_room, wh_epoch, wh_floor
 local function wh_init(set, ids, idx, room)
   wh_set, wh_ids, wh_idx, wh_room = set, ids, idx, room
 end
@@ -72,10 +87,16 @@ local function wh_event(ev, typ, user)
     local t = redis.call('TIME')
     redis.call('HSETNX', wh_ids, 'e', t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)))
     wh_epoch = redis.call('HGET', wh_ids, 'e')
+    wh_floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  local n = redis.call('HINCRBY', wh_ids, 'n', 1)
+  if n < wh_floor then
+    n = wh_floor
+    redis.call('HSET', wh_ids, 'n', string.format('%.0f', n))
   end
   ev[#ev+1] = typ
   ev[#ev+1] = user
-  ev[#ev+1] = wh_epoch .. '.' .. redis.call('HINCRBY', wh_ids, 'n', 1)
+  ev[#ev+1] = wh_epoch .. '.' .. string.format('%.0f', n)
 end
 local function wh_start(ev, user)
   if redis.call('SADD', wh_set, user) == 1 then
@@ -95,11 +116,23 @@ local function wh_remove(ev, user)
     wh_event(ev, 'v', '')
   end
 end
-local function wh_end(ev, ids, mprefix, self, user)
-  if redis.call('SISMEMBER', wh_set, user) == 0 then return end
+-- wh_held: another part of the room holds user (ids: the room's ids,
+-- self excluded; a user out of the set counts as held: nothing to end).
+-- It reads keys the script does not declare (the other ids' parts, on
+-- the room's slot): every script calls it before its first write, so
+-- that Redis refusing such a key (a Cluster slot migrating) aborts the
+-- script with no effect.
+local function wh_held(ids, mprefix, self, user)
+  if redis.call('SISMEMBER', wh_set, user) == 0 then return true end
   for _, id in ipairs(ids) do
-    if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return end
+    if id ~= self and redis.call('HEXISTS', mprefix .. id, user) == 1 then return true end
   end
+  return false
+end
+-- wh_end ends a hold: the user leaves the set unless another part held
+-- it (held: wh_held, read before the script's first write).
+local function wh_end(ev, user, held)
+  if held or redis.call('SISMEMBER', wh_set, user) == 0 then return end
   wh_remove(ev, user)
 end
 `
@@ -118,22 +151,25 @@ const releaseChunk = 500
 // done, the reconcile ends its users' holds.
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|<dead id>|<chunk>
-//	KEYS[5] whrooms   KEYS[6] whp
+//	KEYS[5] whrooms   KEYS[6] whp   KEYS[7] whpr:<room>
 //	ARGV    member key prefix, room, <dead id>|<room> (last chunk) or "",
 //	        then the users
 const releaseScriptSrc = eventsLua + `
 wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[6], ARGV[3]) end
 local ev = {}
 local done = redis.call('GET', KEYS[4])
 if done then
   ev = cjson.decode(done)
 else
   local ids = redis.call('HKEYS', KEYS[1])
-  for i = 4, #ARGV do
-    wh_end(ev, ids, ARGV[1], '', ARGV[i])
-  end
+  local held = {}
+  for i = 4, #ARGV do held[i] = wh_held(ids, ARGV[1], '', ARGV[i]) end
+  for i = 4, #ARGV do wh_end(ev, ARGV[i], held[i]) end
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
+end
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  redis.call('SREM', KEYS[7], string.match(ARGV[3], '^[^|]*'))
 end
 local out = {1}
 for _, x in ipairs(ev) do out[#out+1] = x end
@@ -251,7 +287,8 @@ func (b *Bus) release(ctx context.Context, id string, held map[string][]string) 
 				args = append(args, u)
 			}
 			c := &scriptCall{keys: []string{b.k.seqs(j.room), b.k.membership(j.room), b.k.eventIDs(j.room),
-				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room))}, args: args}
+				b.k.released(j.room, id, j.chunk), b.k.whRooms(partition(j.room)), b.k.pendingRelease(partition(j.room)),
+				b.k.pendingOf(j.room)}, args: args}
 			c.cmd = pipe.EvalSha(ctx, releaseScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -190,5 +191,50 @@ func TestEventIDsAfterDataLoss(t *testing.T) {
 			t.Fatalf("ids %q: %s twice or not <partition>.<epoch>.<n>", ids, id)
 		}
 		seen[id] = true
+	}
+}
+
+// TestEventIDsAfterRollback: a failover to a replica that lags (async
+// replication) rolls whid back without losing it: the epoch stays, n goes
+// back. The counter jumps forward to Redis TIME in µs, so no id issued
+// before the rollback is issued again (review6-final-b #2).
+func TestEventIDsAfterRollback(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	a, la := startEventBus(t, opts, "a")
+	ctx := context.Background()
+	a.set("r", "u", "online", true)
+	a.flushed(t)
+	snap, err := a.b.data.HGetAll(ctx, a.b.k.eventIDs("r")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.set("r", "v", "online", true)
+	a.flushed(t)
+	// The promoted replica has whid as of snap, and wh:r without v.
+	if err := a.b.data.HSet(ctx, a.b.k.eventIDs("r"), "n", snap["n"]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.b.data.SRem(ctx, a.b.k.membership("r"), "v")
+	a.set("r", "w", "online", true)
+	a.flushed(t)
+	la.mu.Lock()
+	defer la.mu.Unlock()
+	if len(la.ids) != 4 {
+		t.Fatalf("events %q, want 4", la.evs)
+	}
+	seen := map[string]int{}
+	last := int64(-1)
+	for i, id := range la.ids {
+		if j, ok := seen[id]; ok {
+			t.Errorf("id %s twice: %q and %q", id, la.evs[j], la.evs[i])
+		}
+		seen[id] = i
+		f := strings.Split(id, ".")
+		n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+		if len(f) != 3 || err != nil || n <= last {
+			t.Errorf("ids %q: %s not <partition>.<epoch>.<n> with n growing", la.ids, id)
+		}
+		last = n
 	}
 }

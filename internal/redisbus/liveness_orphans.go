@@ -91,6 +91,13 @@ func (l *liveness) orphan(id string) bool {
 	return ok
 }
 
+// hasOrphans: some orphan is not settled yet.
+func (l *liveness) hasOrphans() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.orphans) > 0
+}
+
 // liveIncarnation: live holds another incarnation of id's node.
 func liveIncarnation(live map[string]bool, id string) bool {
 	for other := range live {

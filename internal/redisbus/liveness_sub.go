@@ -200,3 +200,15 @@ func (l *liveness) onCtl(ctx context.Context, msg string) {
 		l.round(ctx, DeathProbe)
 	}
 }
+
+// hasPeers: the last round (or a hello since) found another node live.
+func (l *liveness) hasPeers() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id := range l.live {
+		if !l.self[id] && l.dead[id].IsZero() {
+			return true
+		}
+	}
+	return false
+}

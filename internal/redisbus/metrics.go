@@ -20,6 +20,14 @@ const (
 	DeathAnnounce = "announce" // the node announced its end (drain) or a restart retired it
 )
 
+// errorOps are the values of presenced_redis_errors_total's op label:
+// liveness rounds, writes (publish), reaping a dead node (reap), webhook
+// events' scripts (events), the reconcile and registry check (reconcile),
+// Pub/Sub (subscribe, probe), reading a room or a part (load, decode),
+// anti-entropy, and the admin API (kick, conns).
+var errorOps = []string{"liveness", "publish", "reap", "events", "reconcile",
+	"subscribe", "probe", "load", "decode", "antientropy", "kick", "conns"}
+
 // metrics are the bus's collectors, registered on Config.Registerer.
 type metrics struct {
 	up          prometheus.Gauge       // presenced_redis_up
@@ -59,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "presenced_redis_errors_total",
 			Help: "Redis commands that failed, by operation."}, []string{"op"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_webhook_events_total",
-			Help: "Membership transitions (webhook events) this node's scripts produced in Redis: each is produced by one node of the cluster."}),
+			Help: "Membership transitions (webhook events) this node's scripts returned to it, replays included (a retry after a lost reply, a kept result run by a sweep): each is decided once in the cluster."}),
 		mismatch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "presenced_cluster_webhook_mismatched_nodes",
 			Help: "Live nodes whose webhook setting (-webhook-url set or not) differs from this node's, at the last registry check: all nodes or none must produce events."}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "presenced_bus_subscriber_reconnects_total",
@@ -72,6 +80,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, h := range []string{DeathProbe, DeathEvent, DeathAnnounce} {
 		m.deaths.WithLabelValues(h)
+	}
+	// Every op counted in errors exists at 0 (TestErrorOpsPrecreated).
+	for _, op := range errorOps {
+		m.errors.WithLabelValues(op)
 	}
 	if reg == nil {
 		return m, nil

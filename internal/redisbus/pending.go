@@ -15,14 +15,19 @@ import (
 // every node with Events sweeps the releases due sweepLate ago that nobody
 // ran (a reaper stopped or drained during the grace) and runs them.
 
-// claimScript takes up to ARGV[3] of a partition's releases due by ARGV[1]
-// (ms) and moves them to ARGV[2]: one node runs each, another one again
-// if it is not done by then.
+// claimScript takes up to ARGV[3] of a partition's releases due ARGV[1]
+// ms ago and moves them ARGV[2] ms ahead: one node runs each, another one
+// again if it is not done by then. Times are Redis's (TIME), as the due
+// times goneScript and the reconcile record: a node's clock never counts.
 //
-//	KEYS[1] whp   ARGV  due by, claimed until, count
+//	KEYS[1] whp   ARGV  late ms, claim ms, count
 const claimScriptSrc = `
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - tonumber(ARGV[1])),
+  'LIMIT', 0, tonumber(ARGV[3]))
+local till = string.format('%.0f', now + tonumber(ARGV[2]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', till, m) end
 return due
 `
 
@@ -46,12 +51,11 @@ func (b *Bus) sweeper(ctx context.Context) {
 // them with the users their whg keeps (none when it expired: the release
 // then only drops the entry).
 func (b *Bus) sweep(ctx context.Context) {
-	now := time.Now()
 	pipe := b.data.Pipeline()
 	calls := make([]*scriptCall, partitions)
 	for p := range partitions {
 		c := &scriptCall{keys: []string{b.k.pendingRelease(p)},
-			args: []any{now.Add(-b.sweepLate).UnixMilli(), now.Add(time.Minute).UnixMilli(), pipelineRooms}}
+			args: []any{b.sweepLate.Milliseconds(), time.Minute.Milliseconds(), pipelineRooms}}
 		c.cmd = pipe.EvalSha(ctx, claimScript.Hash(), c.keys, c.args...)
 		calls[p] = c
 	}

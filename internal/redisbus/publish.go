@@ -52,13 +52,33 @@ if wh then
 end
 local old = nil
 local started, ended = {}, {}
-if ARGV[3] == '1' then
-  if wh then
+-- Reads first: which holds the write may end (full: the part's users it
+-- no longer lists; delta: the users it lets go that the part holds) and
+-- whether another part holds them (wh_held reads undeclared keys).
+local others = {}
+if wh then
+  local cand = {}
+  if ARGV[3] == '1' then
     old = {}
     for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do old[u] = true end
+    local listed = {}
+    for i = first, #ARGV, 2 do
+      if ARGV[i+1] ~= '' then listed[ARGV[i]] = true end
+    end
+    for u in pairs(old) do
+      if not listed[u] then cand[#cand+1] = u end
+    end
+  else
+    for i = first, #ARGV, 2 do
+      if ARGV[i+1] == '' and redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then cand[#cand+1] = ARGV[i] end
+    end
   end
-  redis.call('DEL', KEYS[1])
+  if #cand > 0 then
+    local ids = redis.call('HKEYS', KEYS[2])
+    for _, u in ipairs(cand) do others[u] = wh_held(ids, ARGV[7], ARGV[1], u) end
+  end
 end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
 local set = {}
 for i = first, #ARGV, 2 do
   if ARGV[i+1] == '' then
@@ -96,10 +116,7 @@ end
 -- empties the room.
 local ev = {}
 for _, u in ipairs(started) do wh_start(ev, u) end
-if #ended > 0 then
-  local ids = redis.call('HKEYS', KEYS[2])
-  for _, u in ipairs(ended) do wh_end(ev, ids, ARGV[7], ARGV[1], u) end
-end
+for _, u in ipairs(ended) do wh_end(ev, u, others[u]) end
 -- The events of earlier writes whose reply the node did not get (seq
 -- above its ack) go again, with this write's.
 local out = {1}

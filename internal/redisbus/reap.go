@@ -13,15 +13,17 @@ import (
 //	KEYS[1] m:<room>|<id>   KEYS[2] n:<room>
 //	with events only: KEYS[3] whu:<room>|<id>   KEYS[4] whg:<room>|<id>
 //	                  KEYS[5] whp (the partition's pending releases)
+//	                  KEYS[6] whpr:<room> (the room's, an index of whp)
 //	ARGV    id, publish command, channel, gone message,
-//	        with events only: the release's due time (ms), room
+//	        with events only: the leave grace (ms), room
 //
 // With events it returns the users id held (their holds end after the
 // leave grace: releaseAfterGrace), else 1. The users are kept for an hour
 // in whg, so that the reaper, retrying after a lost reply, gets them
 // again (the part is gone by then); the release deletes the copy.
-// The release is also recorded in whp with its due time: if the reaper
-// does not run it (stopped, drained), another node's sweeper does.
+// The release is also recorded in whp with its due time (Redis TIME plus
+// the grace: whp is timed by Redis's clock, never a node's): if the
+// reaper does not run it (stopped, drained), another node's sweeper does.
 const goneScriptSrc = `
 local held = 1
 if #KEYS > 2 then
@@ -32,7 +34,10 @@ if #KEYS > 2 then
     held = redis.call('HKEYS', KEYS[1])
     if #held > 0 then
       redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
-      redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[1] .. '|' .. ARGV[6])
+      local t = redis.call('TIME')
+      local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
+      redis.call('ZADD', KEYS[5], 'NX', string.format('%.0f', due), ARGV[1] .. '|' .. ARGV[6])
+      redis.call('SADD', KEYS[6], ARGV[1])
     end
   end
   redis.call('DEL', KEYS[3])
@@ -108,7 +113,7 @@ func (b *Bus) reapOnce(ctx context.Context, id string, held map[string][]string)
 func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[string][]string) error {
 	var first error
 	now := time.Now().UnixMilli()
-	due := now + b.cfg.LeaveGrace.Milliseconds()
+	grace := b.cfg.LeaveGrace.Milliseconds()
 	for len(rooms) > 0 {
 		n := min(len(rooms), pipelineRooms)
 		pipe := b.data.Pipeline()
@@ -118,8 +123,9 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 			c := &scriptCall{keys: []string{b.k.members(room, id), b.k.seqs(room)},
 				args: []any{id, b.publishCmd(), b.k.channel(room), appendMessage(nil, &m)}}
 			if b.cfg.Events != nil {
-				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)))
-				c.args = append(c.args, due, room)
+				c.keys = append(c.keys, b.k.unacked(room, id), b.k.goneHeld(room, id), b.k.pendingRelease(partition(room)),
+					b.k.pendingOf(room))
+				c.args = append(c.args, grace, room)
 			}
 			c.cmd = pipe.EvalSha(ctx, goneScript.Hash(), c.keys, c.args...)
 			calls[i] = c
@@ -150,4 +156,45 @@ func (b *Bus) gone(ctx context.Context, id string, rooms []string, held map[stri
 		rooms = rooms[n:]
 	}
 	return first
+}
+
+// leavePeerWait bounds how long a leaving node with Events waits for a
+// peer's reaper to take its lock.
+const leavePeerWait = 500 * time.Millisecond
+
+// leaveEvents: with Events the peers' reaper must find the left node's
+// parts (it ends their holds after the leave grace), so Leave does not
+// delete them. When no peer reaps (none live, or all leaving at once: a
+// leaving node ignores the others' bye), the node takes the reaper's
+// lock itself and runs goneScript over its rooms: the parts go, and
+// their releases are recorded (whg, whp) for the next node's sweep,
+// about 30 s after their due time (the grace).
+func (b *Bus) leaveEvents(ctx context.Context, id string) {
+	if b.lv.hasPeers() {
+		wait := leavePeerWait
+		if d, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(d)/2)
+		}
+		for end := time.Now().Add(wait); time.Now().Before(end); {
+			if n, err := b.data.Exists(ctx, b.k.reapLock(id)).Result(); err == nil && n == 1 {
+				return // a peer reaps
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	ok, err := b.data.SetNX(ctx, b.k.reapLock(id), id, reapLockTTL).Result()
+	if err != nil {
+		b.m.errors.WithLabelValues("reap").Inc()
+		return
+	}
+	if !ok {
+		return // a peer reaps
+	}
+	if err := b.reapOnce(ctx, id, map[string][]string{}); err != nil {
+		b.m.errors.WithLabelValues("reap").Inc()
+	}
 }

@@ -188,3 +188,109 @@ func TestReleaseChunks(t *testing.T) {
 		t.Fatalf("whp, wh: or whg left (%d, %v)", n, err)
 	}
 }
+
+// TestPendingTimedByRedis: the due times in whp are Redis's (TIME), set
+// by goneScript as TIME + grace, and the sweep claims by Redis's TIME
+// too: a node whose clock runs ahead can neither release a dead node's
+// members before their grace nor take a reconcile's result early
+// (review6-final-b #6).
+func TestPendingTimedByRedis(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	const grace = 10 * time.Minute
+	b := startBusWith(t, Config{Redis: opts, Node: "b", Events: &eventLog{}, LeaveGrace: grace}, func(b *Bus) {
+		b.sweepEvery = time.Hour
+	})
+	ctx := context.Background()
+	d := b.b.data
+	redisMs := func() int64 {
+		tm, err := d.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
+	if err := d.HSet(ctx, b.b.k.members("r", "x#1"), "u", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := redisMs()
+	if err := b.b.gone(ctx, "x#1", []string{"r"}, map[string][]string{}); err != nil {
+		t.Fatal(err)
+	}
+	t1 := redisMs()
+	pending := b.b.k.pendingRelease(partition("r"))
+	due, err := d.ZScore(ctx, pending, "x#1|r").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := grace.Milliseconds(); int64(due) < t0+g || int64(due) > t1+g {
+		t.Fatalf("due %d, want Redis TIME + grace in [%d, %d]", int64(due), t0+g, t1+g)
+	}
+	// The sweep (sweepLate 30 s) takes only what Redis's clock says is due.
+	now := redisMs()
+	for _, z := range []redis.Z{{Score: float64(now - 31_000), Member: "y#1|r"}, {Score: float64(now - 29_000), Member: "z#1|r"}} {
+		if err := d.ZAdd(ctx, pending, z).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.b.sweep(ctx) // y: claimed and run (no whg: the entry is dropped)
+	got, err := d.ZRange(ctx, pending, 0, -1).Result()
+	if slices.Sort(got); err != nil || !slices.Equal(got, []string{"x#1|r", "z#1|r"}) {
+		t.Fatalf("whp after a sweep %q (%v), want x#1|r and z#1|r", got, err)
+	}
+	if s, _ := d.ZScore(ctx, pending, "z#1|r").Result(); int64(s) != now-29_000 {
+		t.Fatalf("z#1|r claimed (score %d)", int64(s))
+	}
+}
+
+// TestLeaveLastNodeRecordsReleases: the last node of a cluster drained
+// with webhooks has no peer to reap it: it deletes its parts itself and
+// records their releases (whg, whp), which the next node's sweep runs:
+// its users are removed without waiting for the reconcile, and no part
+// or rooms:<id> is left (review6-final-b #1 a). With a live peer it
+// leaves them to the peer's reaper, which releases after the grace.
+func TestLeaveLastNodeRecordsReleases(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	ctx := context.Background()
+	a, _ := startEventBus(t, opts, "a")
+	a.set("r1", "u", "online", true)
+	a.flushed(t)
+	aID := a.b.ID()
+	if err := a.b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	lc := &eventLog{}
+	c := startBusWith(t, Config{Redis: opts, Node: "c", Events: lc, LeaveGrace: 100 * time.Millisecond}, func(b *Bus) {
+		b.rcEvery = time.Hour // not the reconcile: the recorded release
+		b.sweepEvery, b.sweepLate = 50*time.Millisecond, 0
+	})
+	d := c.b.data
+	if n, err := d.Exists(ctx, a.b.k.members("r1", aID), a.b.k.rooms(aID)).Result(); err != nil || n != 0 {
+		t.Fatalf("a's part or rooms left after its Leave (%d, %v)", n, err)
+	}
+	want := []string{"r1 member_removed u", "r1 room_vacated"}
+	eventually(t, 10*time.Second, "u released by c's sweep", func() bool { return slices.Equal(lc.list(), want) })
+
+	// With a live peer: the peer reaps and releases after the grace.
+	c.stop()
+	lp := &eventLog{}
+	p := startBusWith(t, Config{Redis: opts, Node: "p", Events: lp, LeaveGrace: 100 * time.Millisecond}, func(b *Bus) {
+		b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+	})
+	e, _ := startEventBus(t, opts, "e")
+	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
+	e.set("r2", "w", "online", true)
+	e.flushed(t)
+	eID := e.b.ID()
+	if err := e.b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	want = []string{"r2 member_removed w", "r2 room_vacated"}
+	eventually(t, 10*time.Second, "w released by p's reaper", func() bool { return slices.Equal(lp.list(), want) })
+	if v, err := p.b.data.Get(ctx, p.b.k.reapLock(eID)).Result(); err != nil || v != p.b.ID() {
+		t.Fatalf("reaper of e %q (%v), want p %s", v, err, p.b.ID())
+	}
+}

@@ -34,55 +34,86 @@ return r[2]
 
 var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 
-// reconcileScript releases the members of a room that no live part holds
-// and no pending release covers, once they were found so for a leave
-// grace: the first time such a user is found it is recorded in
-// whs:<room> (when, Redis TIME), and it is removed (member_removed, then
-// room_vacated if it was the last) by a round at least the grace later
-// that finds it still so. A user found held again is forgotten. The
-// result is kept (whr:<room>|~reconcile|0) and pending in whp
-// (~reconcile|<room>, due now) until the caller, who got the reply,
-// deletes both: after a lost reply a sweep (pending.go) sends the events,
-// its release returning the kept result. Meanwhile the room is skipped
-// (a reconcile of another node, its claim overlapping, sends nothing).
+// reconcileScript deletes the room's stale parts (of ids not registered,
+// found so for a leave grace: whsp:<room>) and releases the members of a
+// room that no live part holds and no pending release covers, once they
+// were found so for a leave grace. A room is read in pages (SSCAN of
+// wh:<room>, about ARGV[6] members a call): the caller calls again with
+// the returned cursor until it is 0, a pass. The first time a user is
+// found unheld it is recorded in whs:<room> (when, Redis TIME); a pass's
+// first page moves the previous pass's records to whso:<room>, its last
+// page drops them, so a user found held again (or gone) is forgotten. It
+// is removed (member_removed, then room_vacated if it was the last) by a
+// pass at least the grace later that finds it still so. A page's result
+// is kept (whr:<room>|~reconcile|0) and pending in whp (~reconcile|<room>,
+// due now, and in whpr:<room>) until the caller, who got the reply,
+// deletes them: after a lost reply a sweep (pending.go) sends the events,
+// its release returning the kept result. Meanwhile the room is skipped (a
+// reconcile of another node, its claim overlapping, sends nothing).
+// Pending releases are found exactly: whpr:<room> indexes the room's
+// entries of whp, each checked with ZSCORE (an index entry whp no longer
+// has is dropped).
+//
+// Every read of other parts (keys not declared, on the room's slot) comes
+// before the first write: a refusal aborts the script with no effect.
 //
 //	KEYS[1] n:<room>   KEYS[2] wh:<room>   KEYS[3] whid   KEYS[4] whr:<room>|~reconcile|0
-//	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp
-//	ARGV    member key prefix, room, leave grace ms, whp pattern of the
-//	        room (*|<room>), whs PX ms, then the live ids
+//	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp   KEYS[8] whsp:<room>
+//	KEYS[9] whso:<room>   KEYS[10] whpr:<room>
+//	ARGV    member key prefix, room, leave grace ms, cursor, whs PX ms,
+//	        page size, then the live ids
+//
+// It returns {1, next cursor, events...}.
 const reconcileScriptSrc = eventsLua + `
 wh_init(KEYS[2], KEYS[3], KEYS[5], ARGV[2])
 local ev = {}
 if redis.call('EXISTS', KEYS[4]) == 1 then
-  return {1}
-elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  return {1, '0'}
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SREM', KEYS[5], ARGV[2])
-  redis.call('DEL', KEYS[6])
-  return {1}
-else
-  -- A pending release of the room runs first (after its grace).
-  local cur = '0'
-  repeat
-    local r = redis.call('ZSCAN', KEYS[7], cur, 'MATCH', ARGV[4], 'COUNT', 100)
-    if #r[2] > 0 then
-      redis.call('DEL', KEYS[6])
-      return {1}
-    end
-    cur = r[1]
-  until cur == '0'
-  local ids = {}
-  for i = 6, #ARGV do
-    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then ids[#ids+1] = ARGV[i] end
+  redis.call('DEL', KEYS[6], KEYS[8], KEYS[9])
+  return {1, '0'}
+end
+-- A pending release of the room runs first (after its grace).
+local gone = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[10])) do
+  if redis.call('ZSCORE', KEYS[7], id .. '|' .. ARGV[2]) then
+    redis.call('DEL', KEYS[6], KEYS[9])
+    return {1, '0'}
   end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local grace = tonumber(ARGV[3])
-  local seen = {}
-  local kv = redis.call('HGETALL', KEYS[6])
-  for i = 1, #kv, 2 do seen[kv[i]] = tonumber(kv[i+1]) end
-  redis.call('DEL', KEYS[6])
-  local keep, orphans = {}, {}
-  for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  gone[#gone+1] = id
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local grace = tonumber(ARGV[3])
+local first = ARGV[4] == '0'
+-- Reads first. The parts of live ids count; those of other ids (no
+-- reaper ran, or one wrote after it was reaped) are stale: deleted by a
+-- round at least the grace after one first found them (a node that
+-- registered after the caller read the registry has no part that old).
+local live = {}
+for i = 7, #ARGV do live[ARGV[i]] = true end
+local ids, pseen, pkeep, stale = {}, {}, {}, {}
+local kv = redis.call('HGETALL', KEYS[8])
+for i = 1, #kv, 2 do pseen[kv[i]] = tonumber(kv[i+1]) end
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if live[id] then
+    ids[#ids+1] = id
+  elseif pseen[id] and now - pseen[id] >= grace then
+    stale[#stale+1] = id
+  else
+    pkeep[#pkeep+1] = id
+    pkeep[#pkeep+1] = pseen[id] or now
+  end
+end
+local prev = KEYS[9]
+if first then prev = KEYS[6] end
+local r = redis.call('SSCAN', KEYS[2], ARGV[4], 'COUNT', tonumber(ARGV[6]))
+local keep, forget, orphans, done = {}, {}, {}, {}
+for _, u in ipairs(r[2]) do
+  if not done[u] then
+    done[u] = true
     local held = false
     for _, id in ipairs(ids) do
       if redis.call('HEXISTS', ARGV[1] .. id, u) == 1 then
@@ -90,29 +121,53 @@ else
         break
       end
     end
-    if not held then
-      local since = seen[u]
+    if held then
+      forget[#forget+1] = u
+    else
+      local since = tonumber(redis.call('HGET', prev, u) or '')
+      if not since and not first then since = tonumber(redis.call('HGET', KEYS[6], u) or '') end
       if since and now - since >= grace then
         orphans[#orphans+1] = u
       else
         keep[#keep+1] = u
         keep[#keep+1] = since or now
-        if #keep >= 1000 then
-          redis.call('HSET', KEYS[6], unpack(keep))
-          keep = {}
-        end
       end
     end
   end
-  if #keep > 0 then redis.call('HSET', KEYS[6], unpack(keep)) end
-  if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('PEXPIRE', KEYS[6], ARGV[5]) end
-  for _, u in ipairs(orphans) do wh_remove(ev, u) end
-  if #ev > 0 then
-    redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
-    redis.call('ZADD', KEYS[7], now, '` + reconcileID + `|' .. ARGV[2])
-  end
 end
-local out = {1}
+-- Then the writes, the undeclared keys' first.
+for _, id in ipairs(stale) do
+  redis.call('DEL', ARGV[1] .. id)
+  redis.call('HDEL', KEYS[1], id)
+end
+for _, id in ipairs(gone) do redis.call('SREM', KEYS[10], id) end
+redis.call('DEL', KEYS[8])
+if #pkeep > 0 then
+  redis.call('HSET', KEYS[8], unpack(pkeep))
+  redis.call('PEXPIRE', KEYS[8], ARGV[5])
+end
+if first then
+  redis.call('DEL', KEYS[9])
+  if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[9]) end
+end
+for i = 1, #forget, 1000 do
+  redis.call('HDEL', KEYS[6], unpack(forget, i, math.min(i + 999, #forget)))
+end
+for i = 1, #keep, 1000 do
+  redis.call('HSET', KEYS[6], unpack(keep, i, math.min(i + 999, #keep)))
+end
+if #keep > 0 then redis.call('PEXPIRE', KEYS[6], ARGV[5]) end
+if r[1] == '0' then redis.call('DEL', KEYS[9]) end
+for _, u in ipairs(orphans) do
+  redis.call('HDEL', KEYS[6], u)
+  if redis.call('SISMEMBER', KEYS[2], u) == 1 then wh_remove(ev, u) end
+end
+if #ev > 0 then
+  redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
+  redis.call('ZADD', KEYS[7], now, '` + reconcileID + `|' .. ARGV[2])
+  redis.call('SADD', KEYS[10], '` + reconcileID + `')
+end
+local out = {1, r[1]}
 for _, x in ipairs(ev) do out[#out+1] = x end
 return out
 `
@@ -163,8 +218,10 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	live := make([]any, 0, len(reg))
 	for id, info := range reg {
 		live = append(live, id)
+		// A node of the release before webhooks has no wh= field: it
+		// produces no events (wh=0).
 		f := strings.Split(info, "|")
-		if !b.isOwn(id) && len(f) >= 3 && f[2] != mine {
+		if !b.isOwn(id) && (len(f) < 3 && mine != webhooksInfo(false) || len(f) >= 3 && f[2] != mine) {
 			other = append(other, id)
 		}
 	}
@@ -175,6 +232,14 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 			"webhooks", b.cfg.Events != nil, "others", other)
 	}
 	if b.cfg.Events == nil {
+		return
+	}
+	// While this node has orphans (Redis lost the registry: in Cluster the
+	// {n} shard alone may, the room shards keeping the old ids' parts) an
+	// unregistered part may be a live peer's, not re-registered yet: the
+	// reconcile waits until they are settled (at most a node-ttl and a
+	// round after this node registered).
+	if b.lv.hasOrphans() {
 		return
 	}
 	pipe := b.data.Pipeline()
@@ -205,61 +270,69 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	}
 }
 
-// reconcileRooms runs reconcileScript on each room, pipelined, and hands
-// the events to Config.Events.
+// rcPage is about how many members of a room one reconcileScript call
+// reads (SSCAN COUNT).
+const rcPage = 500
+
+// reconcileRooms runs reconcileScript on each room, pipelined, page after
+// page until each room's pass is done (or failed), and hands the events
+// to Config.Events.
 func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
-	pipe := b.data.Pipeline()
-	calls := make([]*scriptCall, len(rooms))
-	for i, room := range rooms {
-		c := b.reconcileCall(room, live)
-		c.cmd = pipe.EvalSha(ctx, reconcileScript.Hash(), c.keys, c.args...)
-		calls[i] = c
+	cursors := make([]string, len(rooms))
+	for i := range cursors {
+		cursors[i] = "0"
 	}
-	_, _ = pipe.Exec(ctx)
-	b.evalNoScript(ctx, reconcileScriptSrc, calls)
-	now := time.Now()
-	cleanup := b.data.Pipeline()
 	failed := 0
-	for i, c := range calls {
-		if _, err := b.scriptResult(c.cmd, rooms[i], now); err != nil {
-			failed++ // a result it kept is sent by a sweep
-			continue
+	for len(rooms) > 0 && ctx.Err() == nil {
+		pipe := b.data.Pipeline()
+		calls := make([]*scriptCall, len(rooms))
+		for i, room := range rooms {
+			c := b.reconcileCall(room, cursors[i], live)
+			c.cmd = pipe.EvalSha(ctx, reconcileScript.Hash(), c.keys, c.args...)
+			calls[i] = c
 		}
-		if r, _ := c.cmd.Val().([]any); len(r) < 2 {
-			continue // no events: nothing kept (a result kept by another is not ours to drop)
+		_, _ = pipe.Exec(ctx)
+		b.evalNoScript(ctx, reconcileScriptSrc, calls)
+		now := time.Now()
+		cleanup := b.data.Pipeline()
+		var nextRooms, nextCursors []string
+		for i, c := range calls {
+			r, err := c.cmd.Slice()
+			if err != nil || len(r) < 2 {
+				failed++ // a result it kept is sent by a sweep
+				continue
+			}
+			if cur, _ := r[1].(string); cur != "0" && cur != "" {
+				nextRooms, nextCursors = append(nextRooms, rooms[i]), append(nextCursors, cur)
+			}
+			if len(r) < 5 {
+				continue // no events: nothing kept (a result kept by another is not ours to drop)
+			}
+			b.emit(rooms[i], r[2:], now)
+			cleanup.Del(ctx, b.k.released(rooms[i], reconcileID, 0))
+			cleanup.ZRem(ctx, b.k.pendingRelease(partition(rooms[i])), reconcileID+"|"+rooms[i])
+			cleanup.SRem(ctx, b.k.pendingOf(rooms[i]), reconcileID)
 		}
-		cleanup.Del(ctx, b.k.released(rooms[i], reconcileID, 0))
-		cleanup.ZRem(ctx, b.k.pendingRelease(partition(rooms[i])), reconcileID+"|"+rooms[i])
+		_, _ = cleanup.Exec(ctx)
+		rooms, cursors = nextRooms, nextCursors
 	}
-	_, _ = cleanup.Exec(ctx)
 	if failed > 0 {
 		b.m.errors.WithLabelValues("reconcile").Add(float64(failed))
 	}
 }
 
-// reconcileCall is the keys and arguments of room's reconcileScript.
-func (b *Bus) reconcileCall(room string, live []any) *scriptCall {
+// reconcileCall is the keys and arguments of room's reconcileScript, at
+// cursor.
+func (b *Bus) reconcileCall(room, cursor string, live []any) *scriptCall {
 	grace := b.cfg.LeaveGrace.Milliseconds()
-	keep := grace + 3*b.rcEvery.Milliseconds() // whs outlives a few rounds
-	args := make([]any, 0, 5+len(live))
-	args = append(args, b.k.memberPrefix(room), room, grace, "*|"+globEscape(room), keep)
+	// The records outlive the time between two passes over a room: a
+	// pass over its partition's index (64 rooms a round).
+	keep := grace + time.Hour.Milliseconds()
+	args := make([]any, 0, 6+len(live))
+	args = append(args, b.k.memberPrefix(room), room, grace, cursor, keep, b.rcPage)
 	args = append(args, live...)
 	p := partition(room)
 	return &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),
-		b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p)}, args: args}
-}
-
-// globEscape escapes s for a Redis MATCH pattern.
-func globEscape(s string) string {
-	if !strings.ContainsAny(s, `*?[]\`) {
-		return s
-	}
-	var sb strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			sb.WriteByte('\\')
-		}
-		sb.WriteRune(r)
-	}
-	return sb.String()
+		b.k.released(room, reconcileID, 0), b.k.whRooms(p), b.k.suspects(room), b.k.pendingRelease(p),
+		b.k.suspectParts(room), b.k.suspectsBefore(room), b.k.pendingOf(room)}, args: args}
 }
