@@ -632,7 +632,8 @@ func (s *Session) HandleBinary() {
 // slow consumer, token expiry, flood, drain, shutdown, internal error) they
 // stay for Config.LeaveGrace. A connection the drain closed keeps them for
 // its bye's retry_ms plus Config.LeaveGrace: its client was told to come
-// back (elsewhere) only after retry_ms.
+// back (elsewhere) only after retry_ms; so does a 40xx Disconnect that
+// took over the drain's close (the client saw the bye).
 func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
 	// Claim and read in one swap: a flusher's 4002 or a Disconnect's
@@ -643,7 +644,7 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	var hold int64
 	if grace {
 		hold = int64(s.hub.cfg.LeaveGrace)
-		if reason == CloseDrain {
+		if reason == CloseDrain || own&overDrain != 0 { // the client saw bye's retry_ms
 			hold += int64(s.hub.drainRetry(s.seq))
 		}
 	}
