@@ -47,11 +47,11 @@ func (b blockingState) Nodes(context.Context) ([]presence.NodeInfo, error) {
 	return nil, nil
 }
 
-func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (closed, draining int, _ error) {
+func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (closed, draining, held int, _ error) {
 	if user == "kickfails" {
-		return 2, 0, errors.New("redis: connection refused")
+		return 2, 0, 0, errors.New("redis: connection refused")
 	}
-	return 1, 0, nil
+	return 1, 0, 0, nil
 }
 
 // TestAdminReadLimit: at most adminMaxReads reads run at once; one more
