@@ -469,7 +469,8 @@ func (s *Server) leaveBus() {
 }
 
 // drainCloseWait bounds the wait for clients to answer the drain's close
-// frames: the poller's default close timeout plus a margin.
+// frames: the poller's default close timeout plus a margin. deploy/check's
+// k8s_test.go has a copy for its stop-time bound (TestDrainCloseWaitCopy).
 const drainCloseWait = 3 * time.Second
 
 // awaitHolds keeps a drained node in the cluster until the last retry_ms
