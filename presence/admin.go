@@ -98,9 +98,19 @@ func (h *Hub) UserRooms(user string) []string {
 // 4100–4199 without LeaveGrace. Their clients saw 1001, not code (a
 // connection has one close frame), so they come back after bye's
 // retry_ms, to another node: a disconnect does not reach a connection
-// opened after it. Safe from any goroutine: it only records the close and
-// hands it to the sink, like a room flusher's 4002.
-func (h *Hub) Disconnect(user string, code wire.CloseCode) (closed, draining int) {
+// opened after it.
+//
+// held is, for 4100–4199 only, how many of the user's memberships this
+// node kept only for a leave grace (a lost connection's, a drained
+// connection's retry_ms + LeaveGrace, or one a departed node's members
+// get: NodeDown) that it ended now, as if the grace were over: the
+// members leave in the next diff (with a Bus, unless another node holds
+// them; the Disconnect's kick ends those there). It costs O(the user's
+// sessions and held rooms): an index (users.go), no scan.
+//
+// Safe from any goroutine: it records the closes and hands them to the
+// sinks, like a room flusher's 4002, and takes one room's lock at a time.
+func (h *Hub) Disconnect(user string, code wire.CloseCode) (closed, draining, held int) {
 	for _, s := range h.sessionsOf(user) { // O(user's sessions): users.go
 		switch {
 		case s.closeWith(code, CloseAdmin, "disconnected by an operator"):
@@ -109,7 +119,19 @@ func (h *Hub) Disconnect(user string, code wire.CloseCode) (closed, draining int
 			draining++
 		}
 	}
-	return closed, draining
+	if wire.Reconnect(code) {
+		return closed, draining, 0
+	}
+	now := h.now()
+	for _, r := range h.heldRooms(user) { // O(user's held rooms)
+		r.mu.Lock()
+		if m := r.members.get(user); m != nil && m.gracedAt >= 0 {
+			r.dropGracedLocked(m, now)
+			held++
+		}
+		r.mu.Unlock()
+	}
+	return closed, draining, held
 }
 
 // NodeInfo returns this node's entry for a node list: its id and open

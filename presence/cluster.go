@@ -457,9 +457,7 @@ func (h *Hub) NodeDown(node string) {
 			if !m.held() {
 				m.graceUntil = now + int64(h.cfg.LeaveGrace)
 				m.cl.more().downGrace = true
-				m.gracedAt = int32(len(r.graced))
-				r.graced = append(r.graced, m)
-				r.markLocked()
+				r.graceLocked(m)
 			}
 			r.effectiveLocked(m)
 			r.retypeLocked(m, now)

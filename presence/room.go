@@ -325,7 +325,9 @@ func (r *room) setTyping(user string, on bool, now int64) bool {
 // leaveLocked removes sb. With a hold > 0 (a lost connection: its leave
 // grace, see Session.HandleClose) its member stays until now+hold even if
 // its last connection is gone; with 0 (an explicit leave), it goes at once
-// unless an earlier loss's grace is still running.
+// unless an earlier loss's grace is still running; with a negative hold
+// (an operator's close that forbids a reconnect) it goes at once, ending
+// that grace too.
 func (r *room) leaveLocked(sb *sub, hold, now int64) {
 	sb.sendMu.Lock()
 	sb.gone = true
@@ -342,18 +344,19 @@ func (r *room) leaveLocked(sb *sub, hold, now int64) {
 	if m == nil {
 		return
 	}
-	if hold > 0 {
+	switch {
+	case hold > 0:
 		// Kept even while other connections remain: if they leave
 		// before it ends, the member still waits for the lost one.
 		m.graceUntil = max(m.graceUntil, now+hold)
+	case hold < 0:
+		m.graceUntil = 0 // an operator's 41xx: no earlier loss's grace either
 	}
 	if m.conns--; m.conns > 0 {
 		return
 	}
 	if m.graceUntil > now {
-		m.gracedAt = int32(len(r.graced))
-		r.graced = append(r.graced, m)
-		r.markLocked()
+		r.graceLocked(m)
 		return
 	}
 	m.graceUntil = 0
@@ -374,7 +377,17 @@ func (r *room) unholdLocked(m *member, now int64) {
 	r.releaseLocked(m, now)
 }
 
-// endGraceLocked ends m's grace: a connection of its user is back. O(1).
+// graceLocked puts m, whose m.graceUntil is set, in r.graced, and records
+// it in the hub's index of held rooms (Hub.Disconnect). O(1).
+func (r *room) graceLocked(m *member) {
+	m.gracedAt = int32(len(r.graced))
+	r.graced = append(r.graced, m)
+	r.hub.addHeld(m.user, r)
+	r.markLocked()
+}
+
+// endGraceLocked ends m's grace: a connection of its user is back, the
+// grace is over, or an operator ended it. O(the user's held rooms).
 func (r *room) endGraceLocked(m *member) {
 	m.graceUntil = 0
 	if m.cl != nil {
@@ -389,7 +402,27 @@ func (r *room) endGraceLocked(m *member) {
 		r.graced[last] = nil
 		r.graced = r.graced[:last]
 		m.gracedAt = -1
+		r.hub.removeHeld(m.user, r)
 	}
+}
+
+// dropGracedLocked ends the grace of m (in r.graced) and its member, as
+// when the grace is over: this node's hold ends (with a Bus the other
+// nodes are told; a dead node's hold just ends), and the member leaves
+// unless another node holds it.
+func (r *room) dropGracedLocked(m *member, now int64) {
+	if m.cl != nil {
+		local := !m.cl.downGrace()
+		r.endGraceLocked(m)
+		if local {
+			r.unholdLocked(m, now)
+		} else {
+			r.releaseLocked(m, now)
+		}
+		return
+	}
+	r.endGraceLocked(m)
+	r.removeMemberLocked(m)
 }
 
 // unsub removes sb from r.subs. O(1): the last sub takes its place.
@@ -488,18 +521,7 @@ func (r *room) expireLocked(now int64) {
 			i++
 			continue
 		}
-		if m.cl != nil {
-			local := !m.cl.downGrace()
-			r.endGraceLocked(m)
-			if local {
-				r.unholdLocked(m, now)
-			} else {
-				r.releaseLocked(m, now)
-			}
-			continue
-		}
-		r.endGraceLocked(m)
-		r.removeMemberLocked(m)
+		r.dropGracedLocked(m, now)
 	}
 	for _, e := range r.typing {
 		if e.m != nil && e.until <= now {

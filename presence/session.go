@@ -632,7 +632,10 @@ func (s *Session) HandleBinary() {
 // slow consumer, token expiry, flood, drain, shutdown, internal error) they
 // stay for Config.LeaveGrace. A connection the drain closed keeps them for
 // its bye's retry_ms plus Config.LeaveGrace: its client was told to come
-// back (elsewhere) only after retry_ms.
+// back (elsewhere) only after retry_ms; so does a 40xx Disconnect that
+// took over the drain's close (the client saw the bye).
+// An operator's close that forbids a reconnect (41xx) also ends the grace
+// an earlier lost connection of the user left in the same rooms.
 func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	now := s.hub.now()
 	// Claim and read in one swap: a flusher's 4002 or a Disconnect's
@@ -641,11 +644,14 @@ func (s *Session) HandleClose(end ConnEnd) CloseReason {
 	own := closeRecord(s.closed.Swap(endedRecord))
 	reason, grace := ending(end, own)
 	var hold int64
-	if grace {
+	switch {
+	case grace:
 		hold = int64(s.hub.cfg.LeaveGrace)
-		if reason == CloseDrain {
+		if reason == CloseDrain || own&overDrain != 0 { // the client saw bye's retry_ms
 			hold += int64(s.hub.drainRetry(s.seq))
 		}
+	case reason == CloseAdmin:
+		hold = -1 // 41xx: an earlier lost connection's grace ends too (room.leaveLocked)
 	}
 	s.state = ended
 	for len(s.subs) > 0 {

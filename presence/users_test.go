@@ -32,12 +32,12 @@ func TestDisconnectByUserIndex(t *testing.T) {
 	silent := &fakeSink{}
 	h.Open(silent) // no hello: no user
 
-	if n, _ := h.Disconnect("nobody", wire.CloseForbidden); n != 0 {
+	if n, _, _ := h.Disconnect("nobody", wire.CloseForbidden); n != 0 {
 		t.Errorf("Disconnect(nobody) = %d, want 0", n)
 	}
 	// One of u1's sessions ends first: the index drops it.
 	conns[1].s.HandleClose(endOf(true))
-	if n, _ := h.Disconnect("u1", wire.CloseForbidden); n != 2 {
+	if n, _, _ := h.Disconnect("u1", wire.CloseForbidden); n != 2 {
 		t.Errorf("Disconnect(u1) = %d, want 2 (one of three had ended)", n)
 	}
 	for i, c := range conns {
@@ -56,11 +56,11 @@ func TestDisconnectByUserIndex(t *testing.T) {
 	// A connection the client is already closing (its sink's close was
 	// started elsewhere) is not counted.
 	conns[2].sink.Close(wire.CloseNormal, "client")
-	if n, _ := h.Disconnect("u2", wire.CloseForbidden); n != 2 {
+	if n, _, _ := h.Disconnect("u2", wire.CloseForbidden); n != 2 {
 		t.Errorf("Disconnect(u2) = %d, want 2 (one of three already closing)", n)
 	}
 	// A second Disconnect finds nothing more to close (already claimed).
-	if n, _ := h.Disconnect("u1", wire.CloseForbidden); n != 0 {
+	if n, _, _ := h.Disconnect("u1", wire.CloseForbidden); n != 0 {
 		t.Errorf("second Disconnect(u1) = %d, want 0", n)
 	}
 	// Every session ends: the index is empty.
@@ -96,7 +96,7 @@ func TestDisconnectCostsTheUsersSessions(t *testing.T) {
 	for i := range h.sessions { // the session shards are not touched: hold them all
 		h.sessions[i].mu.Lock()
 	}
-	n, _ := h.Disconnect("u7", wire.CloseForbidden)
+	n, _, _ := h.Disconnect("u7", wire.CloseForbidden)
 	for i := range h.sessions {
 		h.sessions[i].mu.Unlock()
 	}
@@ -158,10 +158,10 @@ func TestDisconnectTakesOverTheDrain(t *testing.T) {
 				ss = append(ss, s)
 			}
 			h.Drain(time.Second)
-			if c, d := h.Disconnect("alice", tc.code); c != 0 || d != 1 {
+			if c, d, _ := h.Disconnect("alice", tc.code); c != 0 || d != 1 {
 				t.Fatalf("Disconnect(alice) during the drain = (%d closed, %d draining), want (0, 1)", c, d)
 			}
-			if c, d := h.Disconnect("alice", tc.code); c != 0 || d != 0 {
+			if c, d, _ := h.Disconnect("alice", tc.code); c != 0 || d != 0 {
 				t.Errorf("second Disconnect(alice) = (%d, %d), want (0, 0)", c, d)
 			}
 			if got := ss[0].HandleClose(tc.end); got != CloseAdmin {
@@ -175,7 +175,7 @@ func TestDisconnectTakesOverTheDrain(t *testing.T) {
 				t.Errorf("room r has %d members after alice's close, want %d", n, want)
 			}
 			// The connection has ended: nothing more to take over.
-			if c, d := h.Disconnect("alice", tc.code); c != 0 || d != 0 {
+			if c, d, _ := h.Disconnect("alice", tc.code); c != 0 || d != 0 {
 				t.Errorf("Disconnect(alice) after the end = (%d, %d), want (0, 0)", c, d)
 			}
 		})

@@ -19,7 +19,9 @@ import (
 )
 
 // drainCloseWait is what a drain waits for the clients' closes after the
-// -drain window has been announced (internal/server's drainCloseWait).
+// -drain window has been announced: a copy of drainCloseWait in
+// internal/server/server.go (this module cannot import it), kept equal by
+// internal/server's TestDrainCloseWaitCopy.
 const drainCloseWait = 3 * time.Second
 
 // stopAfterDrain bounds what a stop takes once the drain window and the

@@ -286,8 +286,8 @@ func (b *Bus) onKick(msg string) {
 	if err != nil || !wire.ValidID(f[3]) {
 		return
 	}
-	n, d := b.hub.Disconnect(f[3], wire.CloseCode(code))
-	b.log.Info("redisbus: user disconnected by a peer's request", "user", f[3], "code", code, "from", f[1], "closed", n, "draining", d)
+	n, d, held := b.hub.Disconnect(f[3], wire.CloseCode(code))
+	b.log.Info("redisbus: user disconnected by a peer's request", "user", f[3], "code", code, "from", f[1], "closed", n, "draining", d, "held_ended", held)
 }
 
 // reportConns writes this node's connection count every NodeTTL/3 under

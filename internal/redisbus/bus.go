@@ -102,8 +102,10 @@ type Hub interface {
 	// operator's request, maybe from another node); their memberships
 	// end without leave grace for 4100-4199 and keep it for 4000-4099
 	// (a code inviting a reconnect). It returns how many closes it
-	// started and how many draining connections it took over.
-	Disconnect(user string, code wire.CloseCode) (closed, draining int)
+	// started, how many draining connections it took over and, for
+	// 4100-4199, how many memberships held only for a leave grace it
+	// ended (including those of a node that left or died).
+	Disconnect(user string, code wire.CloseCode) (closed, draining, held int)
 	// NodeInfo reports this node's open connections (Conns), written to
 	// Redis for the other nodes' node lists.
 	NodeInfo() presence.NodeInfo

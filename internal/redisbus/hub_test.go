@@ -76,11 +76,11 @@ func (h *fakeHub) NodeDown(node string) {
 	h.calls = append(h.calls, call{op: "down", node: node})
 }
 
-func (h *fakeHub) Disconnect(user string, code wire.CloseCode) (closed, draining int) {
+func (h *fakeHub) Disconnect(user string, code wire.CloseCode) (closed, draining, held int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.kicks = append(h.kicks, fmt.Sprint(user, " ", int(code)))
-	return 1, 0
+	return 1, 0, 0
 }
 
 func (h *fakeHub) NodeInfo() presence.NodeInfo {

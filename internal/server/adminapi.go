@@ -292,11 +292,11 @@ func (a *adminAPI) disconnect(r *http.Request) (any, *apiError) {
 		}
 		code = wire.CloseCode(n)
 	}
-	closed, draining, err := a.state.Disconnect(r.Context(), user, code)
+	closed, draining, held, err := a.state.Disconnect(r.Context(), user, code)
 	n := closed + draining // a draining connection ends as this close too (presence.Hub.Disconnect)
 	// The operator's action, for the audit trail (an error is answered, not logged).
-	a.log.Info("admin: user disconnected", keyUser, user, keyCode, int(code), keyClosed, n, keyDraining, draining, keyRemote, r.RemoteAddr)
-	ans := map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "draining_here": draining, "node": a.node}
+	a.log.Info("admin: user disconnected", keyUser, user, keyCode, int(code), keyClosed, n, keyDraining, draining, keyHeldEnded, held, keyRemote, r.RemoteAddr)
+	ans := map[string]any{"user": user, "code": int(code), "reconnect": wire.Reconnect(code), "closed_here": n, "draining_here": draining, "held_ended_here": held, "node": a.node}
 	if err != nil {
 		// This node's connections are closed; the other nodes were not told.
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,18 +48,20 @@ func (b blockingState) Nodes(context.Context) ([]presence.NodeInfo, error) {
 	return nil, nil
 }
 
-func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (closed, draining int, _ error) {
+func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCode) (closed, draining, held int, _ error) {
 	if user == "kickfails" {
-		return 2, 0, errors.New("redis: connection refused")
+		return 2, 0, 0, errors.New("redis: connection refused")
 	}
-	return 1, 0, nil
+	return 1, 0, 0, nil
 }
 
 // TestAdminReadLimit: at most adminMaxReads reads run at once; one more
 // answers 503 busy with Retry-After at once, a disconnect is not limited,
 // and a read that would scan too many rooms answers 422.
 func TestAdminReadLimit(t *testing.T) {
-	st := blockingState{started: make(chan struct{}), release: make(chan struct{})}
+	// started has room for one read over the limit, and the calls are
+	// bounded, so that a broken limit fails the test instead of hanging it.
+	st := blockingState{started: make(chan struct{}, adminMaxReads+1), release: make(chan struct{})}
 	a := &adminAPI{
 		state: st,
 		auth:  newAdminAuth([]byte("t0k"), false, nil),
@@ -72,10 +75,12 @@ func TestAdminReadLimit(t *testing.T) {
 	a.register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	do := func(method, path string) (int, string, http.Header) {
+	quick := &http.Client{Timeout: 2 * time.Second} // a call answered at once
+	held := &http.Client{Timeout: 30 * time.Second} // a read held until release
+	do := func(cl *http.Client, method, path string) (int, string, http.Header) {
 		req, _ := http.NewRequest(method, srv.URL+path, nil)
 		req.Header.Set("Authorization", "Bearer t0k")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := cl.Do(req)
 		if err != nil {
 			t.Error(err)
 			return 0, "", nil
@@ -92,24 +97,24 @@ func TestAdminReadLimit(t *testing.T) {
 	var wg sync.WaitGroup
 	for range adminMaxReads {
 		wg.Go(func() {
-			if code, _, _ := do("GET", "/api/nodes"); code != 200 {
+			if code, _, _ := do(held, "GET", "/api/nodes"); code != 200 {
 				t.Errorf("a read within the limit: %d, want 200", code)
 			}
 		})
 		<-st.started
 	}
-	if code, ecode, h := do("GET", "/api/nodes"); code != 503 || ecode != "busy" || h.Get("Retry-After") == "" {
+	if code, ecode, h := do(quick, "GET", "/api/nodes"); code != 503 || ecode != "busy" || h.Get("Retry-After") == "" {
 		t.Errorf("one read over the limit: %d %q Retry-After %q, want 503 busy with Retry-After", code, ecode, h.Get("Retry-After"))
 	}
-	if code, ecode, _ := do("GET", "/api/rooms"); code != 503 || ecode != "busy" {
+	if code, ecode, _ := do(quick, "GET", "/api/rooms"); code != 503 || ecode != "busy" {
 		t.Errorf("rooms over the limit: %d %q, want 503 busy", code, ecode)
 	}
-	if code, _, _ := do("POST", "/api/users/alice/disconnect"); code != 200 {
+	if code, _, _ := do(quick, "POST", "/api/users/alice/disconnect"); code != 200 {
 		t.Errorf("a disconnect while the reads are full: %d, want 200", code)
 	}
 	close(st.release)
 	wg.Wait()
-	if code, ecode, _ := do("GET", "/api/rooms"); code != 422 || ecode != "too_many_rooms" {
+	if code, ecode, _ := do(quick, "GET", "/api/rooms"); code != 422 || ecode != "too_many_rooms" {
 		t.Errorf("rooms over the scan cap: %d %q, want 422 too_many_rooms", code, ecode)
 	}
 	if n := len(a.reads); n != 0 {

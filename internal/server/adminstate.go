@@ -26,11 +26,12 @@ type adminState interface {
 	Nodes(ctx context.Context) ([]presence.NodeInfo, error)
 	// Disconnect closes user's connections everywhere with code, their
 	// memberships ending without leave grace for 4100-4199 (keeping it
-	// for 4000-4099); it returns how many closes it started on this node
-	// and how many of this node's draining connections it took over
+	// for 4000-4099); it returns how many closes it started on this node,
+	// how many of this node's draining connections it took over and how
+	// many memberships this node held only for a leave grace it ended
 	// (presence.Hub.Disconnect), also with an error (the other nodes may
 	// not have been told).
-	Disconnect(ctx context.Context, user string, code wire.CloseCode) (closed, draining int, _ error)
+	Disconnect(ctx context.Context, user string, code wire.CloseCode) (closed, draining, held int, _ error)
 }
 
 // localState is a single node's view: the hub holds everything.
@@ -72,9 +73,9 @@ func (l localState) Nodes(context.Context) ([]presence.NodeInfo, error) {
 	return []presence.NodeInfo{ni}, nil
 }
 
-func (l localState) Disconnect(_ context.Context, user string, code wire.CloseCode) (closed, draining int, _ error) {
-	closed, draining = l.hub.Disconnect(user, code)
-	return closed, draining, nil
+func (l localState) Disconnect(_ context.Context, user string, code wire.CloseCode) (closed, draining, held int, _ error) {
+	closed, draining, held = l.hub.Disconnect(user, code)
+	return closed, draining, held, nil
 }
 
 // clusterState is the view of every node: reads go to Redis (the bus),
@@ -86,7 +87,7 @@ type clusterState struct {
 
 var _ adminState = clusterState{}
 
-func (c clusterState) Disconnect(ctx context.Context, user string, code wire.CloseCode) (closed, draining int, _ error) {
-	closed, draining = c.hub.Disconnect(user, code)
-	return closed, draining, c.Kick(ctx, user, code)
+func (c clusterState) Disconnect(ctx context.Context, user string, code wire.CloseCode) (closed, draining, held int, _ error) {
+	closed, draining, held = c.hub.Disconnect(user, code)
+	return closed, draining, held, c.Kick(ctx, user, code)
 }

@@ -124,3 +124,41 @@ func TestDrainSingleNodeNoWait(t *testing.T) {
 		t.Errorf("presenced_draining %v after the drain, want 1", v)
 	}
 }
+
+// TestDrainHoldEndsWhenRedisIsDown: a drained node whose Redis became
+// unreachable does not hold its members for the whole window: its lease
+// is not renewed (presenced_redis_up 0 after node-ttl), so the other
+// nodes declare it dead anyway. Run returns within node-ttl plus the
+// Leave's bound, not after the window.
+func TestDrainHoldEndsWhenRedisIsDown(t *testing.T) {
+	const window, ttl = 30 * time.Second, time.Second
+	srv := redistest.Start(t)
+	n, stop := startServerStop(t, server.Config{
+		Presence: presence.Config{Insecure: true, Tick: 20 * time.Millisecond, LeaveGrace: time.Minute},
+		Redis:    &redisbus.Config{Redis: redisbus.ClientOptions{Addrs: []string{srv.Addr()}}, NodeTTL: ttl},
+		Drain:    window,
+	})
+	alice := login(t, n, "alice")
+	alice.send(`{"t":"join","id":1,"room":"r"}`)
+	alice.expect("ack")
+	alice.expect("sync")
+	eventually(t, 10*time.Second, func() error {
+		if v := metric(t, n.reg, "presenced_redis_up"); v != 1 {
+			return fmt.Errorf("presenced_redis_up %v, want 1", v)
+		}
+		return nil
+	})
+	began := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	alice.expectMsg("bye")
+	alice.closeCode() // answers the 1001: alice is held for retry_ms + a minute
+	srv.Kill()
+	// stop gives Run 10 s (a third of the window): without Redis the hold
+	// ends a node-ttl after the last renewal, then the Leave gives up
+	// within its 2 s.
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run with Redis down during the drain (window %v, node-ttl %v): %v", window, ttl, err)
+	}
+	t.Logf("Run returned %v after the drain began", time.Since(began))
+}

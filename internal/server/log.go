@@ -26,6 +26,7 @@ const (
 	keyUser       = "user"
 	keyClosed     = "closed"
 	keyDraining   = "draining"
+	keyHeldEnded  = "held_ended"
 	keyEndpoint   = "endpoint"
 	keyStatus     = "status"
 )

@@ -469,12 +469,16 @@ func (s *Server) leaveBus() {
 }
 
 // drainCloseWait bounds the wait for clients to answer the drain's close
-// frames: the poller's default close timeout plus a margin.
+// frames: the poller's default close timeout plus a margin. deploy/check's
+// k8s_test.go has a copy for its stop-time bound (TestDrainCloseWaitCopy).
 const drainCloseWait = 3 * time.Second
 
 // awaitHolds keeps a drained node in the cluster until the last retry_ms
 // its clients were told (until), or until it holds no member, or the bus
-// stops. Its members stay visible meanwhile, each for its own retry_ms
+// stops, or the bus is down (Bus.Up: the lease was not renewed for a
+// node-ttl, so Redis is unreachable and the other nodes declare this node
+// dead and give its members their leave grace: holding on only delays the
+// exit). Its members stay visible meanwhile, each for its own retry_ms
 // plus the leave grace; the other nodes then keep those still held for the
 // leave grace after the Leave. So a client is held for at least its
 // retry_ms plus the leave grace everywhere. A single node does not wait.
@@ -487,6 +491,11 @@ func (s *Server) awaitHolds(until time.Time, busDone <-chan struct{}) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for s.hub.Stats().Members > 0 && time.Now().Before(until) {
+		if !s.bus.Up() {
+			s.log.Warn("redis bus down (lease not renewed): not holding the drained members; the other nodes give them leave grace once this node's lease expires",
+				keyMembers, s.hub.Stats().Members, keyWait, time.Until(until).Round(time.Millisecond).String())
+			return
+		}
 		select {
 		case <-busDone:
 			return
