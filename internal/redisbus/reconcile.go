@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,8 +20,10 @@ import (
 // reconcileScript on each. Every node, with Events or not, also checks
 // the registry: nodes must all produce events or none.
 
-// rcClaimScript claims a partition for a reconcile round and returns its
-// next rooms, or nil when another node has it.
+// rcClaimScript claims a partition for a reconcile round and returns the
+// partition's Redis time (ms) and its next rooms, or nil when another
+// node has it. The caller reads the registry after it: the time is before
+// that read, on the clock of the rooms' shard (see reconcileScript).
 //
 //	KEYS[1] whrc   KEYS[2] whrcur   KEYS[3] whrooms
 //	ARGV    claimer id, claim ms, count
@@ -29,7 +32,8 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return fals
 local cur = redis.call('GET', KEYS[2]) or '0'
 local r = redis.call('SSCAN', KEYS[3], cur, 'COUNT', tonumber(ARGV[3]))
 if r[1] == '0' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], r[1], 'PX', 86400000) end
-return r[2]
+local t = redis.call('TIME')
+return {string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), r[2]}
 `
 
 var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
@@ -61,7 +65,8 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 //	KEYS[5] whrooms   KEYS[6] whs:<room>   KEYS[7] whp   KEYS[8] whsp:<room>
 //	KEYS[9] whso:<room>   KEYS[10] whpr:<room>
 //	ARGV    member key prefix, room, leave grace ms, cursor, whs PX ms,
-//	        page size, then the live ids
+//	        page size, registry time (ms, Redis TIME of the room's shard
+//	        taken before the live ids were read), then the live ids
 //
 // It returns {1, next cursor, events...}.
 const reconcileScriptSrc = eventsLua + `
@@ -89,18 +94,24 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[3])
 local first = ARGV[4] == '0'
 -- Reads first. The parts of live ids count; those of other ids (no
--- reaper ran, or one wrote after it was reaped) are stale: deleted by a
--- round at least the grace after one first found them (a node that
--- registered after the caller read the registry has no part that old).
+-- reaper ran, or one wrote after it was reaped) are stale: deleted once
+-- first found so at least the grace ago AND before the caller's registry
+-- read (first sighting < ARGV[7], a time on this shard's clock taken
+-- before that read). A node registers before it writes a part, so an id
+-- whose part was seen before the read was registered at the read: unless
+-- it had left, it is in the live ids. A node that registered after the
+-- read is only ever first seen after it: its part is kept however long
+-- the pass or the round lasts.
 local live = {}
-for i = 7, #ARGV do live[ARGV[i]] = true end
+for i = 8, #ARGV do live[ARGV[i]] = true end
+local regt = tonumber(ARGV[7])
 local ids, pseen, pkeep, stale = {}, {}, {}, {}
 local kv = redis.call('HGETALL', KEYS[8])
 for i = 1, #kv, 2 do pseen[kv[i]] = tonumber(kv[i+1]) end
 for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
   if live[id] then
     ids[#ids+1] = id
-  elseif pseen[id] and now - pseen[id] >= grace then
+  elseif pseen[id] and pseen[id] < regt and now - pseen[id] >= grace then
     stale[#stale+1] = id
   else
     pkeep[#pkeep+1] = id
@@ -202,11 +213,23 @@ func webhooksInfo(on bool) string {
 
 // reconcile reads the registry (the live ids; a peer with the other
 // webhooks setting is logged once and counted), then, with Events, runs
-// a reconcile round.
+// a reconcile round. With Events the partitions are claimed first: the
+// claim's Redis time (per partition, on its shard) precedes the registry
+// read, which decides which parts are stale (reconcileScript).
 func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	me := b.selfID()
 	if me == "" {
 		return
+	}
+	// While this node has orphans (Redis lost the registry: in Cluster the
+	// {n} shard alone may, the room shards keeping the old ids' parts) an
+	// unregistered part may be a live peer's, not re-registered yet: the
+	// reconcile waits until they are settled (at most a node-ttl and a
+	// round after this node registered).
+	var rooms []string
+	times := map[int]int64{}
+	if b.cfg.Events != nil && !b.lv.hasOrphans() {
+		rooms, times = b.reconcileClaim(ctx, me)
 	}
 	reg, err := b.live.HGetAll(ctx, b.k.reg()).Result()
 	if err != nil {
@@ -231,17 +254,17 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 		b.log.Warn("redisbus: nodes differ in their webhook setting (-webhook-url): set it on all nodes or none",
 			"webhooks", b.cfg.Events != nil, "others", other)
 	}
-	if b.cfg.Events == nil {
-		return
+	for len(rooms) > 0 {
+		n := min(len(rooms), pipelineRooms)
+		b.reconcileRooms(ctx, rooms[:n], times, live)
+		rooms = rooms[n:]
 	}
-	// While this node has orphans (Redis lost the registry: in Cluster the
-	// {n} shard alone may, the room shards keeping the old ids' parts) an
-	// unregistered part may be a live peer's, not re-registered yet: the
-	// reconcile waits until they are settled (at most a node-ttl and a
-	// round after this node registered).
-	if b.lv.hasOrphans() {
-		return
-	}
+}
+
+// reconcileClaim claims the partitions nobody reconciled in the last
+// rcEvery and returns their next rooms and each claimed partition's
+// Redis time (ms).
+func (b *Bus) reconcileClaim(ctx context.Context, me string) ([]string, map[int]int64) {
 	pipe := b.data.Pipeline()
 	calls := make([]*scriptCall, partitions)
 	for p := range partitions {
@@ -253,21 +276,30 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	_, _ = pipe.Exec(ctx)
 	b.evalNoScript(ctx, rcClaimScriptSrc, calls)
 	var rooms []string
-	for _, c := range calls {
-		rs, err := c.cmd.StringSlice()
+	times := map[int]int64{}
+	for p, c := range calls {
+		r, err := c.cmd.Slice()
 		switch {
 		case err == redis.Nil: // another node has it
-		case err != nil:
-			b.m.errors.WithLabelValues("reconcile").Inc()
-		default:
-			rooms = append(rooms, rs...)
+			continue
+		case err == nil && len(r) == 2:
+			ts, _ := r[0].(string)
+			t, perr := strconv.ParseInt(ts, 10, 64)
+			rs, ok := r[1].([]any)
+			if perr != nil || !ok {
+				break
+			}
+			times[p] = t
+			for _, x := range rs {
+				if s, ok := x.(string); ok {
+					rooms = append(rooms, s)
+				}
+			}
+			continue
 		}
+		b.m.errors.WithLabelValues("reconcile").Inc()
 	}
-	for len(rooms) > 0 {
-		n := min(len(rooms), pipelineRooms)
-		b.reconcileRooms(ctx, rooms[:n], live)
-		rooms = rooms[n:]
-	}
+	return rooms, times
 }
 
 // rcPage is about how many members of a room one reconcileScript call
@@ -277,7 +309,8 @@ const rcPage = 500
 // reconcileRooms runs reconcileScript on each room, pipelined, page after
 // page until each room's pass is done (or failed), and hands the events
 // to Config.Events.
-func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
+// times is each partition's Redis time taken before live was read.
+func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, times map[int]int64, live []any) {
 	cursors := make([]string, len(rooms))
 	for i := range cursors {
 		cursors[i] = "0"
@@ -287,7 +320,7 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
 		pipe := b.data.Pipeline()
 		calls := make([]*scriptCall, len(rooms))
 		for i, room := range rooms {
-			c := b.reconcileCall(room, cursors[i], live)
+			c := b.reconcileCall(room, cursors[i], times[partition(room)], live)
 			c.cmd = pipe.EvalSha(ctx, reconcileScript.Hash(), c.keys, c.args...)
 			calls[i] = c
 		}
@@ -322,14 +355,15 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, live []any) {
 }
 
 // reconcileCall is the keys and arguments of room's reconcileScript, at
-// cursor.
-func (b *Bus) reconcileCall(room, cursor string, live []any) *scriptCall {
+// cursor; regt is the Redis time (ms, of the room's shard) taken before
+// live was read (0: no stale part is deleted).
+func (b *Bus) reconcileCall(room, cursor string, regt int64, live []any) *scriptCall {
 	grace := b.cfg.LeaveGrace.Milliseconds()
 	// The records outlive the time between two passes over a room: a
 	// pass over its partition's index (64 rooms a round).
 	keep := grace + time.Hour.Milliseconds()
-	args := make([]any, 0, 6+len(live))
-	args = append(args, b.k.memberPrefix(room), room, grace, cursor, keep, b.rcPage)
+	args := make([]any, 0, 7+len(live))
+	args = append(args, b.k.memberPrefix(room), room, grace, cursor, keep, b.rcPage, regt)
 	args = append(args, live...)
 	p := partition(room)
 	return &scriptCall{keys: []string{b.k.seqs(room), b.k.membership(room), b.k.eventIDs(room),

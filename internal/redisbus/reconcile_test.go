@@ -180,11 +180,11 @@ func TestReconcileLostReply(t *testing.T) {
 		d.HSet(ctx, b.b.k.suspects(room), "u", 1).Err()); err != nil { // found long ago
 		t.Fatal(err)
 	}
-	call := b.b.reconcileCall(room, "0", nil)
+	call := b.b.reconcileCall(room, "0", 0, nil)
 	if err := reconcileScript.Run(ctx, b.b.data, call.keys, call.args...).Err(); err != nil {
 		t.Fatal(err) // this reply is "lost"
 	}
-	b.b.reconcileRooms(ctx, []string{room}, nil) // another reconcile: nothing
+	b.b.reconcileRooms(ctx, []string{room}, nil, nil) // another reconcile: nothing
 	if got := lb.list(); len(got) != 0 {
 		t.Fatalf("a second reconcile sent %q", got)
 	}
@@ -330,7 +330,7 @@ func TestReconcilePages(t *testing.T) {
 	// The first pass, page by page: it records every unheld member.
 	pages := 0
 	for cur := "0"; ; pages++ {
-		c := b.b.reconcileCall("r", cur, live)
+		c := b.b.reconcileCall("r", cur, 0, live)
 		r, err := reconcileScript.Run(ctx, d, c.keys, c.args...).Slice()
 		if err != nil || len(r) != 2 {
 			t.Fatalf("page %d: %v %v", pages, r, err)
@@ -347,7 +347,7 @@ func TestReconcilePages(t *testing.T) {
 		t.Fatalf("whs holds %d users, want %d", got, n)
 	}
 	time.Sleep(grace)
-	b.b.reconcileRooms(ctx, []string{"r"}, live)
+	b.b.reconcileRooms(ctx, []string{"r"}, nil, live)
 	got := lb.list()
 	removed := 0
 	for _, e := range got {

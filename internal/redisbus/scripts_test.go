@@ -85,7 +85,7 @@ func TestScriptsReadBeforeWrite(t *testing.T) {
 	err = reconcileScript.Eval(ctx, c, []string{k.seqs(room), k.membership(room), k.eventIDs(room),
 		k.released(room, reconcileID, 0), k.whRooms(p), k.suspects(room), k.pendingRelease(p), k.suspectParts(room),
 		k.suspectsBefore(room), k.pendingOf(room)},
-		k.memberPrefix(room), room, "0", "0", "60000", "500", "b#1", "a#1").Err()
+		k.memberPrefix(room), room, "0", "0", "60000", "500", "99999999999999", "b#1", "a#1").Err()
 	refused(err)
 	if n, _ := admin.Exists(ctx, k.members(room, "z#1"), k.suspectParts(room)).Result(); n != 2 {
 		t.Error("reconcileScript refused: the stale part or whsp changed anyway")
