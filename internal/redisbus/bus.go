@@ -135,6 +135,7 @@ type Bus struct {
 	rcEvery     time.Duration // period of the registry check and, with Events, the membership reconcile
 	rcCount     int           // rooms per partition per reconcile round (SSCAN COUNT)
 	rcPage      int           // members of a room per reconcileScript call (SSCAN COUNT)
+	reapHook    func(id string) // tests: called before reap takes the lock
 
 	hub     Hub           // set by Run before any goroutine starts
 	running atomic.Bool   // Run was called

@@ -67,7 +67,11 @@ end
 redis.call('SET', p .. 'lease:' .. me, ARGV[6], 'PX', ttl)
 redis.call('HSET', reg, me, ARGV[8])
 -- last:<node> lives a day past the last round of its node.
-if mode == 'tick' then redis.call('PEXPIRE', p .. 'last:' .. ARGV[9], 86400000) end
+if mode == 'tick' then
+  redis.call('PEXPIRE', p .. 'last:' .. ARGV[9], 86400000)
+  -- rooms:<me> too: one nobody reaped cannot stay forever.
+  redis.call('PEXPIRE', p .. 'rooms:' .. me, 86400000)
+end
 
 -- The judgement clock: when no node ran a round for more than ttl/2 (Redis
 -- paused, stopped or unreachable for everyone), nobody could renew either:

@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,15 +51,61 @@ return held
 
 var goneScript = redis.NewScript(goneScriptSrc)
 
-// reapLockTTL bounds the reaper's lock: a reaper that dies midway leaves
-// the rest to nobody (the keys are ignored: their id is not registered).
-const reapLockTTL = 10 * time.Minute
+// reapLockTTL bounds the reaper's lock; the holder renews it while it
+// reaps (holdLock) and deletes it when its own end cuts the reap, so a
+// leaving node waiting for it can take over (leaveEvents). A holder that
+// dies blocks the others for this long at most.
+const reapLockTTL = 15 * time.Second
+
+// lockRenewScript renews (ARGV[2] > 0: PEXPIRE ms) or deletes (0) the
+// lock KEYS[1] if ARGV[1] holds it.
+var lockRenewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+`)
+
+// holdLock renews id's reaper lock, held by owner, every third of its
+// TTL until the returned func is called; release deletes it then.
+func (b *Bus) holdLock(ctx context.Context, id, owner string) func(release bool) {
+	key := b.k.reapLock(id)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(reapLockTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = lockRenewScript.Run(ctx, b.data, []string{key}, owner, reapLockTTL.Milliseconds()).Err()
+			}
+		}
+	})
+	return func(release bool) {
+		close(done)
+		wg.Wait()
+		if release { // the caller's ctx may be done: a short one of its own
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			_ = lockRenewScript.Run(rctx, b.data, []string{key}, owner, 0).Err()
+		}
+	}
+}
 
 // reap deletes the room keys of the dead id: one node only (SET NX
-// reap:<id>), per room in rooms:<id> (read with SSCAN), then rooms:<id>.
-// Failures are retried with backoff for about a minute.
+// reap:<id>, renewed while it reaps), per room in rooms:<id> (read with
+// SSCAN), then rooms:<id>. Failures are retried with backoff for about a
+// minute; a reap cut by ctx (this node's end) releases the lock.
 func (b *Bus) reap(ctx context.Context, id string) {
-	ok, err := b.data.SetNX(ctx, b.k.reapLock(id), b.selfID(), reapLockTTL).Result()
+	if b.reapHook != nil {
+		b.reapHook(id)
+	}
+	me := b.selfID()
+	ok, err := b.data.SetNX(ctx, b.k.reapLock(id), me, reapLockTTL).Result()
 	if err != nil {
 		b.m.errors.WithLabelValues("reap").Inc()
 		return
@@ -66,22 +113,34 @@ func (b *Bus) reap(ctx context.Context, id string) {
 	if !ok {
 		return // another node reaps it
 	}
-	backoff := 100 * time.Millisecond
 	held := map[string][]string{} // room -> users id held, for Config.Events
-	for deadline := time.Now().Add(time.Minute); ; {
+	if b.reapLocked(ctx, id, me, held, time.Now().Add(time.Minute)) {
+		b.releaseAfterGrace(ctx, id, held)
+	}
+}
+
+// reapLocked runs reapOnce under id's lock, held by owner, retrying with
+// backoff until it succeeds (true), deadline passes or ctx is done (the
+// lock is then released: another may take over).
+func (b *Bus) reapLocked(ctx context.Context, id, owner string, held map[string][]string, deadline time.Time) bool {
+	unlock := b.holdLock(ctx, id, owner)
+	backoff := 100 * time.Millisecond
+	for {
 		err := b.reapOnce(ctx, id, held)
 		if err == nil {
-			b.releaseAfterGrace(ctx, id, held)
-			return
+			unlock(false) // kept until it expires: a late peer finds it
+			return true
 		}
 		b.m.errors.WithLabelValues("reap").Inc()
 		if time.Now().After(deadline) {
 			b.log.Warn("redisbus: reaping a dead node's keys failed", "id", id, "err", err)
-			return
+			unlock(true)
+			return false
 		}
 		select {
 		case <-ctx.Done():
-			return
+			unlock(true)
+			return false
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -164,20 +223,42 @@ const leavePeerWait = 500 * time.Millisecond
 
 // leaveEvents: with Events the peers' reaper must find the left node's
 // parts (it ends their holds after the leave grace), so Leave does not
-// delete them. When no peer reaps (none live, or all leaving at once: a
-// leaving node ignores the others' bye), the node takes the reaper's
-// lock itself and runs goneScript over its rooms: the parts go, and
-// their releases are recorded (whg, whp) for the next node's sweep,
-// about 30 s after their due time (the grace).
+// delete them. It waits (a third of ctx's time at most, leavePeerWait
+// for the lock to be taken) until rooms:<id> is gone, the reap done.
+// When no peer took the lock (none live, or all leaving at once), or the
+// peer's reap was cut (its lock deleted, rooms:<id> still there), the
+// node takes the lock itself and runs goneScript over its rooms, retrying
+// within ctx: the parts go and their releases are recorded (whg, whp)
+// for a node's sweep, about 30 s after their due time (the grace). What
+// ctx leaves undone (a peer still reaping at its end, or cut later) is
+// the reconcile's (stale parts, then their members), and rooms:<id>
+// expires a day after the node's last round.
 func (b *Bus) leaveEvents(ctx context.Context, id string) {
 	if b.lv.hasPeers() {
-		wait := leavePeerWait
+		wait := time.Second
 		if d, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(d)/2)
+			wait = time.Until(d) / 3
 		}
-		for end := time.Now().Add(wait); time.Now().Before(end); {
-			if n, err := b.data.Exists(ctx, b.k.reapLock(id)).Result(); err == nil && n == 1 {
-				return // a peer reaps
+		taken := false
+		for start, end := time.Now(), time.Now().Add(wait); ; {
+			pipe := b.data.Pipeline()
+			lock := pipe.Exists(ctx, b.k.reapLock(id))
+			rooms := pipe.Exists(ctx, b.k.rooms(id))
+			if _, err := pipe.Exec(ctx); err == nil {
+				if rooms.Val() == 0 {
+					return // reaped
+				}
+				if lock.Val() == 1 {
+					taken = true
+				} else if taken {
+					break // the peer's reap was cut: take over
+				}
+			}
+			if !taken && time.Since(start) >= leavePeerWait {
+				break // no peer reaps
+			}
+			if time.Now().After(end) {
+				return // a peer still reaps
 			}
 			select {
 			case <-ctx.Done():
@@ -194,7 +275,9 @@ func (b *Bus) leaveEvents(ctx context.Context, id string) {
 	if !ok {
 		return // a peer reaps
 	}
-	if err := b.reapOnce(ctx, id, map[string][]string{}); err != nil {
-		b.m.errors.WithLabelValues("reap").Inc()
+	deadline := time.Now().Add(time.Minute)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
 	}
+	b.reapLocked(ctx, id, id, map[string][]string{}, deadline)
 }
