@@ -123,18 +123,18 @@ type Bus struct {
 	lv      *liveness             // static
 
 	// Tunables, static after New (tests shorten them before Run).
-	maxQueued   int           // rooms queued for publishing
-	recvQueue   int           // received messages queued for the rooms loop
-	maxBuffered int           // messages buffered per room during a load
-	probeQuiet  time.Duration // a quiet subscription is probed after this
-	probeWait   time.Duration // ... and recreated when the probe is not back after this
-	antiEntropy time.Duration // period of the seq comparison of watched rooms
-	loaders     int           // concurrent room loads
-	sweepEvery  time.Duration // with Events: period of the pending releases' sweep
-	sweepLate   time.Duration // ... which takes those due this long ago (the reaper's go first)
-	rcEvery     time.Duration // period of the registry check and, with Events, the membership reconcile
-	rcCount     int           // rooms per partition per reconcile round (SSCAN COUNT)
-	rcPage      int           // members of a room per reconcileScript call (SSCAN COUNT)
+	maxQueued   int             // rooms queued for publishing
+	recvQueue   int             // received messages queued for the rooms loop
+	maxBuffered int             // messages buffered per room during a load
+	probeQuiet  time.Duration   // a quiet subscription is probed after this
+	probeWait   time.Duration   // ... and recreated when the probe is not back after this
+	antiEntropy time.Duration   // period of the seq comparison of watched rooms
+	loaders     int             // concurrent room loads
+	sweepEvery  time.Duration   // with Events: period of the pending releases' sweep
+	sweepLate   time.Duration   // ... which takes those due this long ago (the reaper's go first)
+	rcEvery     time.Duration   // period of the registry check and, with Events, the membership reconcile
+	rcCount     int             // rooms per partition per reconcile round (SSCAN COUNT)
+	rcPage      int             // members of a room per reconcileScript call (SSCAN COUNT)
 	reapHook    func(id string) // tests: called before reap takes the lock
 
 	hub     Hub           // set by Run before any goroutine starts
