@@ -39,6 +39,9 @@ if #KEYS > 2 then
       local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
       redis.call('ZADD', KEYS[5], 'NX', string.format('%.0f', due), ARGV[1] .. '|' .. ARGV[6])
       redis.call('SADD', KEYS[6], ARGV[1])
+      -- Outlives its entries (a release pending past whg's hour is
+      -- dropped by the sweep), even if one removes them without it.
+      redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[5]) + 7200000)
     end
   end
   redis.call('DEL', KEYS[3])

@@ -78,6 +78,11 @@ end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SREM', KEYS[5], ARGV[2])
   redis.call('DEL', KEYS[6], KEYS[8], KEYS[9])
+  -- The room is not visited again: its index of whp drops what whp
+  -- no longer has (a release still pending removes its own entry).
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[10])) do
+    if not redis.call('ZSCORE', KEYS[7], id .. '|' .. ARGV[2]) then redis.call('SREM', KEYS[10], id) end
+  end
   return {1, '0'}
 end
 -- A pending release of the room runs first (after its grace).
@@ -177,6 +182,7 @@ if #ev > 0 then
   redis.call('SET', KEYS[4], cjson.encode(ev), 'PX', 3600000)
   redis.call('ZADD', KEYS[7], now, '` + reconcileID + `|' .. ARGV[2])
   redis.call('SADD', KEYS[10], '` + reconcileID + `')
+  redis.call('PEXPIRE', KEYS[10], grace + 7200000)
 end
 local out = {1, r[1]}
 for _, x in ipairs(ev) do out[#out+1] = x end
