@@ -37,7 +37,7 @@ func TestReconcileSkipsPendingRelease(t *testing.T) {
 	}
 	live := []any{c.b.ID()}
 	for range 3 {
-		c.b.reconcileRooms(ctx, []string{"r"}, map[int]int64{partition("r"): shardTime(t, c.b, "r")}, live)
+		c.b.reconcileRooms(ctx, []string{"r"}, map[int]rcPart{partition("r"): {regt: shardTime(t, c.b, "r")}}, live)
 		time.Sleep(2 * grace)
 	}
 	if got := lc.list(); len(got) != 0 {

@@ -21,8 +21,8 @@ import (
 // the registry: nodes must all produce events or none.
 
 // rcClaimScript claims a partition for a reconcile round and returns the
-// partition's Redis time (ms) and its next rooms, or nil when another
-// node has it. The caller reads the registry after it: the time is before
+// partition's Redis time (ms), its next rooms and the size of its index,
+// or nil when another node has it. The caller reads the registry after it: the time is before
 // that read, on the clock of the rooms' shard (see reconcileScript).
 //
 //	KEYS[1] whrc   KEYS[2] whrcur   KEYS[3] whrooms
@@ -33,7 +33,8 @@ local cur = redis.call('GET', KEYS[2]) or '0'
 local r = redis.call('SSCAN', KEYS[3], cur, 'COUNT', tonumber(ARGV[3]))
 if r[1] == '0' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], r[1], 'PX', 86400000) end
 local t = redis.call('TIME')
-return {string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), r[2]}
+return {string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), r[2],
+  redis.call('SCARD', KEYS[3])}
 `
 
 var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
@@ -233,7 +234,7 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	// reconcile waits until they are settled (at most a node-ttl and a
 	// round after this node registered).
 	var rooms []string
-	times := map[int]int64{}
+	var times map[int]rcPart
 	if b.cfg.Events != nil && !b.lv.hasOrphans() {
 		rooms, times = b.reconcileClaim(ctx, me)
 	}
@@ -267,10 +268,15 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	}
 }
 
+// rcPart is what a round's claim of a partition returned.
+type rcPart struct {
+	regt  int64 // the partition's Redis time (ms) before the registry read
+	rooms int64 // the size of its index (whrooms)
+}
+
 // reconcileClaim claims the partitions nobody reconciled in the last
-// rcEvery and returns their next rooms and each claimed partition's
-// Redis time (ms).
-func (b *Bus) reconcileClaim(ctx context.Context, me string) ([]string, map[int]int64) {
+// rcEvery and returns their next rooms and what each claim returned.
+func (b *Bus) reconcileClaim(ctx context.Context, me string) ([]string, map[int]rcPart) {
 	pipe := b.data.Pipeline()
 	calls := make([]*scriptCall, partitions)
 	for p := range partitions {
@@ -282,20 +288,21 @@ func (b *Bus) reconcileClaim(ctx context.Context, me string) ([]string, map[int]
 	_, _ = pipe.Exec(ctx)
 	b.evalNoScript(ctx, rcClaimScriptSrc, calls)
 	var rooms []string
-	times := map[int]int64{}
+	times := map[int]rcPart{}
 	for p, c := range calls {
 		r, err := c.cmd.Slice()
 		switch {
 		case err == redis.Nil: // another node has it
 			continue
-		case err == nil && len(r) == 2:
+		case err == nil && len(r) == 3:
 			ts, _ := r[0].(string)
 			t, perr := strconv.ParseInt(ts, 10, 64)
 			rs, ok := r[1].([]any)
 			if perr != nil || !ok {
 				break
 			}
-			times[p] = t
+			size, _ := r[2].(int64)
+			times[p] = rcPart{regt: t, rooms: size}
 			for _, x := range rs {
 				if s, ok := x.(string); ok {
 					rooms = append(rooms, s)
@@ -315,8 +322,9 @@ const rcPage = 500
 // reconcileRooms runs reconcileScript on each room, pipelined, page after
 // page until each room's pass is done (or failed), and hands the events
 // to Config.Events.
-// times is each partition's Redis time taken before live was read.
-func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, times map[int]int64, live []any) {
+// times is what each partition's claim returned (its Redis time taken
+// before live was read).
+func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, times map[int]rcPart, live []any) {
 	cursors := make([]string, len(rooms))
 	for i := range cursors {
 		cursors[i] = "0"
@@ -361,13 +369,16 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, times map[int]
 }
 
 // reconcileCall is the keys and arguments of room's reconcileScript, at
-// cursor; regt is the Redis time (ms, of the room's shard) taken before
-// live was read (0: no stale part is deleted).
-func (b *Bus) reconcileCall(room, cursor string, regt int64, live []any) *scriptCall {
+// cursor; part.regt is the Redis time (ms, of the room's shard) taken
+// before live was read (0: no stale part is deleted).
+func (b *Bus) reconcileCall(room, cursor string, part rcPart, live []any) *scriptCall {
 	grace := b.cfg.LeaveGrace.Milliseconds()
 	// The records outlive the time between two passes over a room: a
-	// pass over its partition's index (64 rooms a round).
-	keep := grace + time.Hour.Milliseconds()
+	// pass over its partition's index (rcCount rooms a round), twice for
+	// claims taken late, at least an hour.
+	pass := time.Duration(part.rooms/int64(max(b.rcCount, 1))+1) * b.rcEvery
+	keep := grace + max(time.Hour, 2*pass).Milliseconds()
+	regt := part.regt
 	args := make([]any, 0, 7+len(live))
 	args = append(args, b.k.memberPrefix(room), room, grace, cursor, keep, b.rcPage, regt)
 	args = append(args, live...)

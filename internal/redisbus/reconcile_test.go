@@ -180,7 +180,7 @@ func TestReconcileLostReply(t *testing.T) {
 		d.HSet(ctx, b.b.k.suspects(room), "u", 1).Err()); err != nil { // found long ago
 		t.Fatal(err)
 	}
-	call := b.b.reconcileCall(room, "0", 0, nil)
+	call := b.b.reconcileCall(room, "0", rcPart{}, nil)
 	if err := reconcileScript.Run(ctx, b.b.data, call.keys, call.args...).Err(); err != nil {
 		t.Fatal(err) // this reply is "lost"
 	}
@@ -330,7 +330,7 @@ func TestReconcilePages(t *testing.T) {
 	// The first pass, page by page: it records every unheld member.
 	pages := 0
 	for cur := "0"; ; pages++ {
-		c := b.b.reconcileCall("r", cur, 0, live)
+		c := b.b.reconcileCall("r", cur, rcPart{}, live)
 		r, err := reconcileScript.Run(ctx, d, c.keys, c.args...).Slice()
 		if err != nil || len(r) != 2 {
 			t.Fatalf("page %d: %v %v", pages, r, err)
