@@ -61,20 +61,7 @@ func (n *node) flushed(t *testing.T) {
 // Redis Cluster too: the scripts touch only the room's slot.
 func TestEventsOncePerCluster(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		start func(t *testing.T) ClientOptions
-	}{
-		{"standalone", func(t *testing.T) ClientOptions { return standalone(redistest.Start(t)) }},
-		{"cluster", func(t *testing.T) ClientOptions {
-			return ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			eventsOnce(t, tc.start(t))
-		})
-	}
+	onStandaloneAndCluster(t, eventsOnce)
 }
 
 func eventsOnce(t *testing.T, opts ClientOptions) {

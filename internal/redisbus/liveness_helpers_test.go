@@ -190,3 +190,17 @@ func waitRegistered(t *testing.T, nodes ...*tnode) {
 func standalone(s *redistest.Server) ClientOptions {
 	return ClientOptions{Addrs: []string{s.Addr()}}
 }
+
+// onStandaloneAndCluster runs f, in parallel subtests, on a standalone
+// Redis and on a 3-master Redis Cluster.
+func onStandaloneAndCluster(t *testing.T, f func(t *testing.T, opts ClientOptions)) {
+	t.Helper()
+	t.Run("standalone", func(t *testing.T) {
+		t.Parallel()
+		f(t, standalone(redistest.Start(t)))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		f(t, ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true})
+	})
+}

@@ -101,20 +101,7 @@ func TestReconcileMixedWebhooks(t *testing.T) {
 // release is pending (whp).
 func TestReconcileUnreaped(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		start func(t *testing.T) ClientOptions
-	}{
-		{"standalone", func(t *testing.T) ClientOptions { return standalone(redistest.Start(t)) }},
-		{"cluster", func(t *testing.T) ClientOptions {
-			return ClientOptions{Addrs: redistest.StartCluster(t, 3).Addrs(), Cluster: true}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			reconcileUnreaped(t, tc.start(t))
-		})
-	}
+	onStandaloneAndCluster(t, reconcileUnreaped)
 }
 
 func reconcileUnreaped(t *testing.T, opts ClientOptions) {
