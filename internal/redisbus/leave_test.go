@@ -65,8 +65,8 @@ func TestLeaveTakesOverCutReap(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(300 * time.Millisecond)
-		_ = d.Del(ctx, lock).Err() // ... and is cut
+		time.Sleep(100 * time.Millisecond) // within the leaver's wait (2 s / 3)
+		_ = d.Del(ctx, lock).Err()          // ... and is cut
 	}()
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
