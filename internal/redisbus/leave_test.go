@@ -66,7 +66,7 @@ func TestLeaveTakesOverCutReap(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(100 * time.Millisecond) // within the leaver's wait (2 s / 3)
-		_ = d.Del(ctx, lock).Err()          // ... and is cut
+		_ = d.Del(ctx, lock).Err()         // ... and is cut
 	}()
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
