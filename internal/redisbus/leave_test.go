@@ -116,3 +116,38 @@ func TestReapCutReleasesLock(t *testing.T) {
 		t.Fatal("a cut reap kept its lock")
 	}
 }
+
+// TestLeaveShortBudgetReapsItself: with less than 1.5 s of Leave left and
+// a live peer that never takes the lock, the leaving node stops waiting
+// after a third of its time and reaps itself (review6-final-e #1: it
+// returned "a peer still reaps" before its own no-peer check fired).
+func TestLeaveShortBudgetReapsItself(t *testing.T) {
+	t.Parallel()
+	opts := standalone(redistest.Start(t))
+	ctx := context.Background()
+	block := make(chan struct{})
+	defer close(block)
+	p := startBusWith(t, Config{Redis: opts, Node: "p", Events: &eventLog{}},
+		func(b *Bus) {
+			b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+			b.reapHook = func(string) { <-block } // p never reaps
+		})
+	e, _ := startEventBus(t, opts, "e")
+	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
+	e.set("r3", "w", "online", true)
+	e.flushed(t)
+	eID := e.b.ID()
+	d := p.b.data
+	lctx, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
+	defer cancel()
+	if err := e.b.Leave(lctx); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	if n, _ := d.Exists(ctx, p.b.k.rooms(eID), p.b.k.members("r3", eID)).Result(); n != 0 {
+		t.Fatalf("%d of rooms:e, e's part left", n)
+	}
+	if _, err := d.ZScore(ctx, p.b.k.pendingRelease(partition("r3")), eID+"|r3").Result(); err != nil {
+		t.Fatalf("e's release not recorded: %v", err)
+	}
+}

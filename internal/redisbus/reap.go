@@ -242,6 +242,10 @@ func (b *Bus) leaveEvents(ctx context.Context, id string) {
 		if d, ok := ctx.Deadline(); ok {
 			wait = time.Until(d) / 3
 		}
+		// The no-peer wait never outlasts the whole wait: with less than
+		// 3 × leavePeerWait of Leave left, "no peer yet" must end in the
+		// node reaping itself, not in "a peer still reaps".
+		peerWait := min(leavePeerWait, wait)
 		taken := false
 		for start, end := time.Now(), time.Now().Add(wait); ; {
 			pipe := b.data.Pipeline()
@@ -257,10 +261,13 @@ func (b *Bus) leaveEvents(ctx context.Context, id string) {
 					break // the peer's reap was cut: take over
 				}
 			}
-			if !taken && time.Since(start) >= leavePeerWait {
+			if !taken && time.Since(start) >= peerWait {
 				break // no peer reaps
 			}
 			if time.Now().After(end) {
+				if !taken {
+					break // no peer reaps
+				}
 				return // a peer still reaps
 			}
 			select {
