@@ -45,19 +45,8 @@ func TestLeaveWaitsForPeerReaper(t *testing.T) {
 // (review6-final-d #3).
 func TestLeaveTakesOverCutReap(t *testing.T) {
 	t.Parallel()
-	opts := standalone(redistest.Start(t))
 	ctx := context.Background()
-	block := make(chan struct{})
-	defer close(block)
-	p := startBusWith(t, Config{Redis: opts, Node: "p", Events: &eventLog{}},
-		func(b *Bus) {
-			b.rcEvery, b.sweepEvery = time.Hour, time.Hour
-			b.reapHook = func(string) { <-block } // p never reacts itself
-		})
-	e, _ := startEventBus(t, opts, "e")
-	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
-	e.set("r2", "w", "online", true)
-	e.flushed(t)
+	p, e := leaverWithIdlePeer(t, "r2")
 	eID := e.b.ID()
 	d := p.b.data
 	lock := p.b.k.reapLock(eID)
@@ -74,12 +63,7 @@ func TestLeaveTakesOverCutReap(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.stop()
-	if n, _ := d.Exists(ctx, p.b.k.rooms(eID), p.b.k.members("r2", eID)).Result(); n != 0 {
-		t.Fatalf("%d of rooms:e, e's part left", n)
-	}
-	if _, err := d.ZScore(ctx, p.b.k.pendingRelease(partition("r2")), eID+"|r2").Result(); err != nil {
-		t.Fatalf("e's release not recorded: %v", err)
-	}
+	assertReapedWithRelease(t, p, eID, "r2")
 }
 
 // TestReapCutReleasesLock: a reap cut by its node's end deletes its lock
@@ -123,31 +107,47 @@ func TestReapCutReleasesLock(t *testing.T) {
 // returned "a peer still reaps" before its own no-peer check fired).
 func TestLeaveShortBudgetReapsItself(t *testing.T) {
 	t.Parallel()
-	opts := standalone(redistest.Start(t))
 	ctx := context.Background()
-	block := make(chan struct{})
-	defer close(block)
-	p := startBusWith(t, Config{Redis: opts, Node: "p", Events: &eventLog{}},
-		func(b *Bus) {
-			b.rcEvery, b.sweepEvery = time.Hour, time.Hour
-			b.reapHook = func(string) { <-block } // p never reaps
-		})
-	e, _ := startEventBus(t, opts, "e")
-	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
-	e.set("r3", "w", "online", true)
-	e.flushed(t)
-	eID := e.b.ID()
-	d := p.b.data
+	p, e := leaverWithIdlePeer(t, "r3")
 	lctx, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
 	defer cancel()
 	if err := e.b.Leave(lctx); err != nil {
 		t.Fatal(err)
 	}
 	e.stop()
-	if n, _ := d.Exists(ctx, p.b.k.rooms(eID), p.b.k.members("r3", eID)).Result(); n != 0 {
-		t.Fatalf("%d of rooms:e, e's part left", n)
+	assertReapedWithRelease(t, p, e.b.ID(), "r3")
+}
+
+// leaverWithIdlePeer starts a peer p whose reaper never reacts and a
+// node e holding w in room, once e knows p.
+func leaverWithIdlePeer(t *testing.T, room string) (p, e *node) {
+	opts := standalone(redistest.Start(t))
+	block := make(chan struct{})
+	p = startBusWith(t, Config{Redis: opts, Node: "p", Events: &eventLog{}},
+		func(b *Bus) {
+			b.rcEvery, b.sweepEvery = time.Hour, time.Hour
+			b.reapHook = func(string) { <-block } // p never reaps
+		})
+	// Registered after p's own cleanup, so it runs first: p's stop waits
+	// for its reaper, parked in the hook.
+	t.Cleanup(func() { close(block) })
+	e, _ = startEventBus(t, opts, "e")
+	eventually(t, 5*time.Second, "e knows p", func() bool { return e.b.lv.hasPeers() })
+	e.set(room, "w", "online", true)
+	e.flushed(t)
+	return p, e
+}
+
+// assertReapedWithRelease: id's part of room and its rooms:<id> are gone
+// and the release of its users is recorded for a sweep.
+func assertReapedWithRelease(t *testing.T, p *node, id, room string) {
+	t.Helper()
+	ctx := context.Background()
+	d := p.b.data
+	if n, _ := d.Exists(ctx, p.b.k.rooms(id), p.b.k.members(room, id)).Result(); n != 0 {
+		t.Fatalf("%d of rooms:<id>, the part left", n)
 	}
-	if _, err := d.ZScore(ctx, p.b.k.pendingRelease(partition("r3")), eID+"|r3").Result(); err != nil {
-		t.Fatalf("e's release not recorded: %v", err)
+	if _, err := d.ZScore(ctx, p.b.k.pendingRelease(partition(room)), id+"|"+room).Result(); err != nil {
+		t.Fatalf("the release not recorded: %v", err)
 	}
 }

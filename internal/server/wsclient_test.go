@@ -197,14 +197,19 @@ func (c *wsClient) closeCode() wire.CloseCode {
 	c.t.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		_, _, err := wsutil.ReadServerData(c.conn)
-		var closed wsutil.ClosedError
-		if errors.As(err, &closed) {
-			return wire.CloseCode(closed.Code)
-		}
+		f, err := ws.ReadFrame(c.conn)
 		if err != nil {
 			c.t.Fatalf("read until close: %v", err)
 		}
+		if f.Header.OpCode != ws.OpClose {
+			continue
+		}
+		code, _ := ws.ParseCloseFrameData(f.Payload)
+		// Answer it, as a client does (a drain waits for the answer). The
+		// write may fail: a server that closed with our message unread
+		// resets the connection. The code was read all the same.
+		_ = ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(code, ""))))
+		return wire.CloseCode(code)
 	}
 }
 
