@@ -90,7 +90,7 @@ func TestAdminDisconnectRate(t *testing.T) {
 func TestTokenBucketWait(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1e9, 0)}
 	b := &tokenBucket{interval: 2 * time.Second, burst: 2, now: clock.now}
-	if b.take() != 0 || b.take() != 0 {
+	if w1, w2 := b.take(), b.take(); w1 != 0 || w2 != 0 {
 		t.Fatal("the burst of 2 was refused")
 	}
 	if w := b.take(); w != 2*time.Second {
