@@ -409,3 +409,30 @@ func (b *Bus) publishCmd() string {
 	}
 	return "PUBLISH"
 }
+
+// every runs fn every d until ctx is done (the first run after d).
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
+	}
+}
+
+// retryPause waits *backoff or until ctx is done (false), then doubles
+// *backoff up to 5 s: the pause between tries of the reaper and of the
+// releases it leads to.
+func retryPause(ctx context.Context, backoff *time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, 5*time.Second)
+	return true
+}

@@ -320,11 +320,8 @@ func (b *Bus) release(ctx context.Context, id string, held map[string][]string) 
 			b.log.Warn("redisbus: ending a dead node's members for webhooks failed", "id", id, "calls", len(jobs))
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if !retryPause(ctx, &backoff) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }

@@ -35,16 +35,7 @@ var claimScript = redis.NewScript(claimScriptSrc)
 
 // sweeper runs sweep every sweepEvery until ctx is done.
 func (b *Bus) sweeper(ctx context.Context) {
-	t := time.NewTicker(b.sweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		b.sweep(ctx)
-	}
+	every(ctx, b.sweepEvery, func() { b.sweep(ctx) })
 }
 
 // sweep claims the releases due sweepLate ago in every partition and runs

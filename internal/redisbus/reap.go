@@ -140,13 +140,10 @@ func (b *Bus) reapLocked(ctx context.Context, id, owner string, held map[string]
 			unlock(true)
 			return false
 		}
-		select {
-		case <-ctx.Done():
+		if !retryPause(ctx, &backoff) {
 			unlock(true)
 			return false
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -197,17 +197,8 @@ const reconcileID = "~reconcile"
 
 // reconciler runs reconcile every rcEvery until ctx is done.
 func (b *Bus) reconciler(ctx context.Context) {
-	t := time.NewTicker(b.rcEvery)
-	defer t.Stop()
 	warned := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		b.reconcile(ctx, &warned)
-	}
+	every(ctx, b.rcEvery, func() { b.reconcile(ctx, &warned) })
 }
 
 // webhooksInfo is the registration info's last field.
