@@ -41,7 +41,8 @@ var rcClaimScript = redis.NewScript(rcClaimScriptSrc)
 
 // reconcileScript deletes the room's stale parts (of ids not registered,
 // found so for a leave grace: whsp:<room>) and releases the members of a
-// room that no live part holds and no pending release covers, once they
+// room that no part it keeps (a live id's, or one not yet found stale)
+// holds and no pending release covers, once they
 // were found so for a leave grace. A room is read in pages (SSCAN of
 // wh:<room>, about ARGV[6] members a call): the caller calls again with
 // the returned cursor until it is 0, a pass. The first time a user is
@@ -120,6 +121,10 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
   elseif pseen[id] and pseen[id] < regt and now - pseen[id] >= grace then
     stale[#stale+1] = id
   else
+    -- Kept: its users stay held (a node that registered after the read
+    -- holds them; a dead one's users are released a grace after its part
+    -- is deleted).
+    ids[#ids+1] = id
     pkeep[#pkeep+1] = id
     pkeep[#pkeep+1] = pseen[id] or now
   end

@@ -52,7 +52,9 @@ func pass(t *testing.T, b *Bus, room string, regt int64, live []any, pause time.
 // the registry writes a part in a big room; one pass over the room (and
 // a second with the same registry read) lasts longer than the grace: the
 // live part is kept (review6-final-d #1: it was deleted by a later page
-// of the same pass).
+// of the same pass), and so is its user: a part the reconcile keeps holds
+// its users (the second pass removed x, a false member_removed, and its
+// kept result cut the pass short: CI, stop 16).
 func TestReconcileKeepsLatePart(t *testing.T) {
 	t.Parallel()
 	opts := standalone(redistest.Start(t))
@@ -78,6 +80,9 @@ func TestReconcileKeepsLatePart(t *testing.T) {
 		}
 		if !kept {
 			t.Fatalf("pass %d (%d pages): n's live part deleted", i, pages)
+		}
+		if in, _ := c.b.data.SIsMember(context.Background(), c.b.k.membership("big"), "x").Result(); !in {
+			t.Fatalf("pass %d (%d pages): n's user x removed", i, pages)
 		}
 	}
 }
