@@ -27,7 +27,7 @@ import (
 //	P{p<k>}:whr:<room>|<id>|<chunk>  the events of a release (JSON), PX 1 h
 //	P{p<k>}:whg:<room>|<id>  the users dead id held (JSON), kept by goneScript, PX 1 h
 //	P{p<k>}:whp         ZSET of the partition's pending releases: <id>|<room> by due time (ms)
-//	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no live part (ms)
+//	P{p<k>}:whs:<room>  HASH user -> when the reconcile first found it held by no part it keeps (ms)
 //	P{p<k>}:whsp:<room> HASH id -> when the reconcile first found its part of the room stale (ms)
 //	P{p<k>}:whso:<room> HASH whs:<room> of the reconcile's previous pass over the room, during a pass
 //	P{p<k>}:whpr:<room> SET of the ids with a pending release of the room in whp (an index of whp)

@@ -10,7 +10,7 @@ import (
 )
 
 // The reconcile repairs the membership sets (wh:<room>) that no write will
-// ever fix: a user left in a set while no live part of the room holds it
+// ever fix: a user left in a set while no part of the room holds it
 // (a reaper that lost its release, the last node drained, nodes with and
 // without webhooks, Redis that lost some writes in a failover). Every
 // rcEvery each node with Events claims the partitions nobody reconciled
@@ -100,8 +100,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[3])
 local first = ARGV[4] == '0'
--- Reads first. The parts of live ids count; those of other ids (no
--- reaper ran, or one wrote after it was reaped) are stale: deleted once
+-- Reads first. The parts of live ids hold their users; those of other
+-- ids (no reaper ran, or one wrote after it was reaped) are stale: deleted once
 -- first found so at least the grace ago AND before the caller's registry
 -- read (first sighting < ARGV[7], a time on this shard's clock taken
 -- before that read). A node registers before it writes a part, so an id
@@ -366,7 +366,8 @@ func (b *Bus) reconcileRooms(ctx context.Context, rooms []string, times map[int]
 
 // reconcileCall is the keys and arguments of room's reconcileScript, at
 // cursor; part.regt is the Redis time (ms, of the room's shard) taken
-// before live was read (0: no stale part is deleted).
+// before live was read (0: no stale part is deleted, so every part holds
+// its users).
 func (b *Bus) reconcileCall(room, cursor string, part rcPart, live []any) *scriptCall {
 	grace := b.cfg.LeaveGrace.Milliseconds()
 	// The records outlive the time between two passes over a room: a

@@ -97,8 +97,9 @@ func TestReconcileMixedWebhooks(t *testing.T) {
 
 // TestReconcileUnreaped: a node nobody reaped leaves its parts (and its
 // users in the sets); a node started later removes their users once,
-// after the grace, and not: a user a live part holds, nor one whose
-// release is pending (whp).
+// two graces later (the part is deleted as stale a grace after its first
+// sighting, its users a grace after that), and not: a user a live part
+// holds, nor one whose release is pending (whp).
 func TestReconcileUnreaped(t *testing.T) {
 	t.Parallel()
 	onStandaloneAndCluster(t, reconcileUnreaped)
@@ -131,8 +132,8 @@ func reconcileUnreaped(t *testing.T, opts ClientOptions) {
 	c.flushed(t)
 	want := []string{"r1 member_removed u"}
 	eventually(t, 10*time.Second, "u released", func() bool { return slices.Equal(lc.list(), want) })
-	if d := time.Since(started); d < grace {
-		t.Fatalf("u released %v after the reconcile began, before the grace (%v)", d, grace)
+	if d := time.Since(started); d < 2*grace {
+		t.Fatalf("u released %v after the reconcile began, before two graces (%v)", d, 2*grace)
 	}
 	time.Sleep(300 * time.Millisecond) // more rounds: nothing more
 	if got := lc.list(); !slices.Equal(got, want) {
