@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -98,10 +99,11 @@ func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
 		}
 		s.m.requests.WithLabelValues(reqRetry).Inc()
 		s.log.Debug("webhook: POST failed, will retry", "err", err)
+		wait := retryWait(s.jitter(backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, n-1)), err, s.cfg.MaxBackoff)
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(s.jitter(backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, n-1))):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -117,6 +119,46 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 		c *= 2
 	}
 	return min(c, hi)
+}
+
+// retryWait is the wait before the next attempt: drawn (the jittered
+// backoff), or longer if the receiver asked for it with Retry-After (on
+// a 429 or 503), but never longer than ceiling (MaxBackoff): a receiver
+// cannot hold the queue for hours.
+func retryWait(drawn time.Duration, err error, ceiling time.Duration) time.Duration {
+	var later *retryLater
+	if errors.As(err, &later) {
+		return max(drawn, min(later.after, ceiling))
+	}
+	return drawn
+}
+
+// retryLater is a 429 or 503 whose Retry-After asked for a wait.
+type retryLater struct {
+	status int
+	after  time.Duration
+}
+
+func (e *retryLater) Error() string {
+	return fmt.Sprintf("webhook: status %d, Retry-After %v", e.status, e.after)
+}
+
+// parseRetryAfter reads a Retry-After value (RFC 9110 10.2.3): seconds,
+// or an HTTP date; 0 if absent, malformed or past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // done counts a batch the receiver took (err nil) or refused for good
@@ -169,7 +211,12 @@ func (s *Sender) post(ctx context.Context, batch []Payload) error {
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
 		return nil
-	case c == http.StatusTooManyRequests || c >= 500:
+	case c == http.StatusTooManyRequests || c == http.StatusServiceUnavailable:
+		if after := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); after > 0 {
+			return &retryLater{status: c, after: after}
+		}
+		return fmt.Errorf("webhook: status %d", c)
+	case c >= 500:
 		return fmt.Errorf("webhook: status %d", c)
 	case c >= 300 && c < 400:
 		return fmt.Errorf("%w: status %d: redirects are not followed (Location %q)", errRejected, c, resp.Header.Get("Location"))

@@ -59,7 +59,9 @@ type Config struct {
 	// MaxAttempts per batch before it is dropped. Default 8.
 	MaxAttempts int
 	// MinBackoff and MaxBackoff: the wait before retry n is random in
-	// [0, min(MaxBackoff, MinBackoff × 2^n)]. Defaults 250 ms and 30 s.
+	// [0, min(MaxBackoff, MinBackoff × 2^n)], or a 429's or 503's
+	// Retry-After if that is longer, up to MaxBackoff. Defaults 250 ms and
+	// 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// Client sends the requests. Default: an http.Client with Timeout and
 	// a transport of its own (a clone of http.DefaultTransport), whose idle
