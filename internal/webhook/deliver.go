@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -143,15 +144,17 @@ func (e *retryLater) Error() string {
 	return fmt.Sprintf("webhook: status %d, Retry-After %v", e.status, e.after)
 }
 
-// parseRetryAfter reads a Retry-After value (RFC 9110 10.2.3): seconds,
-// or an HTTP date; 0 if absent, malformed or past.
+// parseRetryAfter reads a Retry-After value (RFC 9110 10.2.3): seconds
+// (digits only; too many for an int64 mean the longest wait, RFC 9111
+// 1.2.2), or an HTTP date; 0 if absent, malformed or past.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
+	if strings.Trim(v, "0123456789") == "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil { // out of range
+			secs = math.MaxInt64
 		}
 		return time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second
 	}

@@ -2,7 +2,7 @@
 // receiver (docs/webhooks.md): batched once per tick as a JSON array,
 // signed with HMAC-SHA256 over the timestamp and the body, retried with
 // exponential backoff and full jitter on 5xx, 429, timeouts and network
-// errors.
+// errors (no sooner than a 429's or 503's Retry-After, up to the ceiling).
 //
 // A Sender implements presence.Events: RoomEvents only appends to a
 // bounded queue (a call's events that do not all fit are dropped, all of

@@ -20,6 +20,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{"", 0},
 		{"0", 0},
 		{"-5", 0},
+		{"+5", 0},
+		{"99999999999999999999", time.Duration(int64(1<<63-1) / int64(time.Second) * int64(time.Second))},
 		{"2", 2 * time.Second},
 		{"120", 2 * time.Minute},
 		{"99999999999999999", time.Duration(int64(1<<63-1) / int64(time.Second) * int64(time.Second))},
