@@ -215,9 +215,9 @@ func (l *liveness) leave(ctx context.Context) error {
 
 // roundResult is the script's answer.
 type roundResult struct {
-	status                          string
-	reaped, live, suspects, retired []string
-	gen                             string
+	status                                     string
+	reaped, live, suspects, retired, announced []string
+	gen                                        string
 }
 
 func parseRound(v any) (roundResult, error) {
@@ -230,10 +230,13 @@ func parseRound(v any) (roundResult, error) {
 	if len(a) == 1 {
 		return r, nil
 	}
-	if len(a) != 6 {
+	if len(a) != 7 {
 		return r, fmt.Errorf("liveness script: reply of %d elements", len(a))
 	}
-	for i, dst := range []*[]string{&r.reaped, &r.live, &r.suspects, &r.retired} {
+	for i, dst := range []*[]string{&r.reaped, &r.live, &r.suspects, &r.retired, nil, &r.announced} {
+		if dst == nil {
+			continue
+		}
 		xs, _ := a[i+1].([]any)
 		for _, x := range xs {
 			s, _ := x.(string)
@@ -283,7 +286,7 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	rctx, cancel := context.WithTimeout(ctx, l.period)
 	v, err := l.script.Run(rctx, l.c, []string{l.k.gen()}, l.k.live(""), mode, me, gen,
 		strconv.FormatUint(lo, 10), strconv.FormatUint(l.counter, 10), l.cfg.ttl.Milliseconds(),
-		l.info, l.cfg.node, l.prevID, strings.Join(l.missing, "\n"), how).Result()
+		l.info, l.cfg.node, l.prevID, strings.Join(l.missing, "\n"), how, l.peersLocked()).Result()
 	cancel()
 	var r roundResult
 	if err == nil {
@@ -341,9 +344,17 @@ func (l *liveness) roundLocked(ctx context.Context, how string, out *[]func()) b
 	for _, id := range r.live {
 		live[id] = true
 	}
+	announced := make(map[string]bool, len(r.announced))
+	for _, id := range r.announced {
+		announced[id] = true
+	}
 	for id := range l.prevLive {
 		if !live[id] && !l.self[id] {
-			l.declareLocked(id, how, false, out)
+			if announced[id] { // its bye or gone has not reached me yet
+				l.declareLocked(id, DeathAnnounce, false, out)
+			} else {
+				l.declareLocked(id, how, false, out)
+			}
 		}
 	}
 	l.prevLive = live
@@ -384,6 +395,19 @@ func (l *liveness) upLocked(out *[]func()) {
 	l.m.up.Set(0)
 	l.log.Warn("redisbus: lease lost: renewals fail")
 	*out = append(*out, func() { l.ev.lost(false) })
+}
+
+// peersLocked is the other ids registered at the last round,
+// "\n"-separated (the script's ARGV[13]).
+func (l *liveness) peersLocked() string {
+	var b strings.Builder
+	for id := range l.prevLive {
+		if !l.self[id] {
+			b.WriteString(id)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
 }
 
 // declareLocked reports id dead once.

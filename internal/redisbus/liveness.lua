@@ -6,29 +6,35 @@
 -- ARGV: 1 prefix, 2 mode (reg | tick | leave), 3 my id, 4 gen (reg: a
 -- proposal), 5 lo, 6 counter (my lease must hold a value in [lo, counter)),
 -- 7 ttl ms, 8 registration info, 9 node name, 10 my previous id ("" none),
--- 11 ids missing at my last round ("\n"-separated), 12 how (probe | event).
+-- 11 ids missing at my last round ("\n"-separated), 12 how (probe | event),
+-- 13 the other ids registered at my last round ("\n"-separated).
 --
 -- Returns {"RESET"} (gen changed: Redis lost its data), {"DEAD"} (I was
 -- reaped), {"ROLLBACK"} (my lease holds a value I never wrote), or
--- {status, reaped, live, suspects, retired, gen}: status OK or SUSPECT (more
--- than half the peers vanished at once: they are reaped only if still
--- missing at my next round), reaped = ids I tombed (I clean them), live =
--- the registered ids after the round, retired = my previous incarnations I
--- tombed at registration.
+-- {status, reaped, live, suspects, retired, gen, announced}: status OK or
+-- SUSPECT (more than half the peers vanished at once: they are reaped only
+-- if still missing at my next round), reaped = ids I tombed (I clean them),
+-- live = the registered ids after the round, retired = my previous
+-- incarnations I tombed at registration, announced = the ids of ARGV[13]
+-- no longer registered whose end was announced (a leave's bye, a restart's
+-- gone: their tomb says so), so that a round that comes before the
+-- announcement reaches me does not count a deploy as a death.
 if redis.replicate_commands then redis.replicate_commands() end
 local p, mode, me = ARGV[1], ARGV[2], ARGV[3]
 local ttl = tonumber(ARGV[7])
 local ctl, reg = p .. 'ctl', p .. 'reg'
 
-local function tomb(id)
-  redis.call('SET', p .. 'tomb:' .. id, '1', 'PX', 3600000)
+-- A tomb's value says how the id ended: 'bye' (it left), 'gone' (a new
+-- incarnation retired it), '1' (reaped).
+local function tomb(id, why)
+  redis.call('SET', p .. 'tomb:' .. id, why, 'PX', 3600000)
   redis.call('DEL', p .. 'lease:' .. id)
   redis.call('HDEL', reg, id)
 end
 
 if mode == 'leave' then
   redis.call('PUBLISH', ctl, 'bye ' .. me)
-  tomb(me)
+  tomb(me, 'bye')
   return {'OK'}
 end
 
@@ -40,7 +46,7 @@ if mode == 'reg' then
   local function retire(old)
     if old and old ~= '' and old ~= me and redis.call('EXISTS', p .. 'tomb:' .. old) == 0 and
         (redis.call('EXISTS', p .. 'lease:' .. old) == 1 or redis.call('HEXISTS', reg, old) == 1) then
-      tomb(old)
+      tomb(old, 'gone')
       redis.call('PUBLISH', ctl, 'gone ' .. old)
       retired[#retired + 1] = old
     end
@@ -110,7 +116,7 @@ if not grace then
     if mass and not seen[id] then
       suspects[#suspects + 1] = id
     else
-      tomb(id)
+      tomb(id, '1')
       redis.call('PUBLISH', ctl, 'dead ' .. id .. ' ' .. ARGV[12])
       reaped[#reaped + 1] = id
     end
@@ -119,4 +125,11 @@ end
 
 local status = 'OK'
 if #suspects > 0 then status = 'SUSPECT' end
-return {status, reaped, redis.call('HKEYS', reg), suspects, retired, g}
+local announced = {}
+for id in string.gmatch(ARGV[13] or '', '[^\n]+') do
+  if redis.call('HEXISTS', reg, id) == 0 then
+    local why = redis.call('GET', p .. 'tomb:' .. id)
+    if why == 'bye' or why == 'gone' then announced[#announced + 1] = id end
+  end
+end
+return {status, reaped, redis.call('HKEYS', reg), suspects, retired, g, announced}

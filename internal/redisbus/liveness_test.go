@@ -376,6 +376,36 @@ func TestLivenessLeave(t *testing.T) {
 	}
 }
 
+// TestLivenessLeaveBeforeBye: a peer whose round runs after the leave
+// but before the bye reaches it counts an announced end, not a death
+// (CI, stop 16: it counted "probe", which raises PresencedNodeVanished
+// on a deploy). The same for an incarnation retired by its restart.
+func TestLivenessLeaveBeforeBye(t *testing.T) {
+	s := redistest.Start(t)
+	const ttl = 5 * time.Second
+	a := startNode(t, standalone(s), "a", ttl, nil)
+	b := startNode(t, standalone(s), "b", ttl, nil)
+	c := startNode(t, standalone(s), "c", ttl, nil)
+	waitRegistered(t, a, b, c)
+	a.l.round(context.Background(), DeathProbe) // a's prevLive has b and c
+	a.stop()                                    // no bye nor gone reaches a now
+	left := b.l.id()
+	if err := b.l.leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	retired := c.l.id()
+	c.stop()
+	c2 := startNode(t, standalone(s), "c", ttl, func(l *liveness) { l.prevID = retired })
+	eventually(t, ttl, "c registered again", func() bool { return c2.l.id() != "" })
+	a.l.round(context.Background(), DeathProbe)
+	for _, id := range []string{left, retired} {
+		d := a.r.downsOf(id)
+		if len(d) != 1 || d[0].how != DeathAnnounce || d[0].reaper {
+			t.Errorf("%s: %+v, want one announce", id, d)
+		}
+	}
+}
+
 func TestLivenessCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	o := ClientOptions{Addrs: cl.Addrs(), Cluster: true}
