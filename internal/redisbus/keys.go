@@ -20,7 +20,7 @@ const partitions = 64
 //	P{n}:gen               random dataset id, SET NX at start; changed or gone: Redis lost its data
 //	P{n}:reg               HASH id -> registration info
 //	P{n}:lease:<id>        the lease, PX NodeTTL
-//	P{n}:tomb:<id>         id was reaped (fence), PX 1 h
+//	P{n}:tomb:<id>         id ended (fence): bye (left), gone (retired by its restart), 1 (reaped), PX 1 h
 //	P{n}:last:<node>       the newest incarnation id of node, PX 1 day past its last round
 //	P{n}:rooms:<id>        SET of the rooms id wrote (the reaper's index)
 //	P{n}:reap:<id>         the reaper's lock, SET NX

@@ -34,7 +34,8 @@ end
 
 if mode == 'leave' then
   redis.call('PUBLISH', ctl, 'bye ' .. me)
-  tomb(me, 'bye')
+  -- Already reaped (I had not learnt it yet): the tomb keeps saying so.
+  if redis.call('EXISTS', p .. 'tomb:' .. me) == 0 then tomb(me, 'bye') end
   return {'OK'}
 end
 

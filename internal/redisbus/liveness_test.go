@@ -379,7 +379,8 @@ func TestLivenessLeave(t *testing.T) {
 // TestLivenessLeaveBeforeBye: a peer whose round runs after the leave
 // but before the bye reaches it counts an announced end, not a death
 // (CI, stop 16: it counted "probe", which raises PresencedNodeVanished
-// on a deploy). The same for an incarnation retired by its restart.
+// on a deploy). The same for an incarnation retired by its restart; but
+// not for a node reaped before it left.
 func TestLivenessLeaveBeforeBye(t *testing.T) {
 	s := redistest.Start(t)
 	const ttl = 5 * time.Second
@@ -397,11 +398,28 @@ func TestLivenessLeaveBeforeBye(t *testing.T) {
 	c.stop()
 	c2 := startNode(t, standalone(s), "c", ttl, func(l *liveness) { l.prevID = retired })
 	eventually(t, ttl, "c registered again", func() bool { return c2.l.id() != "" })
+	// d was reaped by another node (tomb 1), then left without knowing:
+	// a's round still counts a death.
+	d := startNode(t, standalone(s), "d", ttl, nil)
+	eventually(t, ttl, "d registered", func() bool { return d.l.id() != "" })
 	a.l.round(context.Background(), DeathProbe)
-	for _, id := range []string{left, retired} {
+	reaped := d.l.id()
+	d.stop() // no round of its own learns it was reaped
+	rdb := s.Client(t)
+	ctx := context.Background()
+	if err := rdb.Set(ctx, testKeys.tomb(reaped), "1", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, testKeys.lease(reaped))
+	rdb.HDel(ctx, testKeys.reg(), reaped)
+	if err := d.l.leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.l.round(ctx, DeathProbe)
+	for id, how := range map[string]string{left: DeathAnnounce, retired: DeathAnnounce, reaped: DeathProbe} {
 		d := a.r.downsOf(id)
-		if len(d) != 1 || d[0].how != DeathAnnounce || d[0].reaper {
-			t.Errorf("%s: %+v, want one announce", id, d)
+		if len(d) != 1 || d[0].how != how || d[0].reaper {
+			t.Errorf("%s: %+v, want one %s", id, d, how)
 		}
 	}
 }
