@@ -333,12 +333,15 @@ func (s *Server) newAdminAPI() *adminAPI {
 	if s.bus != nil {
 		st = clusterState{Bus: s.bus, hub: s.hub}
 	}
+	return newAdminAPI(st, newAdminAuth(s.cfg.AdminToken, s.cfg.Presence.Insecure, s.adminLn.Addr()),
+		s.log, s.metrics.adminReqs, s.hub.Node())
+}
+
+// newAdminAPI builds the API over st with its limits: adminMaxReads reads
+// at once, disconnects at adminDisconnectRate.
+func newAdminAPI(st adminState, auth adminAuth, log *slog.Logger, reqs *prometheus.CounterVec, node string) *adminAPI {
 	return &adminAPI{
-		state: st,
-		auth:  newAdminAuth(s.cfg.AdminToken, s.cfg.Presence.Insecure, s.adminLn.Addr()),
-		log:   s.log,
-		reqs:  s.metrics.adminReqs,
-		node:  s.hub.Node(),
+		state: st, auth: auth, log: log, reqs: reqs, node: node,
 		reads: make(chan struct{}, adminMaxReads),
 		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
 	}

@@ -55,6 +55,13 @@ func (b blockingState) Disconnect(_ context.Context, user string, _ wire.CloseCo
 	return 1, 0, 0, nil
 }
 
+// testAdminAPI is the API over st with the production limits, the token
+// "t0k", node "n1", logs and metrics discarded.
+func testAdminAPI(st adminState) *adminAPI {
+	return newAdminAPI(st, newAdminAuth([]byte("t0k"), false, nil), slog.New(slog.DiscardHandler),
+		prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}), "n1")
+}
+
 // TestAdminReadLimit: at most adminMaxReads reads run at once; one more
 // answers 503 busy with Retry-After at once, a disconnect is not limited,
 // and a read that would scan too many rooms answers 422.
@@ -62,15 +69,7 @@ func TestAdminReadLimit(t *testing.T) {
 	// started has room for one read over the limit, and the calls are
 	// bounded, so that a broken limit fails the test instead of hanging it.
 	st := blockingState{started: make(chan struct{}, adminMaxReads+1), release: make(chan struct{})}
-	a := &adminAPI{
-		state: st,
-		auth:  newAdminAuth([]byte("t0k"), false, nil),
-		log:   slog.New(slog.DiscardHandler),
-		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
-		node:  "n1",
-		reads: make(chan struct{}, adminMaxReads),
-		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
-	}
+	a := testAdminAPI(st)
 	mux := http.NewServeMux()
 	a.register(mux)
 	srv := httptest.NewServer(mux)
@@ -126,15 +125,7 @@ func TestAdminReadLimit(t *testing.T) {
 // this node closed its connections, the answer is 503 and still says how
 // many were closed here; a wrong method is 405 with Allow.
 func TestAdminDisconnectKickFails(t *testing.T) {
-	a := &adminAPI{
-		state: blockingState{},
-		auth:  newAdminAuth([]byte("t0k"), false, nil),
-		log:   slog.New(slog.DiscardHandler),
-		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
-		node:  "n1",
-		reads: make(chan struct{}, adminMaxReads),
-		kicks: newTokenBucket(adminDisconnectRate, adminDisconnectBurst),
-	}
+	a := testAdminAPI(blockingState{})
 	mux := http.NewServeMux()
 	a.register(mux)
 	do := func(method, path string) (*httptest.ResponseRecorder, map[string]any) {

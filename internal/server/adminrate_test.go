@@ -2,14 +2,11 @@ package server
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeClock is a settable clock for a tokenBucket.
@@ -31,17 +28,8 @@ func (c *fakeClock) add(d time.Duration) {
 // before they take a token, and reads are not limited by it.
 func TestAdminDisconnectRate(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1e9, 0)}
-	bucket := newTokenBucket(adminDisconnectRate, adminDisconnectBurst)
-	bucket.now = clock.now
-	a := &adminAPI{
-		state: blockingState{},
-		auth:  newAdminAuth([]byte("t0k"), false, nil),
-		log:   slog.New(slog.DiscardHandler),
-		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"endpoint", "code"}),
-		node:  "n1",
-		reads: make(chan struct{}, adminMaxReads),
-		kicks: bucket,
-	}
+	a := testAdminAPI(blockingState{})
+	a.kicks.now = clock.now
 	mux := http.NewServeMux()
 	a.register(mux)
 	do := func(method, path, token string) *httptest.ResponseRecorder {
