@@ -1,11 +1,7 @@
 package multinode
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,39 +13,14 @@ import (
 	"time"
 
 	"github.com/presenced/presenced/client"
-	"github.com/presenced/presenced/internal/webhook"
+	"github.com/presenced/presenced/internal/webhook/webhooktest"
 )
 
-// hooks is a real HTTP receiver of every node's webhooks: it verifies
-// each request's signature and records the events.
-type hooks struct {
-	t      *testing.T
-	secret []byte
-	srv    *httptest.Server
-
-	mu     sync.Mutex
-	events []webhook.Payload // guarded by mu: in arrival order
-}
+// hooks is a real HTTP receiver of every node's webhooks.
+type hooks struct{ *webhooktest.Receiver }
 
 func newHooks(t *testing.T) *hooks {
-	h := &hooks{t: t, secret: []byte("multinode-hook-secret")}
-	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		if !webhook.Verify(h.secret, req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute) {
-			t.Errorf("webhook with a bad signature: %s", body)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var batch []webhook.Payload
-		if err := json.Unmarshal(body, &batch); err != nil {
-			t.Errorf("webhook body %s: %v", body, err)
-		}
-		h.mu.Lock()
-		h.events = append(h.events, batch...)
-		h.mu.Unlock()
-	}))
-	t.Cleanup(h.srv.Close)
-	return h
+	return &hooks{webhooktest.New(t, []byte("multinode-hook-secret"))}
 }
 
 // hookGrace is the webhook tests' leave grace: longer than the others', so
@@ -60,19 +31,17 @@ const hookGrace = 2 * time.Second
 // flags are the nodes' webhook flags (and -leave-grace hookGrace).
 func (h *hooks) flags(t *testing.T) []string {
 	file := filepath.Join(t.TempDir(), "hook-secret")
-	if err := os.WriteFile(file, h.secret, 0o600); err != nil {
+	if err := os.WriteFile(file, h.Secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"-webhook-url", h.srv.URL + "/hook", "-webhook-secret-file", file, "-leave-grace", hookGrace.String()}
+	return []string{"-webhook-url", h.URL + "/hook", "-webhook-secret-file", file, "-leave-grace", hookGrace.String()}
 }
 
 // byRoom returns each room's events ("type user"), in the order of their
 // ids (<partition>.<n>, one counter per partition in Redis), and an error
 // if an id came twice.
 func (h *hooks) byRoom() (map[string][]string, error) {
-	h.mu.Lock()
-	evs := slices.Clone(h.events)
-	h.mu.Unlock()
+	evs := h.Events()
 	seq := func(id string) int {
 		_, n, _ := strings.Cut(id, ".")
 		v, _ := strconv.Atoi(n)

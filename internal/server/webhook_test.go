@@ -1,58 +1,27 @@
 package server_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/presenced/presenced/internal/webhook"
+	"github.com/presenced/presenced/internal/webhook/webhooktest"
 )
 
-// hookReceiver is a real HTTP receiver of webhooks: it verifies each
-// request's signature and records the events.
-type hookReceiver struct {
-	t      *testing.T
-	secret []byte
-	srv    *httptest.Server
-
-	mu     sync.Mutex
-	events []webhook.Payload // guarded by mu
-}
+// hookReceiver is a real HTTP receiver of webhooks.
+type hookReceiver struct{ *webhooktest.Receiver }
 
 func newHookReceiver(t *testing.T) *hookReceiver {
-	r := &hookReceiver{t: t, secret: []byte("hook-secret")}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		if !webhook.Verify(r.secret, req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute) {
-			t.Errorf("webhook with a bad signature: %s", body)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var batch []webhook.Payload
-		if err := json.Unmarshal(body, &batch); err != nil {
-			t.Errorf("webhook body: %v", err)
-		}
-		r.mu.Lock()
-		r.events = append(r.events, batch...)
-		r.mu.Unlock()
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
+	return &hookReceiver{webhooktest.New(t, []byte("hook-secret"))}
 }
 
 // got lists the events received as "type room user".
 func (r *hookReceiver) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var out []string
-	for _, e := range r.events {
+	for _, e := range r.Events() {
 		out = append(out, strings.TrimSpace(e.Type+" "+e.Room+" "+e.User))
 	}
 	return out
@@ -75,7 +44,7 @@ func TestWebhooksSingleNode(t *testing.T) {
 	r := newHookReceiver(t)
 	cfg := quickConfig("")
 	cfg.Presence.LeaveGrace = 500 * time.Millisecond
-	cfg.Webhook = &webhook.Config{URL: r.srv.URL, Secret: r.secret}
+	cfg.Webhook = &webhook.Config{URL: r.URL, Secret: r.Secret}
 	n := startServer(t, cfg)
 	join := func(c *wsClient) {
 		c.send(`{"t":"join","id":1,"room":"r1"}`)
@@ -101,15 +70,13 @@ func TestWebhooksSingleNode(t *testing.T) {
 	ann2.close()
 	r.await(t, "room_occupied r1", "member_added r1 ann", "member_added r1 bob",
 		"member_removed r1 bob", "member_removed r1 ann", "room_vacated r1")
-	r.mu.Lock()
 	ids := map[string]bool{}
-	for _, e := range r.events {
+	for _, e := range r.Events() {
 		if ids[e.ID] || e.TS == 0 {
 			t.Errorf("event %+v: id seen twice or no ts", e)
 		}
 		ids[e.ID] = true
 	}
-	r.mu.Unlock()
 	// The receiver records a batch before the sender reads its answer and
 	// counts it: wait for the count.
 	eventually(t, 5*time.Second, func() error {
