@@ -457,14 +457,19 @@ func (b *Bus) write(ctx context.Context, w *writerState, rooms []string, batch m
 			delete(w.indexed, s.room) // Redis may have lost the index too
 		}
 	}
-	for _, key := range forget {
-		if err := b.data.Del(ctx, key).Err(); err != nil {
-			b.m.errors.WithLabelValues("publish").Inc()
+	if len(forget)+len(unindex) > 0 { // one round trip
+		pipe := b.data.Pipeline()
+		for _, key := range forget {
+			pipe.Del(ctx, key)
 		}
-	}
-	if len(unindex) > 0 {
-		if err := b.data.SRem(ctx, b.k.rooms(w.id), unindex...).Err(); err != nil {
-			b.m.errors.WithLabelValues("publish").Inc()
+		if len(unindex) > 0 {
+			pipe.SRem(ctx, b.k.rooms(w.id), unindex...)
+		}
+		cmds, _ := pipe.Exec(ctx)
+		for _, c := range cmds {
+			if c.Err() != nil {
+				b.m.errors.WithLabelValues("publish").Inc()
+			}
 		}
 	}
 	return failed, stale, ok

@@ -234,7 +234,7 @@ func (b *Bus) reconcile(ctx context.Context, warned *bool) {
 	if b.cfg.Events != nil && !b.lv.hasOrphans() {
 		rooms, times = b.reconcileClaim(ctx, me)
 	}
-	reg, err := b.live.HGetAll(ctx, b.k.reg()).Result()
+	reg, err := b.liveNodes(ctx)
 	if err != nil {
 		b.m.errors.WithLabelValues("reconcile").Inc()
 		return

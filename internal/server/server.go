@@ -182,8 +182,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		if rc.WatchTimeout == 0 { // the bus's bound on a load is the hub's wait for it (both default alike)
 			rc.WatchTimeout = cfg.Presence.WatchTimeout
 		}
-		if rc.LeaveGrace == 0 {
-			rc.LeaveGrace = cmp.Or(cfg.Presence.LeaveGrace, presence.DefaultLeaveGrace)
+		if rc.LeaveGrace == 0 { // the bus defaults it as the hub does
+			rc.LeaveGrace = cfg.Presence.LeaveGrace
 		}
 		rc.Logger = cfg.Logger
 		rc.Registerer = cfg.Registry

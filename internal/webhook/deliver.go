@@ -60,9 +60,12 @@ func (s *Sender) final(pending []Payload) {
 				return
 			}
 		}
-		err := ctx.Err()
+		body, err := encode(batch)
 		if err == nil {
-			if err = s.post(ctx, batch); err != nil && !errors.Is(err, errRejected) {
+			err = ctx.Err()
+		}
+		if err == nil {
+			if err = s.post(ctx, body); err != nil && !errors.Is(err, errRejected) {
 				s.m.requests.WithLabelValues(reqFailed).Inc()
 			}
 		}
@@ -83,8 +86,12 @@ func (s *Sender) final(pending []Payload) {
 // with). It reports false if ctx ended first: the batch is still to be
 // sent.
 func (s *Sender) deliver(ctx context.Context, batch []Payload) (done bool) {
+	body, encErr := encode(batch) // once: each attempt only signs again
 	for n := 1; ; n++ {
-		err := s.post(ctx, batch)
+		err := encErr
+		if err == nil {
+			err = s.post(ctx, body)
+		}
 		switch {
 		case err == nil || errors.Is(err, errRejected):
 			s.done(batch, err)
@@ -185,13 +192,19 @@ func (s *Sender) fail(n int) {
 // 3xx: redirects are not followed).
 var errRejected = errors.New("webhook: rejected")
 
-// post POSTs batch once: nil if the receiver took it, errRejected if it
-// refused it for good, another error if it may be tried again.
-func (s *Sender) post(ctx context.Context, batch []Payload) error {
+// encode is the body of batch (a JSON array).
+func encode(batch []Payload) ([]byte, error) {
 	body, err := json.Marshal(batch)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errRejected, err) // cannot happen: plain strings and ints
+		return nil, fmt.Errorf("%w: %v", errRejected, err) // cannot happen: plain strings and ints
 	}
+	return body, nil
+}
+
+// post POSTs body once, signed with a fresh timestamp: nil if the
+// receiver took it, errRejected if it refused it for good, another error
+// if it may be tried again.
+func (s *Sender) post(ctx context.Context, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
