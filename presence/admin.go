@@ -1,7 +1,6 @@
 package presence
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
@@ -13,12 +12,6 @@ type MemberInfo struct {
 	User   string
 	Status string
 	Meta   string // compact JSON object; "" for {}
-}
-
-// RoomInfo is a room and its member count.
-type RoomInfo struct {
-	Room    string
-	Members int
 }
 
 // NodeInfo is a live node and the connections it holds.
@@ -58,16 +51,16 @@ func (h *Hub) RoomCount(room string) int {
 	return n
 }
 
-// RoomList returns the rooms whose name starts with prefix and that have
-// at least one member, with their member counts, sorted by name.
-func (h *Hub) RoomList(prefix string) []RoomInfo {
-	var out []RoomInfo
+// RoomNames returns the rooms whose name starts with prefix and that have
+// at least one member, sorted.
+func (h *Hub) RoomNames(prefix string) []string {
+	var out []string
 	h.eachRoom(func(r *room) {
-		if n := r.members.len(); n > 0 && strings.HasPrefix(r.name, prefix) {
-			out = append(out, RoomInfo{Room: r.name, Members: n})
+		if r.members.len() > 0 && strings.HasPrefix(r.name, prefix) {
+			out = append(out, r.name)
 		}
 	})
-	slices.SortFunc(out, func(a, b RoomInfo) int { return cmp.Compare(a.Room, b.Room) })
+	slices.Sort(out)
 	return out
 }
 

@@ -38,13 +38,10 @@ func (h *Hub) addUser(s *Session) {
 	if sh.users == nil {
 		sh.users = map[string]userSessions{}
 	}
-	us, ok := sh.users[s.user]
-	switch {
-	case !ok:
+	us := sh.users[s.user]
+	if us.one == nil {
 		us.one = s
-	case us.one == nil:
-		us.one = s
-	default:
+	} else {
 		us.more = append(us.more, s)
 	}
 	sh.users[s.user] = us

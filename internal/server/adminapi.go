@@ -52,6 +52,7 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 		{"POST", "/api/users/{user}/disconnect", "disconnect", rateLimited(a.kicks, a.disconnect)},
 		{"GET", "/api/nodes", "nodes", a.limited(a.nodes)},
 	} {
+		a.reqs.WithLabelValues(rt.name, "200") // exported from the start
 		mux.Handle(rt.method+" "+rt.path, a.endpoint(rt.name, rt.fn))
 		// Any other method: 405 (the method-less "/api/" below would say 404).
 		allow := rt.method
@@ -63,6 +64,7 @@ func (a *adminAPI) register(mux *http.ServeMux) {
 				message: "use " + rt.method + " for this endpoint", allow: allow}
 		}))
 	}
+	a.reqs.WithLabelValues("unknown", "200")
 	mux.Handle("/api/", a.endpoint("unknown", func(*http.Request) (any, *apiError) {
 		return nil, notFound("no such endpoint")
 	}))

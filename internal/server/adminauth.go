@@ -23,7 +23,7 @@ type adminAuth struct {
 // newAdminAuth: ln is the admin listener's bound address.
 func newAdminAuth(token []byte, insecure bool, ln net.Addr) adminAuth {
 	token = []byte(strings.TrimSpace(string(token))) // as the request's is
-	a := adminAuth{hasToken: len(token) > 0, local: insecure && ln != nil && loopback(ln.String())}
+	a := adminAuth{hasToken: len(token) > 0, local: insecure && ln != nil && loopbackHost(ln.String())}
 	if a.hasToken {
 		a.token = sha256.Sum256(token)
 	}
@@ -56,17 +56,6 @@ func (a adminAuth) check(r *http.Request) (int, string, string) {
 		return http.StatusUnauthorized, "unauthorized", "invalid token"
 	}
 	return 0, "", ""
-}
-
-// loopback reports whether a host:port address is on the loopback
-// interface.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // loopbackHost reports whether a request's Host (with or without a port)

@@ -47,12 +47,7 @@ func (l localState) RoomMembers(_ context.Context, room string) ([]presence.Memb
 }
 
 func (l localState) RoomNames(_ context.Context, prefix string) ([]string, error) {
-	rs := l.hub.RoomList(prefix)
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.Room
-	}
-	return out, nil
+	return l.hub.RoomNames(prefix), nil
 }
 
 func (l localState) RoomCounts(_ context.Context, rooms []string) (map[string]int, error) {

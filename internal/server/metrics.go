@@ -60,9 +60,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "presenced_admin_requests_total",
 		Help: "Admin API requests (/api/), by endpoint (members, rooms, user_rooms, disconnect, nodes, unknown; redirect: an unclean path) and HTTP status code.",
 	}, []string{"endpoint", "code"})
-	for _, e := range []string{"members", "rooms", "user_rooms", "disconnect", "nodes", "unknown"} {
-		m.adminReqs.WithLabelValues(e, "200") // exported from the start
-	}
 	m.closed = newCloseCounts(closed)
 	m.handshakeErr = newLabelled(handshakeErr, func(i int) string {
 		if poller.RejectReason(i) == poller.RejectPage {

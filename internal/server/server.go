@@ -170,11 +170,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if (cfg.Redis != nil || cfg.Webhook != nil) && cfg.Presence.Node == "" {
+		cfg.Presence.Node = presence.RandomNode() // the bus and the event ids name it
+	}
 	if cfg.Redis != nil {
 		rc := *cfg.Redis // the caller's stays untouched
-		if cfg.Presence.Node == "" {
-			cfg.Presence.Node = presence.RandomNode()
-		}
 		rc.Node = cfg.Presence.Node
 		if rc.Addr == "" {
 			rc.Addr = cfg.Addr
@@ -191,9 +191,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Webhook != nil {
 		wc := *cfg.Webhook
-		if cfg.Presence.Node == "" {
-			cfg.Presence.Node = presence.RandomNode()
-		}
 		wc.Node = cfg.Presence.Node
 		if wc.Tick == 0 {
 			wc.Tick = cmp.Or(cfg.Presence.Tick, presence.DefaultTick)
