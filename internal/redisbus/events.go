@@ -63,6 +63,15 @@ func (k keys) reconcileCursor(p int) string {
 // memberPrefix is what a room's parts' keys start with (then the id).
 func (k keys) memberPrefix(room string) string { return k.members(room, "") }
 
+// nowMsLua defines now_ms(): Redis's TIME in milliseconds, the clock of
+// every due time and sighting the scripts record (never a node's).
+const nowMsLua = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
 // eventsLua is the code the scripts that produce events share. ev is the
 // list the script returns after its code: type, user, id triples; types
 // o (occupied), a (added), r (removed), v (vacated). wh_init names the
@@ -77,7 +86,7 @@ func (k keys) memberPrefix(room string) string { return k.members(room, "") }
 // issued before, as long as a partition issues fewer than a million ids
 // a second and the Redis clock does not go back. (Lua numbers are
 // doubles: exact up to 2^53, µs reach it in the year 2255.)
-const eventsLua = `
+const eventsLua = nowMsLua + `
 local wh_set, wh_ids, wh_idx, wh_room, wh_epoch, wh_floor
 local function wh_init(set, ids, idx, room)
   wh_set, wh_ids, wh_idx, wh_room = set, ids, idx, room

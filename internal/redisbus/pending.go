@@ -21,9 +21,8 @@ import (
 // times goneScript and the reconcile record: a node's clock never counts.
 //
 //	KEYS[1] whp   ARGV  late ms, claim ms, count
-const claimScriptSrc = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const claimScriptSrc = nowMsLua + `
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - tonumber(ARGV[1])),
   'LIMIT', 0, tonumber(ARGV[3]))
 local till = string.format('%.0f', now + tonumber(ARGV[2]))

@@ -25,7 +25,7 @@ import (
 // The release is also recorded in whp with its due time (Redis TIME plus
 // the grace: whp is timed by Redis's clock, never a node's): if the
 // reaper does not run it (stopped, drained), another node's sweeper does.
-const goneScriptSrc = `
+const goneScriptSrc = nowMsLua + `
 local held = 1
 if #KEYS > 2 then
   local kept = redis.call('GET', KEYS[4])
@@ -35,8 +35,7 @@ if #KEYS > 2 then
     held = redis.call('HKEYS', KEYS[1])
     if #held > 0 then
       redis.call('SET', KEYS[4], cjson.encode(held), 'PX', 3600000)
-      local t = redis.call('TIME')
-      local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
+      local due = now_ms() + tonumber(ARGV[5])
       redis.call('ZADD', KEYS[5], 'NX', string.format('%.0f', due), ARGV[1] .. '|' .. ARGV[6])
       redis.call('SADD', KEYS[6], ARGV[1])
       -- Outlives its entries (a release pending past whg's hour is

@@ -27,13 +27,12 @@ import (
 //
 //	KEYS[1] whrc   KEYS[2] whrcur   KEYS[3] whrooms
 //	ARGV    claimer id, claim ms, count
-const rcClaimScriptSrc = `
+const rcClaimScriptSrc = nowMsLua + `
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 local cur = redis.call('GET', KEYS[2]) or '0'
 local r = redis.call('SSCAN', KEYS[3], cur, 'COUNT', tonumber(ARGV[3]))
 if r[1] == '0' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], r[1], 'PX', 86400000) end
-local t = redis.call('TIME')
-return {string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), r[2],
+return {string.format('%.0f', now_ms()), r[2],
   redis.call('SCARD', KEYS[3])}
 `
 
@@ -96,8 +95,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[10])) do
   end
   gone[#gone+1] = id
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local grace = tonumber(ARGV[3])
 local first = ARGV[4] == '0'
 -- Reads first. The parts of live ids hold their users; those of other

@@ -15,8 +15,7 @@ import (
 // returns it.
 func shardTime(t *testing.T, b *Bus, room string) int64 {
 	t.Helper()
-	ms, err := redis.NewScript(`local t = redis.call('TIME')
-return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`).
+	ms, err := redis.NewScript(nowMsLua+"return now_ms()").
 		Run(context.Background(), b.data, []string{b.k.seqs(room)}).Int64()
 	if err != nil {
 		t.Fatal(err)
