@@ -52,12 +52,12 @@ if wh then
 end
 local old = nil
 local started, ended = {}, {}
--- Reads first: which holds the write may end (full: the part's users it
--- no longer lists; delta: the users it lets go that the part holds) and
--- whether another part holds them (wh_held reads undeclared keys).
+-- Reads first: which holds the write ends (full: the part's users it no
+-- longer lists; delta: the users it lets go that the part holds; users
+-- are unique in ARGV) and whether another part holds them (wh_held reads
+-- undeclared keys).
 local others = {}
 if wh then
-  local cand = {}
   if ARGV[3] == '1' then
     old = {}
     for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do old[u] = true end
@@ -66,27 +66,27 @@ if wh then
       if ARGV[i+1] ~= '' then listed[ARGV[i]] = true end
     end
     for u in pairs(old) do
-      if not listed[u] then cand[#cand+1] = u end
+      if not listed[u] then ended[#ended+1] = u end
     end
   else
     for i = first, #ARGV, 2 do
-      if ARGV[i+1] == '' and redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then cand[#cand+1] = ARGV[i] end
+      if ARGV[i+1] == '' and redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then ended[#ended+1] = ARGV[i] end
     end
   end
-  if #cand > 0 then
+  if #ended > 0 then
     local ids = redis.call('HKEYS', KEYS[2])
-    for _, u in ipairs(cand) do others[u] = wh_held(ids, ARGV[7], ARGV[1], u) end
+    for _, u in ipairs(ended) do others[u] = wh_held(ids, ARGV[7], ARGV[1], u) end
   end
 end
 if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
 local set = {}
 for i = first, #ARGV, 2 do
   if ARGV[i+1] == '' then
-    if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 and wh then ended[#ended+1] = ARGV[i] end
+    redis.call('HDEL', KEYS[1], ARGV[i])
   else
     if wh then
       if old then
-        if old[ARGV[i]] then old[ARGV[i]] = false else started[#started+1] = ARGV[i] end
+        if not old[ARGV[i]] then started[#started+1] = ARGV[i] end
       elseif redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
         started[#started+1] = ARGV[i]
       end
@@ -107,11 +107,6 @@ else
 end
 redis.call(ARGV[4], ARGV[5], ARGV[6])
 if not wh then return 1 end
-if old then
-  for u, gone in pairs(old) do
-    if gone then ended[#ended+1] = u end
-  end
-end
 -- Starts first: a full write that replaces one user with another never
 -- empties the room.
 local ev = {}
